@@ -1,0 +1,193 @@
+"""Text tables (<= 80 columns) and the machine-readable report of a recording.
+
+``table_*`` return text; :func:`report_tables` returns the named DataFrames that
+``cmaprof report --format json|csv`` prints.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import textwrap
+from typing import Any
+
+import pandas as pd
+
+from cmaprof.analysis import page_alloc
+from cmaprof.analysis.recording import Recording
+
+WIDTH = 80
+
+
+def _wrap_gfp(gfp: str, width: int) -> list[str]:
+    """Split a GFP string at '|' into lines of at most ``width`` characters."""
+    lines, cur = [], ""
+    for part in gfp.split("|"):
+        piece = part if not cur else "|" + part
+        if cur and len(cur) + len(piece) > width:
+            lines.append(cur + "|")
+            cur = part
+        else:
+            cur += piece
+    lines.append(cur)
+    return lines
+
+
+def _human_pages(pages: int, page_size: int) -> str:
+    b = pages * page_size
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if b < 1024 or unit == "TiB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+    return ""
+
+
+def table_header(rec: Recording) -> str:
+    m = rec.meta
+    dur = m.get("duration_ns")
+    lines = [f"cmaprof recording {rec.path}",
+             f"kernel {m.get('kernel_release')}  cpus {m.get('cpus')}  "
+             f"duration {dur / 1e9:.2f} s" if dur else
+             f"kernel {m.get('kernel_release')}  cpus {m.get('cpus')}  duration unknown"]
+    if m.get("command"):
+        lines.append(textwrap.shorten("command: " + " ".join(m["command"]), WIDTH))
+    if not rec.complete:
+        lines.append("WARNING: recording is INCOMPLETE (killed before it was finished); "
+                     "tables may be missing")
+    elif m.get("stop_reason", "").startswith("signal"):
+        lines.append(f"stopped by {m['stop_reason']}")
+    return "\n".join(lines)
+
+
+def table_zone_gfp(rec: Recording, top: int = 12) -> str:
+    """Per node and zone: the GFP classes by pages, with share, orders, migratetypes."""
+    df = page_alloc.df_gfp_classes(rec)
+    page_size = int(rec.meta.get("page_size") or 4096)
+    out = ["Page allocations per zone and GFP class (pages = base pages)"]
+    if df.empty:
+        out.append("  no allocations traced")
+        return "\n".join(out)
+    hdr = f"{'pages':>10} {'share':>6} {'allocs':>10}  {'orders':<12} {'migratetype':<18} gfp"
+    gfp_col = len(hdr) - 3
+    for (node, zone), g in df.groupby(["node", "zone"], observed=True, sort=True):
+        total = int(g["pages"].sum())
+        out.append("")
+        out.append(f"Node {node}, zone {zone}: {total} pages ({_human_pages(total, page_size)}) "
+                   f"in {int(g['allocs'].sum())} allocations")
+        out.append(hdr)
+        shown = g.head(top)
+        for r in shown.itertuples(index=False):
+            gl = _wrap_gfp(str(r.gfp), WIDTH - gfp_col)
+            out.append(f"{r.pages:>10} {r.zone_share:>6.1%} {r.allocs:>10}  {r.orders:<12.12} "
+                       f"{r.migratetypes:<18.18} {gl[0]}")
+            out.extend(" " * gfp_col + line for line in gl[1:])
+        rest = g.iloc[top:]
+        if len(rest):
+            out.append(f"{int(rest['pages'].sum()):>10} {rest['zone_share'].sum():>6.1%} "
+                       f"{int(rest['allocs'].sum()):>10}  ({len(rest)} more GFP classes)")
+    return "\n".join(out)
+
+
+def table_check(rec: Recording) -> str:
+    """Traced pages per zone against /proc/vmstat pgalloc_* deltas."""
+    df = page_alloc.df_check(rec)
+    out = ["Check against the kernel: pgalloc_<zone> deltas in /proc/vmstat over the recording",
+           f"{'zone':<10} {'traced':>12} {'bulk':>10} {'vmstat':>12} {'diff':>9}"]
+    for r in df.itertuples(index=False):
+        vm = "-" if r.vmstat_pages is None or pd.isna(r.vmstat_pages) else f"{int(r.vmstat_pages)}"
+        if r.diff_pct is None or pd.isna(r.diff_pct):
+            diff = "-"
+        elif math.isinf(r.diff_pct):
+            diff = "inf"
+        else:
+            diff = f"{r.diff_pct:+.2f}%"
+        out.append(f"{str(r.zone):<10} {r.traced_pages:>12} {r.bulk_pages:>10} {vm:>12} "
+                   f"{diff:>9}")
+    return "\n".join(out)
+
+
+def table_footer(rec: Recording) -> str:
+    m = rec.meta
+    pa_meta = m.get("page_alloc") or {}
+    dropped = (m.get("dropped") or {}).get("page_alloc") or {}
+    lost = m.get("lost") or {}
+    fails = page_alloc.df_failed(rec)
+    out = []
+    n_fail = int(fails["allocs"].sum()) if not fails.empty else 0
+    out.append(f"failed allocations: {n_fail}" + (
+        f" (largest: {fails.iloc[0]['gfp']} order {fails.iloc[0]['order']}, "
+        f"{fails.iloc[0]['allocs']} times)" if n_fail else ""))
+    out.append("lost events (BPF recursion misses): " +
+               (", ".join(f"{k} {v}" for k, v in lost.items()) or "not measured"))
+    out.append("dropped (bounded maps full, unreadable pages): " +
+               (", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"))
+    src = pa_meta.get("zone_source")
+    if src:
+        out.append(textwrap.fill(f"zone/node source: {src}: {pa_meta.get('zone_source_reason', '')}",
+                                 WIDTH, subsequent_indent="  "))
+    hdr = (m.get("headers") or {})
+    if hdr and not hdr.get("matches_running_kernel", True):
+        out.append(textwrap.fill(f"headers: compiled against {hdr.get('build_dir')} (not the "
+                                 f"running kernel's); page->flags layout validated above",
+                                 WIDTH, subsequent_indent="  "))
+    stats = m.get("bpf_stats") or {}
+    for prog, st in stats.items():
+        if st.get("run_cnt"):
+            out.append(f"overhead: {prog} ran {st['run_cnt']} times, "
+                       f"{st['run_time_ns'] / st['run_cnt']:.0f} ns per event")
+    return "\n".join(out)
+
+
+def table_report(rec: Recording) -> str:
+    """The whole text report: header, per-zone GFP classes, check, footer."""
+    return "\n\n".join([table_header(rec), table_zone_gfp(rec), table_check(rec),
+                        table_footer(rec)]) + "\n"
+
+
+def report_tables(rec: Recording) -> dict[str, pd.DataFrame]:
+    """The tables of ``cmaprof report --format json|csv``, by name."""
+    m = rec.meta
+    summary = pd.DataFrame([{
+        "path": str(rec.path), "kernel_release": m.get("kernel_release"),
+        "complete": rec.complete, "duration_ns": m.get("duration_ns"),
+        "stop_reason": m.get("stop_reason"),
+        "zone_source": (m.get("page_alloc") or {}).get("zone_source"),
+        "lost": sum((m.get("lost") or {}).values()),
+        "dropped": sum(((m.get("dropped") or {}).get("page_alloc") or {}).values()),
+    }])
+    return {
+        "recording": summary,
+        "zones": page_alloc.df_zones(rec),
+        "zone_gfp": page_alloc.df_zone_gfp(rec),
+        "gfp_classes": page_alloc.df_gfp_classes(rec),
+        "failed": page_alloc.df_failed(rec),
+        "check": page_alloc.df_check(rec),
+    }
+
+
+def _jsonable(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return None
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def report_json(rec: Recording) -> str:
+    """One JSON object: table name -> list of row objects."""
+    obj = {}
+    for name, df in report_tables(rec).items():
+        obj[name] = [{k: _jsonable(v) for k, v in row.items()}
+                     for row in df.astype(object).to_dict(orient="records")]
+    return json.dumps(obj, indent=2) + "\n"
+
+
+def report_csv(rec: Recording) -> str:
+    """Every table as CSV, each preceded by a ``# table: NAME`` line."""
+    buf = io.StringIO()
+    for name, df in report_tables(rec).items():
+        buf.write(f"# table: {name}\n")
+        df.to_csv(buf, index=False)
+        buf.write("\n")
+    return buf.getvalue()

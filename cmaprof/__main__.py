@@ -1,0 +1,3 @@
+from cmaprof.cli import main
+
+main()

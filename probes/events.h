@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Records shared between cmaprof's BPF programs and its Python collectors.
+ *
+ * BCC generates the ctypes mirrors of these structs from the compiled program
+ * (table.Key / table.Leaf), so Python never restates a layout by hand. Field
+ * names are the column names the collectors write (see analysis/schema.py).
+ */
+#ifndef CMAPROF_EVENTS_H
+#define CMAPROF_EVENTS_H
+
+#ifndef MAX_ZONE_SPANS
+#define MAX_ZONE_SPANS 64
+#endif
+#ifndef MAX_CMA_AREAS
+#define MAX_CMA_AREAS 20		/* CONFIG_CMA_AREAS default maximum */
+#endif
+#define CMA_AREA_NONE 0xff
+
+/* Zone and node come from struct page ->flags, or from the pfn-span map. */
+#define ZONE_SOURCE_PAGE_FLAGS 0
+#define ZONE_SOURCE_PFN_SPANS 1
+
+/* Runtime settings written by the collector into the `config` array. */
+struct cmaprof_config {
+	__u64 vmemmap_base;	/* struct page * of pfn 0 (never leaves the collector) */
+	__u64 page_struct_size;	/* sizeof(struct page) on the running kernel */
+	__u32 enabled;		/* count only while 1: brackets the vmstat snapshots */
+	__u32 zone_source;	/* ZONE_SOURCE_* */
+	__u32 nr_spans;
+	__u32 nr_cma;
+};
+
+/* A pfn range [start, end) of one (node, zone), from /proc/zoneinfo. */
+struct pfn_span {
+	__u64 start;
+	__u64 end;
+	__u16 node;
+	__u8 zone;
+	__u8 pad[5];
+};
+
+/* The page_alloc cube: one entry per distinct allocation class. */
+struct page_alloc_key {
+	__u64 gfp_flags;	/* raw gfp bits as the tracepoint recorded them */
+	__u16 node;
+	__u8 zone;		/* enum zone_type index */
+	__u8 order;
+	__u8 migratetype;	/* requested: gfp_migratetype(gfp) */
+	__u8 cma_area;		/* index into the recording's CMA areas, or CMA_AREA_NONE */
+	__u8 pad[2];
+};
+
+struct page_alloc_val {
+	__u64 allocs;
+	__u64 pages;		/* base pages: allocs << order */
+};
+
+/* Failed allocations (page == NULL), counted apart. */
+struct page_alloc_fail_key {
+	__u64 gfp_flags;
+	__u8 order;
+	__u8 migratetype;
+	__u8 pad[6];
+};
+
+/* Per-CPU counters of things that were not counted; indexes of `drops`. */
+#define DROP_CUBE_FULL 0	/* page_alloc cube had no room for a new key */
+#define DROP_FAIL_FULL 1	/* failure table had no room for a new key */
+#define DROP_READ_PAGE 2	/* bpf_probe_read_kernel of page->flags failed */
+#define DROP_NO_SPAN 3		/* pfn outside every zone span (span mode) */
+#define DROP_BULK_FULL 4	/* bulk table had no room */
+#define NR_DROPS 5
+
+/* Start-up calibration: a struct page * paired with the pfn of the same event. */
+struct calib_pair {
+	__u64 pfn;
+	__u64 page;		/* kernel address: used in the collector only */
+	__u64 flags;		/* page->flags word */
+};
+
+struct calib_slot {
+	__u64 page;
+	__u64 pfn;
+	__u64 flags;
+	__u64 gfp;
+	__u32 order;
+	__u8 have_page;
+	__u8 have_pfn;
+	__u8 pad[2];
+};
+
+/* Constants of the headers the program was compiled against. */
+struct layout_info {
+	__u64 zones_pgshift;
+	__u64 zones_mask;
+	__u64 nodes_pgshift;
+	__u64 nodes_mask;
+	__u64 page_struct_size;
+};
+
+#endif /* CMAPROF_EVENTS_H */

@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * page_alloc: pages allocated per (node, zone, order, gfp, requested migratetype,
+ * CMA area), aggregated in the kernel; failed allocations counted apart.
+ *
+ * Tracepoints: kmem:mm_page_alloc as a raw tracepoint (TP_PROTO(struct page *page,
+ * unsigned int order, gfp_t gfp_flags, int migratetype), unchanged since before
+ * v4.9; raw tracepoints need v4.17). At start-up the same event is also taken as a
+ * classic tracepoint for a moment, to pair each struct page * with its pfn
+ * (calibration of vmemmap; see collectors/page_alloc.py).
+ * Kernels: 4.17 and later (tested: 6.1 guest, 6.18 host).
+ *
+ * Zone and node are read from page->flags (the first word of struct page on
+ * every kernel; a memdesc_flags_t wrapping it since 6.18) with the shifts of the
+ * headers we are compiled against; the collector validates them on the running
+ * kernel and switches to the pfn-span map (ZONE_SOURCE_PFN_SPANS) when they are
+ * wrong.
+ *
+ * Options (-D): MAX_KEYS (cube size), MAX_FAIL_KEYS, CALIB_PAIRS,
+ * MAX_ZONE_SPANS, MAX_CMA_AREAS; ZONES_PGSHIFT_OVERRIDE etc. to force a layout.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/mm_types.h>
+#include <linux/mmzone.h>
+#include <linux/mm.h>
+
+#include "events.h"
+
+#ifndef MAX_KEYS
+#define MAX_KEYS 16384
+#endif
+#ifndef MAX_FAIL_KEYS
+#define MAX_FAIL_KEYS 1024
+#endif
+#ifndef CALIB_PAIRS
+#define CALIB_PAIRS 256
+#endif
+
+#ifdef ZONES_PGSHIFT_OVERRIDE
+#define CM_ZONES_PGSHIFT ZONES_PGSHIFT_OVERRIDE
+#define CM_ZONES_MASK ZONES_MASK_OVERRIDE
+#define CM_NODES_PGSHIFT NODES_PGSHIFT_OVERRIDE
+#define CM_NODES_MASK NODES_MASK_OVERRIDE
+#else
+#define CM_ZONES_PGSHIFT ZONES_PGSHIFT
+#define CM_ZONES_MASK ZONES_MASK
+#define CM_NODES_PGSHIFT NODES_PGSHIFT
+#define CM_NODES_MASK NODES_MASK
+#endif
+
+BPF_ARRAY(config, struct cmaprof_config, 1);
+BPF_ARRAY(zone_spans, struct pfn_span, MAX_ZONE_SPANS);
+BPF_ARRAY(cma_ranges, struct pfn_span, MAX_CMA_AREAS);
+BPF_PERCPU_HASH(page_alloc, struct page_alloc_key, struct page_alloc_val, MAX_KEYS);
+BPF_PERCPU_HASH(page_alloc_fail, struct page_alloc_fail_key, struct page_alloc_val,
+		MAX_FAIL_KEYS);
+BPF_PERCPU_ARRAY(drops, __u64, NR_DROPS);
+
+BPF_PERCPU_ARRAY(calib_slot, struct calib_slot, 1);
+BPF_PERCPU_ARRAY(calib_pairs, struct calib_pair, CALIB_PAIRS);
+BPF_PERCPU_ARRAY(calib_count, __u32, 1);
+BPF_ARRAY(layout, struct layout_info, 1);
+
+static __always_inline void count_drop(int what)
+{
+	__u64 *d = drops.lookup(&what);
+
+	if (d)
+		(*d)++;
+}
+
+static __always_inline void calib_store(struct calib_slot *s)
+{
+	__u32 zero = 0;
+	__u32 *n = calib_count.lookup(&zero);
+	struct calib_pair pair = {};
+	__u32 idx;
+
+	if (!n)
+		return;
+	idx = *n;
+	if (idx >= CALIB_PAIRS)
+		return;
+	*n = idx + 1;
+	pair.pfn = s->pfn;
+	pair.page = s->page;
+	pair.flags = s->flags;
+	calib_pairs.update(&idx, &pair);
+}
+
+/* Calibration, raw half: the struct page * and its flags word. */
+int calib_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct calib_slot *s = calib_slot.lookup(&zero);
+	struct layout_info *l = layout.lookup(&zero);
+	__u64 page = ctx->args[0];
+	__u32 order = (__u32)ctx->args[1];
+	__u64 gfp = (__u64)(gfp_t)ctx->args[2];
+	__u64 flags = 0;
+
+	if (l && !l->page_struct_size) {
+		l->zones_pgshift = CM_ZONES_PGSHIFT;
+		l->zones_mask = CM_ZONES_MASK;
+		l->nodes_pgshift = CM_NODES_PGSHIFT;
+		l->nodes_mask = CM_NODES_MASK;
+		l->page_struct_size = sizeof(struct page);
+	}
+	if (!s || !page)
+		return 0;
+	bpf_probe_read_kernel(&flags, sizeof(flags), (void *)page);
+	if (s->have_pfn && s->order == order && s->gfp == gfp) {
+		s->page = page;
+		s->flags = flags;
+		calib_store(s);
+		s->have_pfn = 0;
+		return 0;
+	}
+	s->page = page;
+	s->flags = flags;
+	s->order = order;
+	s->gfp = gfp;
+	s->have_page = 1;
+	s->have_pfn = 0;
+	return 0;
+}
+
+/* Calibration, classic half: the pfn that the record of the same call holds. */
+int calib_tp(struct tracepoint__kmem__mm_page_alloc *args)
+{
+	__u32 zero = 0;
+	struct calib_slot *s = calib_slot.lookup(&zero);
+	__u64 pfn = args->pfn;
+	__u32 order = args->order;
+	__u64 gfp = args->gfp_flags;
+
+	if (!s || pfn == (__u64)-1)
+		return 0;
+	if (s->have_page && s->order == order && s->gfp == gfp) {
+		s->pfn = pfn;
+		calib_store(s);
+		s->have_page = 0;
+		return 0;
+	}
+	s->pfn = pfn;
+	s->order = order;
+	s->gfp = gfp;
+	s->have_pfn = 1;
+	s->have_page = 0;
+	return 0;
+}
+
+static __always_inline int span_lookup(struct cmaprof_config *cfg, __u64 pfn,
+				       struct page_alloc_key *key)
+{
+#pragma unroll
+	for (__u32 i = 0; i < MAX_ZONE_SPANS; i++) {
+		if (i >= cfg->nr_spans)
+			break;
+		__u32 idx = i;
+		struct pfn_span *sp = zone_spans.lookup(&idx);
+
+		if (sp && pfn >= sp->start && pfn < sp->end) {
+			key->node = sp->node;
+			key->zone = sp->zone;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static __always_inline __u8 cma_lookup(struct cmaprof_config *cfg, __u64 pfn)
+{
+#pragma unroll
+	for (__u32 i = 0; i < MAX_CMA_AREAS; i++) {
+		if (i >= cfg->nr_cma)
+			break;
+		__u32 idx = i;
+		struct pfn_span *sp = cma_ranges.lookup(&idx);
+
+		if (sp && pfn >= sp->start && pfn < sp->end)
+			return (__u8)i;
+	}
+	return CMA_AREA_NONE;
+}
+
+
+/* The aggregate: one per-CPU hash update per allocation. */
+int page_alloc_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct cmaprof_config *cfg = config.lookup(&zero);
+	struct page *page = (struct page *)ctx->args[0];
+	__u32 order = (__u32)ctx->args[1];
+	__u64 gfp = (__u64)(gfp_t)ctx->args[2];
+	int mt = (int)ctx->args[3];
+	struct page_alloc_val *v;
+
+	if (!cfg || !cfg->enabled)
+		return 0;
+
+	if (!page) {
+		struct page_alloc_fail_key fk = {};
+
+		fk.gfp_flags = gfp;
+		fk.order = order;
+		fk.migratetype = mt;
+		v = page_alloc_fail.lookup(&fk);
+		if (!v) {
+			struct page_alloc_val init = {};
+
+			page_alloc_fail.insert(&fk, &init);
+			v = page_alloc_fail.lookup(&fk);
+			if (!v) {
+				count_drop(DROP_FAIL_FULL);
+				return 0;
+			}
+		}
+		v->allocs++;
+		v->pages += 1ULL << order;
+		return 0;
+	}
+
+	struct page_alloc_key key = {};
+	__u64 pfn = 0;
+
+	key.gfp_flags = gfp;
+	key.order = order;
+	key.migratetype = mt;
+	if (cfg->page_struct_size)
+		pfn = ((__u64)page - cfg->vmemmap_base) / cfg->page_struct_size;
+
+	if (cfg->zone_source == ZONE_SOURCE_PAGE_FLAGS) {
+		__u64 flags = 0;
+
+		if (bpf_probe_read_kernel(&flags, sizeof(flags), (void *)page)) {
+			count_drop(DROP_READ_PAGE);
+			return 0;
+		}
+		key.zone = (flags >> CM_ZONES_PGSHIFT) & CM_ZONES_MASK;
+		key.node = (flags >> CM_NODES_PGSHIFT) & CM_NODES_MASK;
+	} else if (span_lookup(cfg, pfn, &key)) {
+		count_drop(DROP_NO_SPAN);
+		return 0;
+	}
+	key.cma_area = cfg->nr_cma ? cma_lookup(cfg, pfn) : CMA_AREA_NONE;
+
+	v = page_alloc.lookup(&key);
+	if (!v) {
+		struct page_alloc_val init = {};
+
+		page_alloc.insert(&key, &init);
+		v = page_alloc.lookup(&key);
+		if (!v) {
+			count_drop(DROP_CUBE_FULL);
+			return 0;
+		}
+	}
+	v->allocs++;
+	v->pages += 1ULL << order;
+	return 0;
+}
