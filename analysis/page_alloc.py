@@ -40,13 +40,16 @@ def _dominant(group: pd.DataFrame, col: str) -> str:
     total = by.sum()
     if not total:
         return "-"
-    parts = [f"{k}:{v / total:.0%}" for k, v in by.items() if v / total >= 0.05][:2]
+    if len(by) == 1:
+        return str(by.index[0])
+    parts = [f"{k}:{v / total:.0%}" for k, v in by.items() if v / total >= 0.05][:3]
     return ",".join(parts)
 
 
 def df_gfp_classes(rec: Recording) -> pd.DataFrame:
     """Per (node, zone, gfp): pages, share of the zone, allocs, dominant orders and
-    migratetypes (``value:share`` for the two largest with at least 5% of the pages)."""
+    migratetypes (the value alone when it is the only one, else ``value:share`` for
+    up to three with at least 5% of the pages)."""
     df = rec.df_page_alloc()
     cols = ["node", "zone", "gfp", "pages", "zone_share", "allocs", "orders", "migratetypes"]
     if df.empty:

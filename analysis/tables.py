@@ -61,27 +61,29 @@ def table_header(rec: Recording) -> str:
 
 
 def table_zone_gfp(rec: Recording, top: int = 12) -> str:
-    """Per node and zone: the GFP classes by pages, with share, orders, migratetypes."""
+    """Per node and zone: the GFP classes by pages, with share, orders, migratetypes.
+
+    Each class is a line of numbers followed by its GFP string, indented and wrapped
+    at ``|`` so that no line exceeds 80 columns.
+    """
     df = page_alloc.df_gfp_classes(rec)
     page_size = int(rec.meta.get("page_size") or 4096)
     out = ["Page allocations per zone and GFP class (pages = base pages)"]
     if df.empty:
         out.append("  no allocations traced")
         return "\n".join(out)
-    hdr = f"{'pages':>10} {'share':>6} {'allocs':>10}  {'orders':<12} {'migratetype':<18} gfp"
-    gfp_col = len(hdr) - 3
+    hdr = f"{'pages':>10} {'share':>6} {'allocs':>10}  {'orders':<20} migratetypes"
+    indent = " " * 6
     for (node, zone), g in df.groupby(["node", "zone"], observed=True, sort=True):
         total = int(g["pages"].sum())
         out.append("")
         out.append(f"Node {node}, zone {zone}: {total} pages ({_human_pages(total, page_size)}) "
                    f"in {int(g['allocs'].sum())} allocations")
         out.append(hdr)
-        shown = g.head(top)
-        for r in shown.itertuples(index=False):
-            gl = _wrap_gfp(str(r.gfp), WIDTH - gfp_col)
-            out.append(f"{r.pages:>10} {r.zone_share:>6.1%} {r.allocs:>10}  {r.orders:<12.12} "
-                       f"{r.migratetypes:<18.18} {gl[0]}")
-            out.extend(" " * gfp_col + line for line in gl[1:])
+        for r in g.head(top).itertuples(index=False):
+            out.append(f"{r.pages:>10} {r.zone_share:>6.1%} {r.allocs:>10}  {r.orders:<20.20} "
+                       f"{r.migratetypes}"[:WIDTH])
+            out.extend(indent + line for line in _wrap_gfp(str(r.gfp), WIDTH - len(indent)))
         rest = g.iloc[top:]
         if len(rest):
             out.append(f"{int(rest['pages'].sum()):>10} {rest['zone_share'].sum():>6.1%} "

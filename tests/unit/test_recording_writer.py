@@ -1,0 +1,58 @@
+import json
+import os
+import stat
+
+import pytest
+
+from cmaprof.analysis import schema
+from cmaprof.collectors.recording import RecordingWriter
+from cmaprof.errors import BadInput
+
+
+def test_refuses_existing_without_force(tmp_path):
+    (tmp_path / "r").mkdir()
+    with pytest.raises(BadInput, match="exists; choose another -o or add --force"):
+        RecordingWriter(tmp_path / "r")
+
+
+def test_force_replaces_only_recordings(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "precious").write_text("x")
+    with pytest.raises(BadInput, match="not a cmaprof recording"):
+        RecordingWriter(other, force=True)
+    assert (other / "precious").exists()
+    w = RecordingWriter(tmp_path / "rec")
+    w.write_metadata({"complete": True})
+    w2 = RecordingWriter(tmp_path / "rec", force=True)
+    assert not (w2.path / "metadata.json").exists()
+
+
+def test_symlink_output_refused(tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    with pytest.raises(BadInput, match="symbolic link"):
+        RecordingWriter(tmp_path / "link", force=True)
+
+
+def test_planted_symlink_tmp_name_not_followed(tmp_path):
+    w = RecordingWriter(tmp_path / "rec")
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (w.path / ".metadata.json.tmp").symlink_to(victim)
+    w.write_metadata({"a": 1})
+    assert victim.read_text() == "keep"
+    meta = json.loads((w.path / "metadata.json").read_text())
+    assert meta["tool"] == "cmaprof" and meta["format_version"] == 1
+
+
+def test_files_not_world_writable_and_series_parts(tmp_path):
+    w = RecordingWriter(tmp_path / "rec")
+    t = schema.to_table("vmstat", {"t_ns": [1], "counter": ["pgalloc_normal"], "value": [5]},
+                        series=True)
+    p1 = w.append_series("vmstat", t)
+    p2 = w.append_series("vmstat", t)
+    assert (p1.name, p2.name) == ("part-000001.parquet", "part-000002.parquet")
+    for p in w.path.rglob("*"):
+        assert not os.stat(p).st_mode & stat.S_IWOTH, p
+    assert not list(w.path.rglob("*.tmp"))
