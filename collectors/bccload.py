@@ -1,0 +1,121 @@
+"""Importing BCC's Python bindings, with one clear message for each way it goes wrong.
+
+BCC is not on PyPI: cmaprof uses Debian's ``python3-bpfcc``, installed for Debian's own
+interpreter (``/usr/bin/python3``) in ``/usr/lib/python3/dist-packages/bcc``. It is
+importable from a virtual environment only when that environment was made from
+``/usr/bin/python3`` with ``--system-site-packages``. The PyPI package called ``bcc`` is
+an unrelated project; when installed it shadows the real module (it has no ``bcc.BPF``).
+
+Nothing here imports ``bcc`` at module import time: ``analysis`` and the unit tests run
+without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from cmaprof.errors import EnvironmentProblem
+
+#: Where Debian's python3-bpfcc installs the bindings.
+DEBIAN_BCC = Path("/usr/lib/python3/dist-packages/bcc/__init__.py")
+#: The interpreter python3-bpfcc is built for.
+DEBIAN_PYTHON = Path("/usr/bin/python3")
+
+VENV_FIX = ("sudo make setup, or by hand: /usr/bin/python3 -m venv --system-site-packages "
+            ".venv && .venv/bin/pip install -e '.[test,vm]'")
+
+
+class BccProblem(EnvironmentProblem):
+    """BCC cannot be imported; :attr:`problem` says why and :attr:`fix` what to do."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}; fix: {fix}")
+        self.problem = problem
+        self.fix = fix
+
+
+def _module_file(mod: ModuleType) -> str:
+    f = getattr(mod, "__file__", None)
+    if f:
+        return str(f)
+    paths = list(getattr(mod, "__path__", []) or [])
+    return str(paths[0]) if paths else "<unknown location>"
+
+
+def _venv_system_site(prefix: str) -> bool | None:
+    """``include-system-site-packages`` of the venv at ``prefix`` (None: not a venv)."""
+    try:
+        text = (Path(prefix) / "pyvenv.cfg").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "include-system-site-packages":
+            return value.strip().lower() == "true"
+    return False
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _explain_missing(exc: BaseException) -> BccProblem:
+    """Why ``import bcc`` failed in this interpreter, and what to do."""
+    here = f"{sys.executable} (Python {sys.version.split()[0]})"
+    if not DEBIAN_BCC.exists():
+        return BccProblem(
+            f"BCC's Python bindings are not installed ({exc})",
+            "apt-get install python3-bpfcc (or sudo make setup); cmaprof uses Debian's BCC, "
+            "never the PyPI package called bcc")
+    if sys.prefix != sys.base_prefix and _venv_system_site(sys.prefix) is False:
+        return BccProblem(
+            f"BCC is installed for /usr/bin/python3 but the virtual environment {sys.prefix} "
+            f"was made without --system-site-packages, so {here} cannot import it",
+            f"recreate the venv: {VENV_FIX}")
+    base = getattr(sys, "_base_executable", sys.executable)
+    if not (_same_file(base, DEBIAN_PYTHON) or _same_file(sys.executable, DEBIAN_PYTHON)):
+        return BccProblem(
+            f"BCC (python3-bpfcc) is installed for Debian's /usr/bin/python3, but cmaprof "
+            f"runs under another interpreter, {here}, which cannot import it",
+            f"run cmaprof from a venv made from /usr/bin/python3: {VENV_FIX}")
+    return BccProblem(
+        f"`import bcc` failed in {here} although {DEBIAN_BCC.parent} exists: {exc}",
+        "apt-get install --reinstall python3-bpfcc libbpfcc")
+
+
+def import_bcc() -> ModuleType:
+    """Import and return BCC's ``bcc`` module.
+
+    :raises BccProblem: (an :class:`EnvironmentProblem`) BCC is not installed; this
+        interpreter cannot import Debian's BCC (another interpreter, or a venv without
+        system site packages); libbcc cannot be loaded; or the unrelated PyPI package
+        ``bcc`` shadows it.
+    """
+    try:
+        bcc = importlib.import_module("bcc")
+    except ImportError as exc:
+        raise _explain_missing(exc) from exc
+    except OSError as exc:  # bcc/libbcc.py loads libbcc.so.0 with ctypes at import
+        raise BccProblem(f"BCC's Python bindings were found but libbcc could not be "
+                         f"loaded ({exc})",
+                         "apt-get install --reinstall libbpfcc python3-bpfcc") from exc
+    if not hasattr(bcc, "BPF"):
+        raise BccProblem(
+            f"the module `bcc` imported from {_module_file(bcc)} is not BCC (it has no "
+            f"bcc.BPF): it is the unrelated PyPI package called bcc, shadowing Debian's "
+            f"python3-bpfcc",
+            f"{sys.executable} -m pip uninstall bcc")
+    return bcc
+
+
+def describe(bcc: ModuleType) -> str:
+    """``bcc <version> from <directory>``, for doctor and recording metadata."""
+    version = getattr(bcc, "__version__", None) or "(version unknown)"
+    return f"bcc {version} from {Path(_module_file(bcc)).parent}"
