@@ -25,7 +25,7 @@ def _wrap_gfp(gfp: str, width: int) -> list[str]:
     lines, cur = [], ""
     for part in gfp.split("|"):
         piece = part if not cur else "|" + part
-        if cur and len(cur) + len(piece) > width:
+        if cur and len(cur) + len(piece) + 1 > width:
             lines.append(cur + "|")
             cur = part
         else:
@@ -94,7 +94,7 @@ def table_zone_gfp(rec: Recording, top: int = 12) -> str:
 def table_check(rec: Recording) -> str:
     """Traced pages per zone against /proc/vmstat pgalloc_* deltas."""
     df = page_alloc.df_check(rec)
-    out = ["Check against the kernel: pgalloc_<zone> deltas in /proc/vmstat over the recording",
+    out = ["Check against the kernel: /proc/vmstat pgalloc_<zone> over the recording",
            f"{'zone':<10} {'traced':>12} {'bulk':>10} {'vmstat':>12} {'diff':>9}"]
     for r in df.itertuples(index=False):
         vm = "-" if r.vmstat_pages is None or pd.isna(r.vmstat_pages) else f"{int(r.vmstat_pages)}"
