@@ -19,10 +19,14 @@ def df_zone_gfp(rec: Recording) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in ZONE_GFP_COLUMNS})
     keys = ["node", "zone", "gfp", "order", "migratetype", "cma_area"]
-    out = (df.groupby(keys, observed=True, dropna=False, sort=False)[["pages", "allocs"]]
-           .sum().reset_index())
-    return out.sort_values(["node", "zone", "pages"], ascending=[True, True, False],
-                           ignore_index=True)[ZONE_GFP_COLUMNS]
+    out = (
+        df.groupby(keys, observed=True, dropna=False, sort=False)[["pages", "allocs"]]
+        .sum()
+        .reset_index()
+    )
+    return out.sort_values(
+        ["node", "zone", "pages"], ascending=[True, True, False], ignore_index=True
+    )[ZONE_GFP_COLUMNS]
 
 
 def df_zones(rec: Recording) -> pd.DataFrame:
@@ -58,14 +62,22 @@ def df_gfp_classes(rec: Recording) -> pd.DataFrame:
     rows = []
     for (node, zone, gfp), g in df.groupby(["node", "zone", "gfp"], observed=True):
         pages = int(g["pages"].sum())
-        rows.append({"node": node, "zone": zone, "gfp": gfp, "pages": pages,
-                     "zone_share": pages / zone_pages[(node, zone)] if zone_pages[(node, zone)]
-                     else 0.0,
-                     "allocs": int(g["allocs"].sum()), "orders": _dominant(g, "order"),
-                     "migratetypes": _dominant(g, "migratetype")})
+        rows.append(
+            {
+                "node": node,
+                "zone": zone,
+                "gfp": gfp,
+                "pages": pages,
+                "zone_share": pages / zone_pages[(node, zone)] if zone_pages[(node, zone)] else 0.0,
+                "allocs": int(g["allocs"].sum()),
+                "orders": _dominant(g, "order"),
+                "migratetypes": _dominant(g, "migratetype"),
+            }
+        )
     out = pd.DataFrame(rows, columns=cols)
-    return out.sort_values(["node", "zone", "pages"], ascending=[True, True, False],
-                           ignore_index=True)
+    return out.sort_values(
+        ["node", "zone", "pages"], ascending=[True, True, False], ignore_index=True
+    )
 
 
 def df_check(rec: Recording) -> pd.DataFrame:
@@ -79,27 +91,44 @@ def df_check(rec: Recording) -> pd.DataFrame:
     start, end = rec.vmstat("start"), rec.vmstat("end")
     traced = df_zones(rec).groupby("zone", observed=True)["pages"].sum()
     bulk_df = rec.df_page_alloc_bulk()
-    bulk = (bulk_df.groupby("zone", observed=True)["pages"].sum() if not bulk_df.empty
-            else pd.Series(dtype="uint64"))
+    bulk = (
+        bulk_df.groupby("zone", observed=True)["pages"].sum()
+        if not bulk_df.empty
+        else pd.Series(dtype="uint64")
+    )
     zones = list(rec.zone_names.values())
     counters = [k for k in end if k.startswith("pgalloc_")]
     by_counter = {f"pgalloc_{z.lower()}": z for z in zones}
     rows = []
     for c in counters:
-        zone = by_counter.get(c, c[len("pgalloc_"):])
+        zone = by_counter.get(c, c[len("pgalloc_") :])
         vm = end.get(c, 0) - start.get(c, 0)
         t = int(traced.get(zone, 0))
         b = int(bulk.get(zone, 0))
         diff = (t + b - vm) / vm * 100 if vm else (0.0 if t + b == 0 else float("inf"))
-        rows.append({"zone": zone, "traced_pages": t, "bulk_pages": b, "vmstat_pages": vm,
-                     "diff_pct": round(diff, 3)})
+        rows.append(
+            {
+                "zone": zone,
+                "traced_pages": t,
+                "bulk_pages": b,
+                "vmstat_pages": vm,
+                "diff_pct": round(diff, 3),
+            }
+        )
     for zone in traced.index:
         if f"pgalloc_{str(zone).lower()}" not in counters:
-            rows.append({"zone": str(zone), "traced_pages": int(traced[zone]),
-                         "bulk_pages": int(bulk.get(zone, 0)), "vmstat_pages": None,
-                         "diff_pct": None})
-    return pd.DataFrame(rows, columns=["zone", "traced_pages", "bulk_pages", "vmstat_pages",
-                                       "diff_pct"])
+            rows.append(
+                {
+                    "zone": str(zone),
+                    "traced_pages": int(traced[zone]),
+                    "bulk_pages": int(bulk.get(zone, 0)),
+                    "vmstat_pages": None,
+                    "diff_pct": None,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["zone", "traced_pages", "bulk_pages", "vmstat_pages", "diff_pct"]
+    )
 
 
 def df_failed(rec: Recording) -> pd.DataFrame:

@@ -33,12 +33,15 @@ def plot_zone_gfp(rec: Recording) -> Figure:
     if df.empty:
         ax.text(0.5, 0.5, "no allocations traced", ha="center", transform=ax.transAxes)
         return fig
-    df = df.assign(where=df["zone"].astype(str) + (" n" + df["node"].astype(str)
-                                                   if df["node"].nunique() > 1 else ""))
+    df = df.assign(
+        where=df["zone"].astype(str)
+        + (" n" + df["node"].astype(str) if df["node"].nunique() > 1 else "")
+    )
     top = df.groupby("gfp")["pages"].sum().nlargest(TOP_GFP).index
     df["class"] = df["gfp"].where(df["gfp"].isin(top), "other")
-    pivot = df.pivot_table(index="where", columns="class", values="pages", aggfunc="sum",
-                           fill_value=0, observed=True)
+    pivot = df.pivot_table(
+        index="where", columns="class", values="pages", aggfunc="sum", fill_value=0, observed=True
+    )
     bottom = pd.Series(0.0, index=pivot.index)
     page_mib = int(rec.meta.get("page_size") or 4096) / (1 << 20)
     for cls in pivot.columns:
@@ -55,8 +58,7 @@ def plot_pages_over_time(rec: Recording) -> Figure:
     s = rec.df_page_alloc_series()
     fig = Figure(figsize=FIGSIZE, dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    ax.set_title(_title(rec, "Page allocation rate per zone (traced; vmstat dashed)"),
-                 fontsize=10)
+    ax.set_title(_title(rec, "Page allocation rate per zone (traced; vmstat dashed)"), fontsize=10)
     if s.empty:
         ax.text(0.5, 0.5, "no interval data", ha="center", transform=ax.transAxes)
         return fig
@@ -69,8 +71,7 @@ def plot_pages_over_time(rec: Recording) -> Figure:
         v = vm[vm["counter"] == f"pgalloc_{str(zone).lower()}"].sort_values("t_ns")
         if len(v) > 1:
             rate = v["value"].diff() / (v["t_ns"].diff() / 1e9)
-            ax.plot(v["t_ns"] / 1e9, rate, ls="--", color=line.get_color(),
-                    label=f"{zone} vmstat")
+            ax.plot(v["t_ns"] / 1e9, rate, ls="--", color=line.get_color(), label=f"{zone} vmstat")
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("pages per second")
     ax.legend(fontsize=8)

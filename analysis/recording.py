@@ -70,8 +70,10 @@ class Recording:
     def gfp_table(self) -> formats.FlagTable:
         fmt = self.event_formats.get(("kmem", "mm_page_alloc"))
         if fmt is None:
-            raise BadInput(f"{self._file('formats/kmem/mm_page_alloc/format')}: missing; "
-                           f"cannot decode GFP flags (the recording is damaged)")
+            raise BadInput(
+                f"{self._file('formats/kmem/mm_page_alloc/format')}: missing; "
+                f"cannot decode GFP flags (the recording is damaged)"
+            )
         return formats.gfp_table(fmt)
 
     @functools.cached_property
@@ -132,22 +134,33 @@ class Recording:
             zn = self.zone_names
             df["zone"] = pd.Categorical(
                 [zn.get(int(i), f"zone{int(i)}") for i in df["zone_idx"]],
-                categories=[zn[k] for k in sorted(zn)] or None)
+                categories=[zn[k] for k in sorted(zn)] or None,
+            )
         if "migratetype_id" in df:
             mt = self.migratetype_names
             df["migratetype"] = pd.Categorical(
-                [mt[int(i)] if int(i) < len(mt) else f"mt{int(i)}" for i in df["migratetype_id"]])
+                [mt[int(i)] if int(i) < len(mt) else f"mt{int(i)}" for i in df["migratetype_id"]]
+            )
         if "gfp_flags" in df:
             table = self.gfp_table
             cache: dict[int, str] = {}
-            df["gfp"] = [cache.setdefault(int(v), table.decode(int(v))) if int(v) not in cache
-                         else cache[int(v)] for v in df["gfp_flags"]]
+            df["gfp"] = [
+                cache.setdefault(int(v), table.decode(int(v)))
+                if int(v) not in cache
+                else cache[int(v)]
+                for v in df["gfp_flags"]
+            ]
         if "cma_area_idx" in df:
             names = self.cma_area_names
             df["cma_area"] = pd.Categorical(
-                [None if int(i) == schema.CMA_AREA_NONE else
-                 (names[int(i)] if int(i) < len(names) else f"cma{int(i)}")
-                 for i in df["cma_area_idx"]], categories=names or None)
+                [
+                    None
+                    if int(i) == schema.CMA_AREA_NONE
+                    else (names[int(i)] if int(i) < len(names) else f"cma{int(i)}")
+                    for i in df["cma_area_idx"]
+                ],
+                categories=names or None,
+            )
         return df
 
     def df_page_alloc(self) -> pd.DataFrame:
@@ -175,11 +188,13 @@ def _check_schema(path: Path, have: pa.Schema, want: pa.Schema) -> None:
     for f in want:
         idx = have.get_field_index(f.name)
         if idx < 0:
-            raise BadInput(f"{path}: column {f.name!r} missing; not a cmaprof table of this "
-                           f"format version")
+            raise BadInput(
+                f"{path}: column {f.name!r} missing; not a cmaprof table of this format version"
+            )
         if have.field(idx).type != f.type:
-            raise BadInput(f"{path}: column {f.name!r} is {have.field(idx).type}, "
-                           f"expected {f.type}")
+            raise BadInput(
+                f"{path}: column {f.name!r} is {have.field(idx).type}, expected {f.type}"
+            )
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
@@ -187,8 +202,9 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise BadInput(f"{path}: no such recording directory")
     if not path.is_dir():
-        raise BadInput(f"{path}: not a directory; a recording is a directory made by "
-                       f"`cmaprof record -o DIR`")
+        raise BadInput(
+            f"{path}: not a directory; a recording is a directory made by `cmaprof record -o DIR`"
+        )
     try:
         raw = mpath.read_bytes()
     except FileNotFoundError:
@@ -200,13 +216,15 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"{mpath}: not valid JSON ({exc}); the recording is corrupt or truncated")
     if not isinstance(meta, dict) or meta.get("tool") != "cmaprof":
-        raise BadInput(f"{mpath}: not written by cmaprof (no \"tool\": \"cmaprof\")")
+        raise BadInput(f'{mpath}: not written by cmaprof (no "tool": "cmaprof")')
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise BadInput(f"{mpath}: format_version missing or not an integer")
     if version > FORMAT_VERSION:
-        raise BadInput(f"{mpath}: format version {version} is newer than this cmaprof reads "
-                       f"({FORMAT_VERSION}); upgrade cmaprof")
+        raise BadInput(
+            f"{mpath}: format version {version} is newer than this cmaprof reads "
+            f"({FORMAT_VERSION}); upgrade cmaprof"
+        )
     if version not in LOADERS:
         raise BadInput(f"{mpath}: unknown format version {version}")
     return meta

@@ -38,22 +38,30 @@ COUNTS = [("allocs", pa.uint64()), ("pages", pa.uint64())]
 
 SCHEMAS: dict[str, pa.Schema] = {
     "page_alloc": pa.schema(PAGE_ALLOC_KEYS + COUNTS),
-    "page_alloc_fail": pa.schema([("gfp_flags", pa.uint64()), ("order", pa.uint8()),
-                                  ("migratetype_id", pa.uint8())] + COUNTS),
-    "page_alloc_bulk": pa.schema([("node", pa.uint16()), ("zone_idx", pa.uint8()),
-                                  ("calls", pa.uint64()), ("pages", pa.uint64())]),
+    "page_alloc_fail": pa.schema(
+        [("gfp_flags", pa.uint64()), ("order", pa.uint8()), ("migratetype_id", pa.uint8())] + COUNTS
+    ),
+    "page_alloc_bulk": pa.schema(
+        [
+            ("node", pa.uint16()),
+            ("zone_idx", pa.uint8()),
+            ("calls", pa.uint64()),
+            ("pages", pa.uint64()),
+        ]
+    ),
 }
 
 SERIES_SCHEMAS: dict[str, pa.Schema] = {
-    "page_alloc": pa.schema([("t_start_ns", pa.int64()), ("t_end_ns", pa.int64())]
-                            + PAGE_ALLOC_KEYS + COUNTS),
-    "vmstat": pa.schema([("t_ns", pa.int64()), ("counter", pa.string()),
-                         ("value", pa.int64())]),
+    "page_alloc": pa.schema(
+        [("t_start_ns", pa.int64()), ("t_end_ns", pa.int64())] + PAGE_ALLOC_KEYS + COUNTS
+    ),
+    "vmstat": pa.schema([("t_ns", pa.int64()), ("counter", pa.string()), ("value", pa.int64())]),
 }
 
 
 def to_table(name: str, rows: dict[str, list], series: bool = False) -> pa.Table:
     """Build the Arrow table ``name`` from column lists, with the declared dtypes."""
     schema = (SERIES_SCHEMAS if series else SCHEMAS)[name]
-    return pa.table({f.name: pa.array(rows.get(f.name, []), type=f.type) for f in schema},
-                    schema=schema)
+    return pa.table(
+        {f.name: pa.array(rows.get(f.name, []), type=f.type) for f in schema}, schema=schema
+    )

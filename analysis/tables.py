@@ -46,15 +46,19 @@ def _human_pages(pages: int, page_size: int) -> str:
 def table_header(rec: Recording) -> str:
     m = rec.meta
     dur = m.get("duration_ns")
-    lines = [f"cmaprof recording {rec.path}",
-             f"kernel {m.get('kernel_release')}  cpus {m.get('cpus')}  "
-             f"duration {dur / 1e9:.2f} s" if dur else
-             f"kernel {m.get('kernel_release')}  cpus {m.get('cpus')}  duration unknown"]
+    lines = [
+        f"cmaprof recording {rec.path}",
+        f"kernel {m.get('kernel_release')}  cpus {m.get('cpus')}  duration {dur / 1e9:.2f} s"
+        if dur
+        else f"kernel {m.get('kernel_release')}  cpus {m.get('cpus')}  duration unknown",
+    ]
     if m.get("command"):
         lines.append(textwrap.shorten("command: " + " ".join(m["command"]), WIDTH))
     if not rec.complete:
-        lines.append("WARNING: recording is INCOMPLETE (killed before it was finished); "
-                     "tables may be missing")
+        lines.append(
+            "WARNING: recording is INCOMPLETE (killed before it was finished); "
+            "tables may be missing"
+        )
     elif m.get("stop_reason", "").startswith("signal"):
         lines.append(f"stopped by {m['stop_reason']}")
     return "\n".join(lines)
@@ -77,25 +81,33 @@ def table_zone_gfp(rec: Recording, top: int = 12) -> str:
     for (node, zone), g in df.groupby(["node", "zone"], observed=True, sort=True):
         total = int(g["pages"].sum())
         out.append("")
-        out.append(f"Node {node}, zone {zone}: {total} pages ({_human_pages(total, page_size)}) "
-                   f"in {int(g['allocs'].sum())} allocations")
+        out.append(
+            f"Node {node}, zone {zone}: {total} pages ({_human_pages(total, page_size)}) "
+            f"in {int(g['allocs'].sum())} allocations"
+        )
         out.append(hdr)
         for r in g.head(top).itertuples(index=False):
-            out.append(f"{r.pages:>10} {r.zone_share:>6.1%} {r.allocs:>10}  {r.orders:<20.20} "
-                       f"{r.migratetypes}"[:WIDTH])
+            out.append(
+                f"{r.pages:>10} {r.zone_share:>6.1%} {r.allocs:>10}  {r.orders:<20.20} "
+                f"{r.migratetypes}"[:WIDTH]
+            )
             out.extend(indent + line for line in _wrap_gfp(str(r.gfp), WIDTH - len(indent)))
         rest = g.iloc[top:]
         if len(rest):
-            out.append(f"{int(rest['pages'].sum()):>10} {rest['zone_share'].sum():>6.1%} "
-                       f"{int(rest['allocs'].sum()):>10}  ({len(rest)} more GFP classes)")
+            out.append(
+                f"{int(rest['pages'].sum()):>10} {rest['zone_share'].sum():>6.1%} "
+                f"{int(rest['allocs'].sum()):>10}  ({len(rest)} more GFP classes)"
+            )
     return "\n".join(out)
 
 
 def table_check(rec: Recording) -> str:
     """Traced pages per zone against /proc/vmstat pgalloc_* deltas."""
     df = page_alloc.df_check(rec)
-    out = ["Check against the kernel: /proc/vmstat pgalloc_<zone> over the recording",
-           f"{'zone':<10} {'traced':>12} {'bulk':>10} {'vmstat':>12} {'diff':>9}"]
+    out = [
+        "Check against the kernel: /proc/vmstat pgalloc_<zone> over the recording",
+        f"{'zone':<10} {'traced':>12} {'bulk':>10} {'vmstat':>12} {'diff':>9}",
+    ]
     for r in df.itertuples(index=False):
         vm = "-" if r.vmstat_pages is None or pd.isna(r.vmstat_pages) else f"{int(r.vmstat_pages)}"
         if r.diff_pct is None or pd.isna(r.diff_pct):
@@ -104,8 +116,7 @@ def table_check(rec: Recording) -> str:
             diff = "inf"
         else:
             diff = f"{r.diff_pct:+.2f}%"
-        out.append(f"{str(r.zone):<10} {r.traced_pages:>12} {r.bulk_pages:>10} {vm:>12} "
-                   f"{diff:>9}")
+        out.append(f"{r.zone!s:<10} {r.traced_pages:>12} {r.bulk_pages:>10} {vm:>12} {diff:>9}")
     return "\n".join(out)
 
 
@@ -117,47 +128,77 @@ def table_footer(rec: Recording) -> str:
     fails = page_alloc.df_failed(rec)
     out = []
     n_fail = int(fails["allocs"].sum()) if not fails.empty else 0
-    out.append(f"failed allocations: {n_fail}" + (
-        f" (largest: {fails.iloc[0]['gfp']} order {fails.iloc[0]['order']}, "
-        f"{fails.iloc[0]['allocs']} times)" if n_fail else ""))
-    out.append("lost events (BPF recursion misses): " +
-               (", ".join(f"{k} {v}" for k, v in lost.items()) or "not measured"))
-    out.append("dropped (bounded maps full, unreadable pages): " +
-               (", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"))
+    out.append(
+        f"failed allocations: {n_fail}"
+        + (
+            f" (largest: {fails.iloc[0]['gfp']} order {fails.iloc[0]['order']}, "
+            f"{fails.iloc[0]['allocs']} times)"
+            if n_fail
+            else ""
+        )
+    )
+    out.append(
+        "lost events (BPF recursion misses): "
+        + (", ".join(f"{k} {v}" for k, v in lost.items()) or "not measured")
+    )
+    out.append(
+        "dropped (bounded maps full, unreadable pages): "
+        + (", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none")
+    )
     src = pa_meta.get("zone_source")
     if src:
-        out.append(textwrap.fill(f"zone/node source: {src}: {pa_meta.get('zone_source_reason', '')}",
-                                 WIDTH, subsequent_indent="  "))
-    hdr = (m.get("headers") or {})
+        out.append(
+            textwrap.fill(
+                f"zone/node source: {src}: {pa_meta.get('zone_source_reason', '')}",
+                WIDTH,
+                subsequent_indent="  ",
+            )
+        )
+    hdr = m.get("headers") or {}
     if hdr and not hdr.get("matches_running_kernel", True):
-        out.append(textwrap.fill(f"headers: compiled against {hdr.get('build_dir')} (not the "
-                                 f"running kernel's); page->flags layout validated above",
-                                 WIDTH, subsequent_indent="  "))
+        out.append(
+            textwrap.fill(
+                f"headers: compiled against {hdr.get('build_dir')} (not the "
+                f"running kernel's); page->flags layout validated above",
+                WIDTH,
+                subsequent_indent="  ",
+            )
+        )
     stats = m.get("bpf_stats") or {}
     for prog, st in stats.items():
         if st.get("run_cnt"):
-            out.append(f"overhead: {prog} ran {st['run_cnt']} times, "
-                       f"{st['run_time_ns'] / st['run_cnt']:.0f} ns per event")
+            out.append(
+                f"overhead: {prog} ran {st['run_cnt']} times, "
+                f"{st['run_time_ns'] / st['run_cnt']:.0f} ns per event"
+            )
     return "\n".join(out)
 
 
 def table_report(rec: Recording) -> str:
     """The whole text report: header, per-zone GFP classes, check, footer."""
-    return "\n\n".join([table_header(rec), table_zone_gfp(rec), table_check(rec),
-                        table_footer(rec)]) + "\n"
+    return (
+        "\n\n".join([table_header(rec), table_zone_gfp(rec), table_check(rec), table_footer(rec)])
+        + "\n"
+    )
 
 
 def report_tables(rec: Recording) -> dict[str, pd.DataFrame]:
     """The tables of ``cmaprof report --format json|csv``, by name."""
     m = rec.meta
-    summary = pd.DataFrame([{
-        "path": str(rec.path), "kernel_release": m.get("kernel_release"),
-        "complete": rec.complete, "duration_ns": m.get("duration_ns"),
-        "stop_reason": m.get("stop_reason"),
-        "zone_source": (m.get("page_alloc") or {}).get("zone_source"),
-        "lost": sum((m.get("lost") or {}).values()),
-        "dropped": sum(((m.get("dropped") or {}).get("page_alloc") or {}).values()),
-    }])
+    summary = pd.DataFrame(
+        [
+            {
+                "path": str(rec.path),
+                "kernel_release": m.get("kernel_release"),
+                "complete": rec.complete,
+                "duration_ns": m.get("duration_ns"),
+                "stop_reason": m.get("stop_reason"),
+                "zone_source": (m.get("page_alloc") or {}).get("zone_source"),
+                "lost": sum((m.get("lost") or {}).values()),
+                "dropped": sum(((m.get("dropped") or {}).get("page_alloc") or {}).values()),
+            }
+        ]
+    )
     return {
         "recording": summary,
         "zones": page_alloc.df_zones(rec),
@@ -180,8 +221,10 @@ def report_json(rec: Recording) -> str:
     """One JSON object: table name -> list of row objects."""
     obj = {}
     for name, df in report_tables(rec).items():
-        obj[name] = [{k: _jsonable(v) for k, v in row.items()}
-                     for row in df.astype(object).to_dict(orient="records")]
+        obj[name] = [
+            {k: _jsonable(v) for k, v in row.items()}
+            for row in df.astype(object).to_dict(orient="records")
+        ]
     return json.dumps(obj, indent=2) + "\n"
 
 

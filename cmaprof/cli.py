@@ -35,16 +35,31 @@ def doctor(fmt: str) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="recording directory to create")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="recording directory to create",
+)
 @click.option("--force", is_flag=True, help="replace an earlier recording at OUTPUT")
-@click.option("-d", "--duration", type=click.FloatRange(min=0, min_open=True),
-              help="stop after SECONDS")
-@click.option("-i", "--interval", type=click.FloatRange(min=0.05),
-              help="print a live table every SECONDS and save the series at that interval")
+@click.option(
+    "-d", "--duration", type=click.FloatRange(min=0, min_open=True), help="stop after SECONDS"
+)
+@click.option(
+    "-i",
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    help="print a live table every SECONDS and save the series at that interval",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(output: Path, force: bool, duration: float | None, interval: float | None,
-           command: tuple[str, ...]) -> None:
+def record(
+    output: Path,
+    force: bool,
+    duration: float | None,
+    interval: float | None,
+    command: tuple[str, ...],
+) -> None:
     """Record system-wide for -d SECONDS, until Ctrl-C, or while COMMAND runs.
 
     \b
@@ -57,8 +72,15 @@ def record(output: Path, force: bool, duration: float | None, interval: float | 
 
     if not command and duration is None:
         click.echo("cmaprof: no -d and no command: recording until Ctrl-C", err=True)
-    status = do_record(RecordOptions(output=output, force=force, duration_s=duration,
-                                     interval_s=interval, command=list(command)))
+    status = do_record(
+        RecordOptions(
+            output=output,
+            force=force,
+            duration_s=duration,
+            interval_s=interval,
+            command=list(command),
+        )
+    )
     click.echo(f"cmaprof: recording written to {output}", err=True)
     sys.exit(status)
 
@@ -68,12 +90,13 @@ def record(output: Path, force: bool, duration: float | None, interval: float | 
 @click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text")
 def report(recording: Path, fmt: str) -> None:
     """Tables of a recording: per-zone GFP classes and the check against the kernel."""
-    from cmaprof.analysis.recording import load
     from cmaprof.analysis import tables
+    from cmaprof.analysis.recording import load
 
     rec = load(recording)
-    out = {"text": tables.table_report, "json": tables.report_json,
-           "csv": tables.report_csv}[fmt](rec)
+    out = {"text": tables.table_report, "json": tables.report_json, "csv": tables.report_csv}[fmt](
+        rec
+    )
     click.echo(out, nl=False)
 
 
@@ -115,8 +138,9 @@ def workload(specs: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("out/demo"),
-              show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True
+)
 @click.option("--anon-mib", default=1024, show_default=True)
 @click.option("--pagecache-mib", default=256, show_default=True)
 def demo(output: Path, anon_mib: int, pagecache_mib: int) -> None:
@@ -131,8 +155,14 @@ def demo(output: Path, anon_mib: int, pagecache_mib: int) -> None:
     click.echo(doc.table_checks(checks))
     if not doc.recording_possible(checks):
         raise CmaprofError("recording is not possible on this machine: fix the 'fail' rows above")
-    cmd = [sys.executable, "-m", "cmaprof", "workload", f"anon:{anon_mib}",
-           f"pagecache:{pagecache_mib}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cmaprof",
+        "workload",
+        f"anon:{anon_mib}",
+        f"pagecache:{pagecache_mib}",
+    ]
     status = do_record(RecordOptions(output=output, force=True, interval_s=1.0, command=cmd))
     if status:
         raise CmaprofError(f"the demo workload failed with status {status}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cmaprof.errors import BadInput
 
@@ -74,8 +74,12 @@ class Workload:
 
 WORKLOADS = {
     "anon": Workload("anon", anon, 512, "touch N MiB of anonymous memory (no THP)"),
-    "pagecache": Workload("pagecache", pagecache, 256,
-                          "write, drop and re-read an N MiB file (about 2N MiB of page cache)"),
+    "pagecache": Workload(
+        "pagecache",
+        pagecache,
+        256,
+        "write, drop and re-read an N MiB file (about 2N MiB of page cache)",
+    ),
 }
 
 

@@ -25,8 +25,10 @@ DEBIAN_BCC = Path("/usr/lib/python3/dist-packages/bcc/__init__.py")
 #: The interpreter python3-bpfcc is built for.
 DEBIAN_PYTHON = Path("/usr/bin/python3")
 
-VENV_FIX = ("sudo make setup, or by hand: /usr/bin/python3 -m venv --system-site-packages "
-            ".venv && .venv/bin/pip install -e '.[test,vm]'")
+VENV_FIX = (
+    "sudo make setup, or by hand: /usr/bin/python3 -m venv --system-site-packages "
+    ".venv && .venv/bin/pip install -e '.[test,vm]'"
+)
 
 
 class BccProblem(EnvironmentProblem):
@@ -73,21 +75,25 @@ def _explain_missing(exc: BaseException) -> BccProblem:
         return BccProblem(
             f"BCC's Python bindings are not installed ({exc})",
             "apt-get install python3-bpfcc (or sudo make setup); cmaprof uses Debian's BCC, "
-            "never the PyPI package called bcc")
+            "never the PyPI package called bcc",
+        )
     if sys.prefix != sys.base_prefix and _venv_system_site(sys.prefix) is False:
         return BccProblem(
             f"BCC is installed for /usr/bin/python3 but the virtual environment {sys.prefix} "
             f"was made without --system-site-packages, so {here} cannot import it",
-            f"recreate the venv: {VENV_FIX}")
+            f"recreate the venv: {VENV_FIX}",
+        )
     base = getattr(sys, "_base_executable", sys.executable)
     if not (_same_file(base, DEBIAN_PYTHON) or _same_file(sys.executable, DEBIAN_PYTHON)):
         return BccProblem(
             f"BCC (python3-bpfcc) is installed for Debian's /usr/bin/python3, but cmaprof "
             f"runs under another interpreter, {here}, which cannot import it",
-            f"run cmaprof from a venv made from /usr/bin/python3: {VENV_FIX}")
+            f"run cmaprof from a venv made from /usr/bin/python3: {VENV_FIX}",
+        )
     return BccProblem(
         f"`import bcc` failed in {here} although {DEBIAN_BCC.parent} exists: {exc}",
-        "apt-get install --reinstall python3-bpfcc libbpfcc")
+        "apt-get install --reinstall python3-bpfcc libbpfcc",
+    )
 
 
 def import_bcc() -> ModuleType:
@@ -103,15 +109,17 @@ def import_bcc() -> ModuleType:
     except ImportError as exc:
         raise _explain_missing(exc) from exc
     except OSError as exc:  # bcc/libbcc.py loads libbcc.so.0 with ctypes at import
-        raise BccProblem(f"BCC's Python bindings were found but libbcc could not be "
-                         f"loaded ({exc})",
-                         "apt-get install --reinstall libbpfcc python3-bpfcc") from exc
+        raise BccProblem(
+            f"BCC's Python bindings were found but libbcc could not be loaded ({exc})",
+            "apt-get install --reinstall libbpfcc python3-bpfcc",
+        ) from exc
     if not hasattr(bcc, "BPF"):
         raise BccProblem(
             f"the module `bcc` imported from {_module_file(bcc)} is not BCC (it has no "
             f"bcc.BPF): it is the unrelated PyPI package called bcc, shadowing Debian's "
             f"python3-bpfcc",
-            f"{sys.executable} -m pip uninstall bcc")
+            f"{sys.executable} -m pip uninstall bcc",
+        )
     return bcc
 
 

@@ -29,10 +29,21 @@ OK, WARN, FAIL = "ok", "warn", "fail"
 
 #: Names of the checks, in the order :func:`run_checks` returns them.
 CHECK_NAMES = (
-    "root", "bcc", "headers", "tracefs",
-    "events/kmem", "events/cma", "events/migrate", "events/page_isolation",
+    "root",
+    "bcc",
+    "headers",
+    "tracefs",
+    "events/kmem",
+    "events/cma",
+    "events/migrate",
+    "events/page_isolation",
     "events/compaction",
-    "cma_areas", "btf", "bpf_stats", "lockdown", "kptr_restrict", "kprobes",
+    "cma_areas",
+    "btf",
+    "bpf_stats",
+    "lockdown",
+    "kptr_restrict",
+    "kprobes",
     "raw_tracepoint",
 )
 
@@ -150,31 +161,40 @@ def check_root(root: Path, euid: int) -> Check:
     (``/proc/sys/kernel/cap_last_cap`` >= 39, Linux 5.8 and later)."""
     name = "root"
     if euid != 0:
-        return Check(name, FAIL, f"effective uid {euid}: loading BPF programs and writing "
-                     f"tracefs need root", "run as root, e.g. sudo cmaprof ...", True)
+        return Check(
+            name,
+            FAIL,
+            f"effective uid {euid}: loading BPF programs and writing tracefs need root",
+            "run as root, e.g. sudo cmaprof ...",
+            True,
+        )
     status = _read(root, "/proc/self/status") or ""
     m = re.search(r"^CapEff:\s*([0-9a-fA-F]+)", status, re.MULTILINE)
     if not m:
-        return Check(name, WARN, "euid 0, but CapEff in /proc/self/status is unreadable",
-                     "", True)
+        return Check(name, WARN, "euid 0, but CapEff in /proc/self/status is unreadable", "", True)
     capeff = int(m.group(1), 16)
     last = _read(root, "/proc/sys/kernel/cap_last_cap")
     last_cap = int(last) if last and last.strip().isdigit() else CAP_BPF
     wanted = [c for c in (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN) if c <= last_cap]
     missing = [_CAP_NAMES[c] for c in wanted if not capeff >> c & 1]
     if missing:
-        return Check(name, FAIL, f"euid 0 but CapEff {capeff:#x} lacks {', '.join(missing)} "
-                     f"(a container or a capability-dropping wrapper?)",
-                     "run on the host, or in a container with --privileged (or "
-                     "--cap-add SYS_ADMIN,BPF,PERFMON)", True)
-    return Check(name, OK, f"euid 0, CapEff has {', '.join(_CAP_NAMES[c] for c in wanted)}",
-                 "", True)
+        return Check(
+            name,
+            FAIL,
+            f"euid 0 but CapEff {capeff:#x} lacks {', '.join(missing)} "
+            f"(a container or a capability-dropping wrapper?)",
+            "run on the host, or in a container with --privileged (or "
+            "--cap-add SYS_ADMIN,BPF,PERFMON)",
+            True,
+        )
+    return Check(
+        name, OK, f"euid 0, CapEff has {', '.join(_CAP_NAMES[c] for c in wanted)}", "", True
+    )
 
 
 def check_bcc(import_bcc: Callable[[], ModuleType]) -> Check:
     """BCC's Python bindings import, and are BCC (not the PyPI package called bcc)."""
     from cmaprof.collectors import bccload
-
     from cmaprof.errors import EnvironmentProblem
 
     try:
@@ -205,7 +225,7 @@ def _headers_version(root: Path, tree: str) -> tuple[str | None, str | None]:
     if "MAJOR" in fields and "PATCHLEVEL" in fields:
         mm: str | None = f"{fields['MAJOR']}.{fields['PATCHLEVEL']}"
     elif "CODE" in fields:
-        mm = f"{fields['CODE'] >> 16}.{(fields['CODE'] >> 8) & 0xff}"
+        mm = f"{fields['CODE'] >> 16}.{(fields['CODE'] >> 8) & 0xFF}"
     else:
         mm = _major_minor(uts) if uts else None
     return uts, mm
@@ -234,34 +254,53 @@ def check_headers(root: Path, release: str, environ: Mapping[str, str]) -> Check
         kpath_host = build_host
         via = f"{kdir}/build -> {build_in}"
     kheaders = _exists(root / "sys/kernel/kheaders.tar.xz")
-    kheaders_mod = any(_exists(root / f"lib/modules/{release}/kernel/kernel/kheaders.ko{s}")
-                       for s in ("", ".xz", ".zst", ".gz"))
+    kheaders_mod = any(
+        _exists(root / f"lib/modules/{release}/kernel/kernel/kheaders.ko{s}")
+        for s in ("", ".xz", ".zst", ".gz")
+    )
     own_headers = f"linux-headers-{release}"
-    ikheaders_fix = (f"install the running kernel's headers ({own_headers}) or boot a kernel "
-                     f"built with CONFIG_IKHEADERS")
+    ikheaders_fix = (
+        f"install the running kernel's headers ({own_headers}) or boot a kernel "
+        f"built with CONFIG_IKHEADERS"
+    )
 
     if _is_file(kpath_host / "include/linux/kconfig.h"):
         tree = env_src or f"{kdir}/build"
         uts, mm = _headers_version(root, tree)
         if uts == release:
             return Check(name, OK, f"headers of the running kernel {release} ({via})", "", True)
-        distro = ("Debian " if build_in.startswith("/usr/src/linux-headers-")
-                  and _exists(root / "etc/debian_version") else "")
+        distro = (
+            "Debian "
+            if build_in.startswith("/usr/src/linux-headers-")
+            and _exists(root / "etc/debian_version")
+            else ""
+        )
         if uts is None:
-            return Check(name, WARN, f"headers at {via} of unknown version (no "
-                         f"include/generated/utsrelease.h): struct layouts and page-flag "
-                         f"shifts may differ from the running kernel {release}",
-                         ikheaders_fix, True)
-        detail = (f"LINKED FALLBACK: {distro}{mm} headers for a {_major_minor(release)} "
-                  f"kernel ({uts} for {release}, build -> {build_in}): struct layouts and "
-                  f"page-flag shifts may differ; cmaprof validates what it reads from "
-                  f"struct page at start-up")
+            return Check(
+                name,
+                WARN,
+                f"headers at {via} of unknown version (no "
+                f"include/generated/utsrelease.h): struct layouts and page-flag "
+                f"shifts may differ from the running kernel {release}",
+                ikheaders_fix,
+                True,
+            )
+        detail = (
+            f"LINKED FALLBACK: {distro}{mm} headers for a {_major_minor(release)} "
+            f"kernel ({uts} for {release}, build -> {build_in}): struct layouts and "
+            f"page-flag shifts may differ; cmaprof validates what it reads from "
+            f"struct page at start-up"
+        )
         fix = ikheaders_fix
         if kheaders and not env_src:
-            detail += ("; /sys/kernel/kheaders.tar.xz matches the kernel but BCC prefers "
-                       "the build/ headers")
-            fix = (f"remove the links {kdir}/build and {kdir}/source so BCC uses "
-                   f"/sys/kernel/kheaders.tar.xz")
+            detail += (
+                "; /sys/kernel/kheaders.tar.xz matches the kernel but BCC prefers "
+                "the build/ headers"
+            )
+            fix = (
+                f"remove the links {kdir}/build and {kdir}/source so BCC uses "
+                f"/sys/kernel/kheaders.tar.xz"
+            )
         return Check(name, WARN, detail, fix, True)
 
     build_link = root / kdir.lstrip("/") / "build"
@@ -272,15 +311,30 @@ def check_headers(root: Path, release: str, environ: Mapping[str, str]) -> Check
     else:
         lost = f"no {kdir}/build"
     if kheaders:
-        return Check(name, OK, f"kheaders: /sys/kernel/kheaders.tar.xz of the running kernel "
-                     f"(CONFIG_IKHEADERS), which BCC extracts to /tmp ({lost})", "", True)
+        return Check(
+            name,
+            OK,
+            f"kheaders: /sys/kernel/kheaders.tar.xz of the running kernel "
+            f"(CONFIG_IKHEADERS), which BCC extracts to /tmp ({lost})",
+            "",
+            True,
+        )
     if kheaders_mod:
-        return Check(name, OK, f"kheaders module of the running kernel (BCC loads it with "
-                     f"modprobe kheaders; {lost})", "", True)
-    return Check(name, FAIL, f"no kernel headers for {release}: {lost} and no "
-                 f"/sys/kernel/kheaders.tar.xz",
-                 f"sudo make setup (installs {own_headers} or links Debian's newest "
-                 f"headers), or boot a kernel with CONFIG_IKHEADERS", True)
+        return Check(
+            name,
+            OK,
+            f"kheaders module of the running kernel (BCC loads it with modprobe kheaders; {lost})",
+            "",
+            True,
+        )
+    return Check(
+        name,
+        FAIL,
+        f"no kernel headers for {release}: {lost} and no /sys/kernel/kheaders.tar.xz",
+        f"sudo make setup (installs {own_headers} or links Debian's newest "
+        f"headers), or boot a kernel with CONFIG_IKHEADERS",
+        True,
+    )
 
 
 def _find_tracefs(root: Path) -> tuple[str | None, str]:
@@ -303,9 +357,14 @@ def check_tracefs(root: Path) -> Check:
     if tfs is None and "not readable" in why:
         return Check("tracefs", FAIL, f"cannot tell: {why}", "run as root", True)
     if tfs is None:
-        return Check("tracefs", FAIL, "tracefs is not mounted: no events/ in "
-                     "/sys/kernel/tracing or /sys/kernel/debug/tracing",
-                     f"{MOUNT_TRACEFS} (or sudo make setup)", True)
+        return Check(
+            "tracefs",
+            FAIL,
+            "tracefs is not mounted: no events/ in "
+            "/sys/kernel/tracing or /sys/kernel/debug/tracing",
+            f"{MOUNT_TRACEFS} (or sudo make setup)",
+            True,
+        )
     return Check("tracefs", OK, f"mounted at {tfs}", "", True)
 
 
@@ -319,29 +378,54 @@ class _Group:
 
 
 _GROUPS = {
-    "kmem": _Group(True, ("mm_page_alloc",),
-                   ("mm_page_alloc", "mm_page_free", "mm_page_alloc_extfrag"),
-                   "no kmem:mm_page_alloc: nothing to record (CONFIG_TRACEPOINTS?)",
-                   "boot a kernel with CONFIG_TRACEPOINTS (any distribution kernel)"),
-    "cma": _Group(False, ("cma_alloc_start", "cma_alloc_finish", "cma_alloc"),
-                  ("cma_alloc_start", "cma_alloc_finish", "cma_alloc_busy_retry",
-                   "cma_release", "cma_alloc", "cma_alloc_info"),
-                  "kernel has no CONFIG_CMA: no cma_alloc tracing",
-                  "boot a kernel with CONFIG_CMA and cma=SIZE (e.g. the VM guest)"),
-    "migrate": _Group(False, ("mm_migrate_pages",), ("mm_migrate_pages",),
-                      "no migration counts behind cma_alloc and compaction "
-                      "(CONFIG_MIGRATION)", ""),
-    "page_isolation": _Group(False, ("test_pages_isolated",), ("test_pages_isolated",),
-                             "no first non-isolated pfn when cma_alloc fails "
-                             "(CONFIG_MEMORY_ISOLATION)", ""),
-    "compaction": _Group(False, ("mm_compaction_begin", "mm_compaction_end"),
-                         ("mm_compaction_begin", "mm_compaction_end"),
-                         "no compaction side effects (CONFIG_COMPACTION)", ""),
+    "kmem": _Group(
+        True,
+        ("mm_page_alloc",),
+        ("mm_page_alloc", "mm_page_free", "mm_page_alloc_extfrag"),
+        "no kmem:mm_page_alloc: nothing to record (CONFIG_TRACEPOINTS?)",
+        "boot a kernel with CONFIG_TRACEPOINTS (any distribution kernel)",
+    ),
+    "cma": _Group(
+        False,
+        ("cma_alloc_start", "cma_alloc_finish", "cma_alloc"),
+        (
+            "cma_alloc_start",
+            "cma_alloc_finish",
+            "cma_alloc_busy_retry",
+            "cma_release",
+            "cma_alloc",
+            "cma_alloc_info",
+        ),
+        "kernel has no CONFIG_CMA: no cma_alloc tracing",
+        "boot a kernel with CONFIG_CMA and cma=SIZE (e.g. the VM guest)",
+    ),
+    "migrate": _Group(
+        False,
+        ("mm_migrate_pages",),
+        ("mm_migrate_pages",),
+        "no migration counts behind cma_alloc and compaction (CONFIG_MIGRATION)",
+        "",
+    ),
+    "page_isolation": _Group(
+        False,
+        ("test_pages_isolated",),
+        ("test_pages_isolated",),
+        "no first non-isolated pfn when cma_alloc fails (CONFIG_MEMORY_ISOLATION)",
+        "",
+    ),
+    "compaction": _Group(
+        False,
+        ("mm_compaction_begin", "mm_compaction_end"),
+        ("mm_compaction_begin", "mm_compaction_end"),
+        "no compaction side effects (CONFIG_COMPACTION)",
+        "",
+    ),
 }
 
 
-def check_event_group(root: Path, group: str, tfs: str | None,
-                      why: str = "tracefs is not mounted") -> Check:
+def check_event_group(
+    root: Path, group: str, tfs: str | None, why: str = "tracefs is not mounted"
+) -> Check:
     """Tracepoints of one event group, and what is lost without them.
 
     :param tfs: the tracefs directory inside ``root``; None when not found, ``why``.
@@ -353,21 +437,27 @@ def check_event_group(root: Path, group: str, tfs: str | None,
     gdir = root / tfs.lstrip("/") / "events" / group
     events = _listdir(gdir)
     if events is None:
-        return Check(name, FAIL if g.required else WARN, f"absent: {g.lost}", g.fix,
-                     g.required)
+        return Check(name, FAIL if g.required else WARN, f"absent: {g.lost}", g.fix, g.required)
     have = [e for e in events if _is_file(gdir / e / "format")]
     if not any(e in have for e in g.key_events):
-        return Check(name, FAIL if g.required else WARN,
-                     f"events/{group} lacks {' and '.join(g.key_events)}: {g.lost}", g.fix,
-                     g.required)
+        return Check(
+            name,
+            FAIL if g.required else WARN,
+            f"events/{group} lacks {' and '.join(g.key_events)}: {g.lost}",
+            g.fix,
+            g.required,
+        )
     shown = [e for e in g.shown if e in have]
     others = len(have) - len(shown)
     detail = ", ".join(shown) + (f" (+{others} more)" if others else "")
     if group == "cma":
         if "cma_alloc_start" in have:
             fmt = _read(root, f"{tfs}/events/cma/cma_alloc_finish/format") or ""
-            detail += ("; cma_alloc_finish has errorno" if re.search(r"\berrorno\b", fmt)
-                       else "; cma_alloc_finish has no errorno (failures from the pfn)")
+            detail += (
+                "; cma_alloc_finish has errorno"
+                if re.search(r"\berrorno\b", fmt)
+                else "; cma_alloc_finish has no errorno (failures from the pfn)"
+            )
         else:
             detail += "; old events without cma_alloc_start: latency needs kprobes"
     return Check(name, OK, detail, "", g.required)
@@ -388,17 +478,29 @@ def check_cma_areas(root: Path, page_size: int, cma_events: bool) -> Check:
     try:
         areas = procfs.read_cma_areas(root)
     except OSError as exc:
-        return Check(name, WARN, f"cannot read the CMA areas: {exc.strerror}: "
-                     f"{exc.filename} (not root?)", "run as root")
+        return Check(
+            name,
+            WARN,
+            f"cannot read the CMA areas: {exc.strerror}: {exc.filename} (not root?)",
+            "run as root",
+        )
     if not areas:
         dbg = _listdir(root / "sys/kernel/debug")
         if cma_events and not dbg:
-            return Check(name, WARN, "the kernel has cma events but no CMA area is visible: "
-                         "debugfs is not mounted (or not readable)",
-                         f"{MOUNT_DEBUGFS} (or sudo make setup)")
-        return Check(name, WARN, "no CMA areas (no CONFIG_CMA, or cma=0): CMA placement and "
-                     "cma_alloc columns will be empty",
-                     "boot a kernel with CONFIG_CMA and cma=SIZE (e.g. the VM guest)")
+            return Check(
+                name,
+                WARN,
+                "the kernel has cma events but no CMA area is visible: "
+                "debugfs is not mounted (or not readable)",
+                f"{MOUNT_DEBUGFS} (or sudo make setup)",
+            )
+        return Check(
+            name,
+            WARN,
+            "no CMA areas (no CONFIG_CMA, or cma=0): CMA placement and "
+            "cma_alloc columns will be empty",
+            "boot a kernel with CONFIG_CMA and cma=SIZE (e.g. the VM guest)",
+        )
     parts = []
     for a in areas:
         if a.count is not None and a.base_pfn is not None:
@@ -407,8 +509,12 @@ def check_cma_areas(root: Path, page_size: int, cma_events: bool) -> Check:
             parts.append(f"{a.name} (no range)")
     detail = f"{len(areas)} area{'s' if len(areas) > 1 else ''}: " + "; ".join(parts)
     if any(a.end_pfn is None for a in areas):
-        return Check(name, WARN, detail + "; pfn ranges need debugfs: without them pages "
-                     "cannot be placed in CMA areas", f"{MOUNT_DEBUGFS} (or sudo make setup)")
+        return Check(
+            name,
+            WARN,
+            detail + "; pfn ranges need debugfs: without them pages cannot be placed in CMA areas",
+            f"{MOUNT_DEBUGFS} (or sudo make setup)",
+        )
     return Check(name, OK, detail)
 
 
@@ -421,20 +527,32 @@ def check_btf(root: Path) -> Check:
         except OSError:
             size = ""
         return Check("btf", OK, f"/sys/kernel/btf/vmlinux{size}")
-    return Check("btf", WARN, "no /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF): BCC works "
-                 "from headers alone; BTF-typed programs are unavailable",
-                 "boot a kernel with CONFIG_DEBUG_INFO_BTF")
+    return Check(
+        "btf",
+        WARN,
+        "no /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF): BCC works "
+        "from headers alone; BTF-typed programs are unavailable",
+        "boot a kernel with CONFIG_DEBUG_INFO_BTF",
+    )
 
 
 def check_bpf_stats(root: Path) -> Check:
     """``kernel.bpf_stats_enabled``: run time of each BPF program (probe overhead)."""
     text = _read(root, "/proc/sys/kernel/bpf_stats_enabled")
     if text is None:
-        return Check("bpf_stats", WARN, "no /proc/sys/kernel/bpf_stats_enabled: the run time "
-                     "of the probes (their overhead) cannot be measured")
+        return Check(
+            "bpf_stats",
+            WARN,
+            "no /proc/sys/kernel/bpf_stats_enabled: the run time "
+            "of the probes (their overhead) cannot be measured",
+        )
     if text.strip() == "0":
-        return Check("bpf_stats", WARN, "off (0): cmaprof enables it while recording, to "
-                     "measure probe run time, and restores it afterwards")
+        return Check(
+            "bpf_stats",
+            WARN,
+            "off (0): cmaprof enables it while recording, to "
+            "measure probe run time, and restores it afterwards",
+        )
     return Check("bpf_stats", OK, f"on ({text.strip()}): probe run time is measured")
 
 
@@ -455,20 +573,34 @@ def check_lockdown(root: Path, cmdline: str) -> Check:
         if m:
             mode = m.group(1)
         else:
-            return Check(name, WARN, "unknown: securityfs is not mounted, so the lockdown "
-                         "mode cannot be read (confidentiality would stop recording)",
-                         f"{MOUNT_SECURITYFS} (or sudo make setup)", True)
+            return Check(
+                name,
+                WARN,
+                "unknown: securityfs is not mounted, so the lockdown "
+                "mode cannot be read (confidentiality would stop recording)",
+                f"{MOUNT_SECURITYFS} (or sudo make setup)",
+                True,
+            )
     else:
         m = re.search(r"\[(\w+)\]", text)
         mode = m.group(1) if m else text.strip()
     if mode == "confidentiality":
-        return Check(name, FAIL, "confidentiality: blocks bpf_probe_read_kernel(), tracefs "
-                     "and kprobes", "boot with lockdown=none (and Secure Boot off, or "
-                     "mokutil --disable-validation)", True)
+        return Check(
+            name,
+            FAIL,
+            "confidentiality: blocks bpf_probe_read_kernel(), tracefs and kprobes",
+            "boot with lockdown=none (and Secure Boot off, or mokutil --disable-validation)",
+            True,
+        )
     if mode == "integrity":
-        return Check(name, WARN, "integrity: BPF reads of kernel memory work; debugfs "
-                     "writes (CMA's alloc/free stress files) are denied",
-                     "boot with lockdown=none to use debugfs CMA stress", True)
+        return Check(
+            name,
+            WARN,
+            "integrity: BPF reads of kernel memory work; debugfs "
+            "writes (CMA's alloc/free stress files) are denied",
+            "boot with lockdown=none to use debugfs CMA stress",
+            True,
+        )
     return Check(name, OK, mode, "", True)
 
 
@@ -476,8 +608,9 @@ def check_kptr_restrict(root: Path) -> Check:
     """``kernel.kptr_restrict`` (informational: cmaprof never prints kernel addresses)."""
     text = _read(root, "/proc/sys/kernel/kptr_restrict")
     value = text.strip() if text is not None else "absent"
-    return Check("kptr_restrict", OK, f"{value} (informational: cmaprof prints no kernel "
-                 f"addresses)")
+    return Check(
+        "kptr_restrict", OK, f"{value} (informational: cmaprof prints no kernel addresses)"
+    )
 
 
 def check_kprobes(root: Path, tfs: str | None, why: str = "tracefs is not mounted") -> Check:
@@ -487,11 +620,19 @@ def check_kprobes(root: Path, tfs: str | None, why: str = "tracefs is not mounte
         if _exists(root / p.lstrip("/")):
             return Check("kprobes", OK, f"{p} present")
     if tfs is None and not _listdir(root / "sys/kernel/debug"):
-        return Check("kprobes", WARN, f"cannot tell: {why}, and debugfs is not mounted or "
-                     f"not readable", f"{MOUNT_TRACEFS}; {MOUNT_DEBUGFS}")
-    return Check("kprobes", WARN, "no kprobes (CONFIG_KPROBES): no cma_alloc latency where "
-                 "only the old cma_alloc event exists, no kprobe-based probes",
-                 "boot a kernel with CONFIG_KPROBES")
+        return Check(
+            "kprobes",
+            WARN,
+            f"cannot tell: {why}, and debugfs is not mounted or not readable",
+            f"{MOUNT_TRACEFS}; {MOUNT_DEBUGFS}",
+        )
+    return Check(
+        "kprobes",
+        WARN,
+        "no kprobes (CONFIG_KPROBES): no cma_alloc latency where "
+        "only the old cma_alloc event exists, no kprobe-based probes",
+        "boot a kernel with CONFIG_KPROBES",
+    )
 
 
 _RAW_TP_SYMS = re.compile(r"\s(?:bpf_find_raw_tracepoint|bpf_get_raw_tracepoint)$", re.MULTILINE)
@@ -505,10 +646,21 @@ def check_raw_tracepoint(root: Path) -> Check:
     if not text:
         return Check(name, WARN, "cannot tell: /proc/kallsyms is not readable", "", True)
     if _RAW_TP_SYMS.search(text):
-        return Check(name, OK, "supported (the page_alloc probe uses kmem:mm_page_alloc as a "
-                     "raw tracepoint)", "", True)
-    return Check(name, FAIL, "no raw tracepoint support in kallsyms (needs Linux 4.17+): the "
-                 "page_alloc probe cannot attach", "use a kernel from 4.17 on", True)
+        return Check(
+            name,
+            OK,
+            "supported (the page_alloc probe uses kmem:mm_page_alloc as a raw tracepoint)",
+            "",
+            True,
+        )
+    return Check(
+        name,
+        FAIL,
+        "no raw tracepoint support in kallsyms (needs Linux 4.17+): the "
+        "page_alloc probe cannot attach",
+        "use a kernel from 4.17 on",
+        True,
+    )
 
 
 # --- running and rendering ---------------------------------------------------------
@@ -519,20 +671,28 @@ def _guard(name: str, required: bool, fn: Callable[[], Check]) -> Check:
     try:
         return fn()
     except Exception as exc:  # noqa: BLE001 - doctor must always print its table
-        return Check(name, FAIL if required else WARN,
-                     f"doctor could not check this: {type(exc).__name__}: {exc}",
-                     "report this with the output of cmaprof doctor --format json", required)
+        return Check(
+            name,
+            FAIL if required else WARN,
+            f"doctor could not check this: {type(exc).__name__}: {exc}",
+            "report this with the output of cmaprof doctor --format json",
+            required,
+        )
 
 
 def _release() -> str:
     return os.uname().release
 
 
-def run_checks(root: Path = Path("/"), *, euid: Callable[[], int] = os.geteuid,
-               import_bcc: Callable[[], ModuleType] | None = None,
-               release: Callable[[], str] = _release,
-               page_size: int | None = None,
-               environ: Mapping[str, str] | None = None) -> list[Check]:
+def run_checks(
+    root: Path = Path("/"),
+    *,
+    euid: Callable[[], int] = os.geteuid,
+    import_bcc: Callable[[], ModuleType] | None = None,
+    release: Callable[[], str] = _release,
+    page_size: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Check]:
     """Run every check, in the order of :data:`CHECK_NAMES`.
 
     :param root: directory standing for ``/``: all files are read below it.
@@ -563,8 +723,13 @@ def run_checks(root: Path = Path("/"), *, euid: Callable[[], int] = os.geteuid,
         ("tracefs", True, lambda: check_tracefs(root)),
     ]
     for group, spec in _GROUPS.items():
-        todo.append((f"events/{group}", spec.required,
-                     functools.partial(check_event_group, root, group, tfs, tfs_why)))
+        todo.append(
+            (
+                f"events/{group}",
+                spec.required,
+                functools.partial(check_event_group, root, group, tfs, tfs_why),
+            )
+        )
     todo += [
         ("cma_areas", False, lambda: check_cma_areas(root, psize, cma_events)),
         ("btf", False, lambda: check_btf(root)),
@@ -602,8 +767,10 @@ def table_checks(checks: list[Check], width: int = 80) -> str:
     indent = _NAME_W + 1 + _STATUS_W + 2
     text_w = width - indent
     pad = " " * indent
-    lines = [f"{'check':<{_NAME_W}} {'stat':<{_STATUS_W}}  detail",
-             f"{'-' * _NAME_W} {'-' * _STATUS_W}  {'-' * text_w}"]
+    lines = [
+        f"{'check':<{_NAME_W}} {'stat':<{_STATUS_W}}  detail",
+        f"{'-' * _NAME_W} {'-' * _STATUS_W}  {'-' * text_w}",
+    ]
     for c in checks:
         label = c.name + ("*" if c.required else "")
         status = c.status if c.status == OK else c.status.upper()
@@ -611,8 +778,12 @@ def table_checks(checks: list[Check], width: int = 80) -> str:
         lines.append(f"{label:<{_NAME_W}} {status:<{_STATUS_W}}  {wrapped[0]}".rstrip())
         lines += [pad + w for w in wrapped[1:]]
         if c.fix and c.status != OK:
-            lines += [pad + w for w in textwrap.wrap(
-                f"fix: {c.fix}", text_w, subsequent_indent="     ", break_on_hyphens=False)]
+            lines += [
+                pad + w
+                for w in textwrap.wrap(
+                    f"fix: {c.fix}", text_w, subsequent_indent="     ", break_on_hyphens=False
+                )
+            ]
     failed = [c.name for c in checks if c.required and c.status == FAIL]
     warned = sum(c.status == WARN for c in checks)
     lines.append("")

@@ -35,8 +35,13 @@ from cmaprof.errors import EnvironmentProblem
 PROBE = probes.get("page_alloc")
 ZONE_SOURCE_PAGE_FLAGS = 0
 ZONE_SOURCE_PFN_SPANS = 1
-DROP_NAMES = ("cube_full", "fail_table_full", "page_read_failed", "pfn_outside_spans",
-              "bulk_table_full")
+DROP_NAMES = (
+    "cube_full",
+    "fail_table_full",
+    "page_read_failed",
+    "pfn_outside_spans",
+    "bulk_table_full",
+)
 KEY_FIELDS = [f for f, _ in schema.PAGE_ALLOC_KEYS]
 MAX_ZONE_SPANS = 64  # events.h
 MAX_CMA_AREAS = 20  # events.h
@@ -92,8 +97,9 @@ class PageAllocCollector:
 
     name = "page_alloc"
 
-    def __init__(self, zones: list[Zone], cma_areas: list[CmaArea],
-                 options: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, zones: list[Zone], cma_areas: list[CmaArea], options: dict[str, int] | None = None
+    ) -> None:
         self.zones = zones
         self.cma_areas = [a for a in cma_areas if a.end_pfn is not None]
         self.options = dict(options or {})
@@ -132,21 +138,27 @@ class PageAllocCollector:
                     pairs.append((leaf.pfn, leaf.page, leaf.flags))
         lay = b["layout"][b["layout"].Key(0)]
         cal = self.calibration
-        cal.layout = {"zones_pgshift": lay.zones_pgshift, "zones_mask": lay.zones_mask,
-                      "nodes_pgshift": lay.nodes_pgshift, "nodes_mask": lay.nodes_mask,
-                      "header_page_struct_size": lay.page_struct_size}
+        cal.layout = {
+            "zones_pgshift": lay.zones_pgshift,
+            "zones_mask": lay.zones_mask,
+            "nodes_pgshift": lay.nodes_pgshift,
+            "nodes_mask": lay.nodes_mask,
+            "header_page_struct_size": lay.page_struct_size,
+        }
         cal.pairs = len(pairs)
         if len(pairs) < 8:
             raise EnvironmentProblem(
                 f"calibration saw only {len(pairs)} kmem:mm_page_alloc events in {timeout_s:.0f} s "
-                f"(tracepoint disabled or filtered?); cannot map struct page to pfn")
+                f"(tracepoint disabled or filtered?); cannot map struct page to pfn"
+            )
         size = self._struct_page_size(pairs)
         bases = collections.Counter(page - pfn * size for pfn, page, _ in pairs)
         base, agree = bases.most_common(1)[0]
         if agree < 0.9 * len(pairs):
             raise EnvironmentProblem(
                 f"calibration inconsistent: only {agree} of {len(pairs)} (page, pfn) pairs agree "
-                f"on the memory map base; report this with `cmaprof doctor` output")
+                f"on the memory map base; report this with `cmaprof doctor` output"
+            )
         cal.page_struct_size, cal.vmemmap_base, cal.agreeing_pairs = size, base, agree
         self._validate_zones(pairs)
         return cal
@@ -180,17 +192,21 @@ class PageAllocCollector:
             node = (flags >> lay["nodes_pgshift"]) & lay["nodes_mask"]
             if (zone, node) != (z.idx, z.node):
                 mismatches += 1
-                example = example or (f"pfn {pfn:#x}: page->flags says node {node} zone {zone}, "
-                                      f"zoneinfo says node {z.node} zone {z.idx} ({z.name})")
+                example = example or (
+                    f"pfn {pfn:#x}: page->flags says node {node} zone {zone}, "
+                    f"zoneinfo says node {z.node} zone {z.idx} ({z.name})"
+                )
         cal.zone_checks, cal.zone_mismatches = checks, mismatches
         if mismatches:
             cal.zone_source = "pfn_spans"
-            cal.zone_reason = (f"page->flags zone/node (shifts from the compile-time headers: "
-                               f"ZONES_PGSHIFT={lay['zones_pgshift']}, "
-                               f"NODES_PGSHIFT={lay['nodes_pgshift']}) disagreed with "
-                               f"/proc/zoneinfo on {mismatches} of {checks} pfns, e.g. {example}; "
-                               f"using the pfn-span map (first matching span wins where "
-                               f"spans overlap)")
+            cal.zone_reason = (
+                f"page->flags zone/node (shifts from the compile-time headers: "
+                f"ZONES_PGSHIFT={lay['zones_pgshift']}, "
+                f"NODES_PGSHIFT={lay['nodes_pgshift']}) disagreed with "
+                f"/proc/zoneinfo on {mismatches} of {checks} pfns, e.g. {example}; "
+                f"using the pfn-span map (first matching span wins where "
+                f"spans overlap)"
+            )
         elif checks == 0:
             cal.zone_reason = "no sampled pfn had an unambiguous zone span; page->flags unvalidated"
         else:
@@ -218,8 +234,9 @@ class PageAllocCollector:
         cfg.vmemmap_base = cal.vmemmap_base
         cfg.page_struct_size = cal.page_struct_size
         cfg.enabled = 0
-        cfg.zone_source = (ZONE_SOURCE_PFN_SPANS if cal.zone_source == "pfn_spans"
-                           else ZONE_SOURCE_PAGE_FLAGS)
+        cfg.zone_source = (
+            ZONE_SOURCE_PFN_SPANS if cal.zone_source == "pfn_spans" else ZONE_SOURCE_PAGE_FLAGS
+        )
         cfg.nr_spans = len(spans)
         cfg.nr_cma = len(self.cma_areas)
         b["config"][b["config"].Key(0)] = cfg
@@ -250,8 +267,10 @@ class PageAllocCollector:
         """The cumulative cube: key tuple (in KEY_FIELDS order) -> (allocs, pages)."""
         out: dict[tuple, tuple[int, int]] = {}
         for k, leaves in self.bpf["page_alloc"].items():
-            key = tuple(getattr(k, f) for f in ("gfp_flags", "node", "zone", "order",
-                                                "migratetype", "cma_area"))
+            key = tuple(
+                getattr(k, f)
+                for f in ("gfp_flags", "node", "zone", "order", "migratetype", "cma_area")
+            )
             allocs, pages = _sum_percpu(leaves, ["allocs", "pages"])
             out[key] = (allocs, pages)
         return out
@@ -260,9 +279,13 @@ class PageAllocCollector:
         rows: dict[str, list] = {f.name: [] for f in schema.SCHEMAS["page_alloc_fail"]}
         for k, leaves in self.bpf["page_alloc_fail"].items():
             allocs, pages = _sum_percpu(leaves, ["allocs", "pages"])
-            for col, val in (("gfp_flags", k.gfp_flags), ("order", k.order),
-                             ("migratetype_id", k.migratetype), ("allocs", allocs),
-                             ("pages", pages)):
+            for col, val in (
+                ("gfp_flags", k.gfp_flags),
+                ("order", k.order),
+                ("migratetype_id", k.migratetype),
+                ("allocs", allocs),
+                ("pages", pages),
+            ):
                 rows[col].append(val)
         return schema.to_table("page_alloc_fail", rows)
 
@@ -290,8 +313,9 @@ class PageAllocCollector:
         return out
 
 
-def cube_to_table(cube: dict[tuple, tuple[int, int]], t_range: tuple[int, int] | None = None
-                  ) -> pa.Table:
+def cube_to_table(
+    cube: dict[tuple, tuple[int, int]], t_range: tuple[int, int] | None = None
+) -> pa.Table:
     """Arrow table of a cube (final table, or a series part when ``t_range`` is given)."""
     rows: dict[str, list] = {f: [] for f in KEY_FIELDS + ["allocs", "pages"]}
     for key, (allocs, pages) in sorted(cube.items()):
@@ -307,8 +331,9 @@ def cube_to_table(cube: dict[tuple, tuple[int, int]], t_range: tuple[int, int] |
     return schema.to_table("page_alloc", rows, series=True)
 
 
-def cube_delta(now: dict[tuple, tuple[int, int]], before: dict[tuple, tuple[int, int]]
-               ) -> dict[tuple, tuple[int, int]]:
+def cube_delta(
+    now: dict[tuple, tuple[int, int]], before: dict[tuple, tuple[int, int]]
+) -> dict[tuple, tuple[int, int]]:
     """Entries of ``now`` that grew since ``before``, as differences."""
     out = {}
     for key, (a, p) in now.items():

@@ -100,8 +100,16 @@ def parse_zoneinfo(text: str, source: str = "zoneinfo") -> list[Zone]:
             node = int(m.group(1))
             idx = idx_in_node.get(node, 0)
             idx_in_node[node] = idx + 1
-            cur = dict(node=node, idx=idx, name=m.group(2), start_pfn=None, spanned=0,
-                       present=0, managed=0, cma=None)
+            cur = {
+                "node": node,
+                "idx": idx,
+                "name": m.group(2),
+                "start_pfn": None,
+                "spanned": 0,
+                "present": 0,
+                "managed": 0,
+                "cma": None,
+            }
             continue
         if cur is None:
             continue
@@ -126,8 +134,10 @@ def zone_names(zones: list[Zone]) -> dict[int, str]:
 
 def populated_spans(zones: list[Zone]) -> list[Zone]:
     """The zones that have a span (populated), sorted by start pfn."""
-    return sorted((z for z in zones if z.start_pfn is not None and z.spanned),
-                  key=lambda z: (z.start_pfn, z.node, z.idx))
+    return sorted(
+        (z for z in zones if z.start_pfn is not None and z.spanned),
+        key=lambda z: (z.start_pfn, z.node, z.idx),
+    )
 
 
 def unambiguous_zone(zones: list[Zone], pfn: int) -> Zone | None:
@@ -158,8 +168,9 @@ def read_cma_areas(root: Path = Path("/")) -> list[CmaArea]:
     dbg = root / "sys/kernel/debug/cma"
     if dbg.is_dir():
         for d in sorted(dbg.iterdir()):
-            areas[d.name] = CmaArea(d.name, _read_int(d / "base_pfn"), _read_int(d / "count"),
-                                    "debugfs")
+            areas[d.name] = CmaArea(
+                d.name, _read_int(d / "base_pfn"), _read_int(d / "count"), "debugfs"
+            )
     sysfs = root / "sys/kernel/mm/cma"
     if sysfs.is_dir():
         for d in sorted(sysfs.iterdir()):

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from cmaprof import __version__, probes
 from cmaprof.analysis import schema
@@ -60,7 +60,7 @@ class _StopFlag:
         self.child: subprocess.Popen | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> Self:
         for s in STOP_SIGNALS:
             self._old[s] = signal.signal(s, self._handle)
         return self
@@ -74,7 +74,7 @@ class _StopFlag:
             except OSError:
                 pass
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
 
@@ -84,7 +84,7 @@ class _StopFlag:
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def headers_info(release: str) -> dict[str, Any]:
@@ -144,15 +144,17 @@ def _vmstat_rows(t_ns: int, vmstat: dict[str, int]) -> dict[str, list]:
     return {"t_ns": [t_ns] * len(vmstat), "counter": list(vmstat), "value": list(vmstat.values())}
 
 
-def _live_line(t_s: float, dt_s: float, delta: dict, zone_names: dict[int, str],
-               vm_delta: dict[str, int]) -> str:
+def _live_line(
+    t_s: float, dt_s: float, delta: dict, zone_names: dict[int, str], vm_delta: dict[str, int]
+) -> str:
     per_zone: dict[str, int] = {}
     for key, (_, pages) in delta.items():
         name = zone_names.get(key[2], str(key[2]))
         per_zone[name] = per_zone.get(name, 0) + pages
     cells = []
-    for name in sorted(set(per_zone) | {z for z in zone_names.values()
-                                         if vm_delta.get(f"pgalloc_{z.lower()}")}):
+    for name in sorted(
+        set(per_zone) | {z for z in zone_names.values() if vm_delta.get(f"pgalloc_{z.lower()}")}
+    ):
         traced = per_zone.get(name, 0)
         kernel = vm_delta.get(f"pgalloc_{name.lower()}", 0)
         cells.append(f"{name} {traced / dt_s:>9.0f}/s (vmstat {kernel / dt_s:.0f}/s)")
@@ -166,8 +168,9 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
     :raises BadInput: output exists without --force, command not found.
     """
     if os.geteuid() != 0:
-        raise EnvironmentProblem("cmaprof record needs root (BPF programs and tracefs): "
-                                 "run it with sudo")
+        raise EnvironmentProblem(
+            "cmaprof record needs root (BPF programs and tracefs): run it with sudo"
+        )
     _check_command(opts.command)
     tfs, mounted = tracefs.ensure_mounted()
     probe = probes.get("page_alloc")
@@ -178,17 +181,23 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
 
     writer = RecordingWriter(opts.output, force=opts.force)
     meta: dict[str, Any] = system_metadata()
-    meta.update({
-        "cmaprof_version": __version__,
-        "complete": False,
-        "argv": sys.argv,
-        "command": opts.command,
-        "mounted_by_cmaprof": mounted,
-        "tracefs": str(tfs),
-        "probes": {probe.name: {"options": dict(probe.options, **opts.probe_options),
-                                "tracepoints": list(probe.tracepoints)}},
-        "start_time": _now_iso(),
-    })
+    meta.update(
+        {
+            "cmaprof_version": __version__,
+            "complete": False,
+            "argv": sys.argv,
+            "command": opts.command,
+            "mounted_by_cmaprof": mounted,
+            "tracefs": str(tfs),
+            "probes": {
+                probe.name: {
+                    "options": dict(probe.options, **opts.probe_options),
+                    "tracepoints": list(probe.tracepoints),
+                }
+            },
+            "start_time": _now_iso(),
+        }
+    )
     zones_text = procfs.read_text(Path("/"), "proc/zoneinfo") or ""
     zones = procfs.parse_zoneinfo(zones_text, "/proc/zoneinfo")
     cma_areas = procfs.read_cma_areas()
@@ -231,12 +240,17 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
             if opts.command:
                 child = subprocess.Popen(opts.command)
                 flag.child = child
-                print(f"cmaprof: recording system-wide while {' '.join(opts.command)} runs "
-                      f"(pid {child.pid})", file=err)
+                print(
+                    f"cmaprof: recording system-wide while {' '.join(opts.command)} runs "
+                    f"(pid {child.pid})",
+                    file=err,
+                )
             else:
-                print("cmaprof: recording system-wide"
-                      + (f" for {opts.duration_s:g} s" if opts.duration_s else "; Ctrl-C stops"),
-                      file=err)
+                print(
+                    "cmaprof: recording system-wide"
+                    + (f" for {opts.duration_s:g} s" if opts.duration_s else "; Ctrl-C stops"),
+                    file=err,
+                )
 
             interval = opts.interval_s or DEFAULT_SERIES_INTERVAL_S
             live = opts.interval_s is not None
@@ -262,14 +276,20 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
                     cube = collector.read_cube()
                     vm = procfs.parse_vmstat(procfs.read_text(Path("/"), "proc/vmstat") or "")
                     delta = cube_delta(cube, prev_cube)
-                    writer.append_series("page_alloc",
-                                         cube_to_table(delta, (prev_t - t0, now - t0)))
-                    writer.append_series("vmstat", schema.to_table(
-                        "vmstat", _vmstat_rows(now - t0, vm), series=True))
+                    writer.append_series(
+                        "page_alloc", cube_to_table(delta, (prev_t - t0, now - t0))
+                    )
+                    writer.append_series(
+                        "vmstat", schema.to_table("vmstat", _vmstat_rows(now - t0, vm), series=True)
+                    )
                     if live:
                         vm_delta = {k: v - prev_vm.get(k, 0) for k, v in vm.items()}
-                        print(_live_line((now - t0) / 1e9, (now - prev_t) / 1e9, delta,
-                                         zone_names, vm_delta), file=err)
+                        print(
+                            _live_line(
+                                (now - t0) / 1e9, (now - prev_t) / 1e9, delta, zone_names, vm_delta
+                            ),
+                            file=err,
+                        )
                     prev_cube, prev_vm, prev_t = cube, vm, now
                     next_tick += int(interval * 1e9)
                 wake = min(x for x in (next_tick, end_at or next_tick) if x is not None)
@@ -279,10 +299,12 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
             collector.set_enabled(False)
             t_end = time.monotonic_ns()
             cube = collector.read_cube()
-            writer.append_series("page_alloc", cube_to_table(cube_delta(cube, prev_cube),
-                                                             (prev_t - t0, t_end - t0)))
-            writer.append_series("vmstat", schema.to_table(
-                "vmstat", _vmstat_rows(t_end - t0, vm_end), series=True))
+            writer.append_series(
+                "page_alloc", cube_to_table(cube_delta(cube, prev_cube), (prev_t - t0, t_end - t0))
+            )
+            writer.append_series(
+                "vmstat", schema.to_table("vmstat", _vmstat_rows(t_end - t0, vm_end), series=True)
+            )
 
             if child is not None:
                 if child.poll() is None:
@@ -320,16 +342,24 @@ def _snapshot(writer: RecordingWriter, which: str) -> dict[str, int]:
     return procfs.parse_vmstat(vm_text, f"/proc/vmstat ({which})")
 
 
-def _finish(writer: RecordingWriter, meta: dict[str, Any], collector: PageAllocCollector,
-            cube: dict, vm_start: dict[str, int], vm_end: dict[str, int], dur_ns: int) -> None:
+def _finish(
+    writer: RecordingWriter,
+    meta: dict[str, Any],
+    collector: PageAllocCollector,
+    cube: dict,
+    vm_start: dict[str, int],
+    vm_end: dict[str, int],
+    dur_ns: int,
+) -> None:
     """Write the final tables and complete metadata."""
     writer.write_table("page_alloc", cube_to_table(cube))
     if collector.bpf is not None:
         writer.write_table("page_alloc_fail", collector.read_fail())
         meta["dropped"] = {"page_alloc": collector.read_drops()}
         meta["bpf_stats"] = collector.prog_stats()
-        meta["lost"] = {name: st.get("recursion_misses", 0)
-                        for name, st in meta["bpf_stats"].items()}
+        meta["lost"] = {
+            name: st.get("recursion_misses", 0) for name, st in meta["bpf_stats"].items()
+        }
     else:
         writer.write_table("page_alloc_fail", schema.to_table("page_alloc_fail", {}))
     meta["end_time"] = _now_iso()

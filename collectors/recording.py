@@ -41,7 +41,8 @@ def _disk_error(path: Path, exc: OSError) -> EnvironmentProblem:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return EnvironmentProblem(
             f"disk full while writing {path}; the files written before it are complete "
-            f"and readable: free space and record again")
+            f"and readable: free space and record again"
+        )
     return EnvironmentProblem(f"cannot write {path}: {exc.strerror}")
 
 
@@ -67,13 +68,17 @@ class RecordingWriter:
             raise BadInput(f"{self.path} is a symbolic link; give a real directory path")
         if self.path.exists():
             if not force:
-                raise BadInput(f"{self.path} exists; choose another -o or add --force to "
-                               f"replace an earlier recording")
+                raise BadInput(
+                    f"{self.path} exists; choose another -o or add --force to "
+                    f"replace an earlier recording"
+                )
             if not self.path.is_dir():
                 raise BadInput(f"{self.path} exists and is not a directory; refusing to replace it")
             if any(self.path.iterdir()) and not _is_recording(self.path):
-                raise BadInput(f"{self.path} is not a cmaprof recording; refusing to replace it "
-                               f"even with --force")
+                raise BadInput(
+                    f"{self.path} is not a cmaprof recording; refusing to replace it "
+                    f"even with --force"
+                )
             shutil.rmtree(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

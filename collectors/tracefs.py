@@ -25,8 +25,13 @@ def find(root: Path = Path("/")) -> Path | None:
 
 def _mount(fstype: str, target: str) -> bool:
     try:
-        subprocess.run(["mount", "-t", fstype, "nodev", target], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+        subprocess.run(
+            ["mount", "-t", fstype, "nodev", target],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return True
@@ -38,9 +43,9 @@ def ensure_mounted() -> tuple[Path, list[str]]:
     :returns: the tracefs directory and a list of what was mounted (for the metadata).
     """
     mounted: list[str] = []
-    if not Path("/sys/kernel/debug/cma").exists() and not any(Path("/sys/kernel/debug").iterdir()):
-        if _mount("debugfs", "/sys/kernel/debug"):
-            mounted.append("debugfs on /sys/kernel/debug")
+    debugfs = Path("/sys/kernel/debug")
+    if debugfs.is_dir() and not any(debugfs.iterdir()) and _mount("debugfs", str(debugfs)):
+        mounted.append("debugfs on /sys/kernel/debug")
     tfs = find()
     if tfs is None and _mount("tracefs", "/sys/kernel/tracing"):
         mounted.append("tracefs on /sys/kernel/tracing")
@@ -49,7 +54,8 @@ def ensure_mounted() -> tuple[Path, list[str]]:
         raise EnvironmentProblem(
             "tracefs is not mounted and could not be mounted: run "
             "`mount -t tracefs nodev /sys/kernel/tracing` (kernel needs CONFIG_FTRACE or "
-            "CONFIG_TRACING)")
+            "CONFIG_TRACING)"
+        )
     return tfs, mounted
 
 
@@ -66,7 +72,8 @@ def require_events(tfs: Path, events: tuple[str, ...], probe: str) -> None:
         raise EnvironmentProblem(
             f"probe {probe} needs tracepoint(s) {', '.join(missing)}, which this kernel lacks "
             f"(no events/{'/'.join(groups)} in {tfs}); it has: {', '.join(have) or 'none'}; "
-            f"run `cmaprof doctor`")
+            f"run `cmaprof doctor`"
+        )
 
 
 def format_files(tfs: Path) -> dict[str, Path]:

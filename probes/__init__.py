@@ -7,9 +7,10 @@ and compile errors (``cmaprof probes dump NAME``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cmaprof.errors import BadInput
 
@@ -68,7 +69,10 @@ def source(probe: Probe) -> str:
 def dump(name: str, options: Mapping[str, Any] | None = None) -> str:
     """The exact flags and source that :func:`load` would compile, as one text."""
     probe = get(name)
-    lines = [f"// probe {probe.name}: {probe.path}", "// cflags: " + " ".join(cflags(probe, options))]
+    lines = [
+        f"// probe {probe.name}: {probe.path}",
+        "// cflags: " + " ".join(cflags(probe, options)),
+    ]
     lines.append(source(probe))
     lines.append(f"// ---- {PROBES_DIR / 'events.h'}")
     lines.append((PROBES_DIR / "events.h").read_text())

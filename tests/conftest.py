@@ -36,8 +36,9 @@ def cmaprof_cmd() -> list[str]:
 
 
 def run_cli(*args: str, check: bool = False, **kw: object) -> subprocess.CompletedProcess:
-    return subprocess.run(cmaprof_cmd() + list(args), capture_output=True, text=True,
-                          check=check, **kw)  # type: ignore[call-overload]
+    return subprocess.run(
+        cmaprof_cmd() + list(args), capture_output=True, text=True, check=check, **kw
+    )  # type: ignore[call-overload]
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
+
 from cmaprof.collectors import bccload, doctor
 from cmaprof.collectors.doctor import CHECK_NAMES, Check
 

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from cmaprof.analysis.formats import (
     EventFormat,
     Field,
@@ -22,7 +23,6 @@ from cmaprof.analysis.formats import (
     migratetype_names_from_pagetypeinfo,
     parse_format,
 )
-
 from cmaprof.errors import BadInput
 
 FORMATS = Path(__file__).resolve().parents[1] / "data" / "formats"

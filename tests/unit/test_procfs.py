@@ -48,8 +48,14 @@ Node 1, zone   Normal
 def test_zoneinfo_indexes_names_and_spans():
     zones = procfs.parse_zoneinfo(ZONEINFO_TWO_NODES_MOVABLE)
     assert [(z.node, z.idx, z.name) for z in zones] == [
-        (0, 0, "DMA"), (0, 1, "DMA32"), (0, 2, "Normal"), (0, 3, "Movable"),
-        (1, 0, "DMA"), (1, 1, "DMA32"), (1, 2, "Normal")]
+        (0, 0, "DMA"),
+        (0, 1, "DMA32"),
+        (0, 2, "Normal"),
+        (0, 3, "Movable"),
+        (1, 0, "DMA"),
+        (1, 1, "DMA32"),
+        (1, 2, "Normal"),
+    ]
     assert procfs.zone_names(zones) == {0: "DMA", 1: "DMA32", 2: "Normal", 3: "Movable"}
     dma32 = zones[1]
     assert (dma32.start_pfn, dma32.end_pfn, dma32.cma) == (4096, 4096 + 520192, 65536)

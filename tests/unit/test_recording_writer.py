@@ -48,8 +48,9 @@ def test_planted_symlink_tmp_name_not_followed(tmp_path):
 
 def test_files_not_world_writable_and_series_parts(tmp_path):
     w = RecordingWriter(tmp_path / "rec")
-    t = schema.to_table("vmstat", {"t_ns": [1], "counter": ["pgalloc_normal"], "value": [5]},
-                        series=True)
+    t = schema.to_table(
+        "vmstat", {"t_ns": [1], "counter": ["pgalloc_normal"], "value": [5]}, series=True
+    )
     p1 = w.append_series("vmstat", t)
     p2 = w.append_series("vmstat", t)
     assert (p1.name, p2.name) == ("part-000001.parquet", "part-000002.parquet")

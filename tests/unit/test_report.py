@@ -53,10 +53,23 @@ def test_json_tables_and_rows():
     obj = json.loads(tables.report_json(load(REC)))
     assert {"zones", "zone_gfp", "check"} <= set(obj)
     assert set(obj["zones"][0]) == {"node", "zone", "pages", "allocs"}
-    assert set(obj["zone_gfp"][0]) == {"node", "zone", "gfp", "order", "migratetype",
-                                       "cma_area", "pages", "allocs"}
-    assert set(obj["check"][0]) == {"zone", "traced_pages", "bulk_pages", "vmstat_pages",
-                                    "diff_pct"}
+    assert set(obj["zone_gfp"][0]) == {
+        "node",
+        "zone",
+        "gfp",
+        "order",
+        "migratetype",
+        "cma_area",
+        "pages",
+        "allocs",
+    }
+    assert set(obj["check"][0]) == {
+        "zone",
+        "traced_pages",
+        "bulk_pages",
+        "vmstat_pages",
+        "diff_pct",
+    }
     assert all(r["cma_area"] is None for r in obj["zone_gfp"])
 
 
@@ -77,18 +90,34 @@ def _damage_metadata(rec: Path, text: str) -> None:
     (rec / "metadata.json").write_text(text)
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda r: _damage_metadata(r, "{not json"), "metadata.json: not valid JSON"),
-    (lambda r: _damage_metadata(r, '{"tool": "perf"}'), "not written by cmaprof"),
-    (lambda r: _damage_metadata(r, json.dumps({"tool": "cmaprof", "format_version": 99})),
-     "format version 99 is newer"),
-    (lambda r: (r / "metadata.json").unlink(), "metadata.json: missing"),
-    (lambda r: (r / "tables/page_alloc.parquet").write_bytes(
-        (r / "tables/page_alloc.parquet").read_bytes()[:100]), "page_alloc.parquet: unreadable"),
-    (lambda r: shutil.copy(r / "tables/page_alloc_fail.parquet", r / "tables/page_alloc.parquet"),
-     "page_alloc.parquet: column 'node' missing"),
-    (lambda r: (r / "formats/kmem/mm_page_alloc/format").write_text("garbage\n"), "mm_page_alloc"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda r: _damage_metadata(r, "{not json"), "metadata.json: not valid JSON"),
+        (lambda r: _damage_metadata(r, '{"tool": "perf"}'), "not written by cmaprof"),
+        (
+            lambda r: _damage_metadata(r, json.dumps({"tool": "cmaprof", "format_version": 99})),
+            "format version 99 is newer",
+        ),
+        (lambda r: (r / "metadata.json").unlink(), "metadata.json: missing"),
+        (
+            lambda r: (r / "tables/page_alloc.parquet").write_bytes(
+                (r / "tables/page_alloc.parquet").read_bytes()[:100]
+            ),
+            "page_alloc.parquet: unreadable",
+        ),
+        (
+            lambda r: shutil.copy(
+                r / "tables/page_alloc_fail.parquet", r / "tables/page_alloc.parquet"
+            ),
+            "page_alloc.parquet: column 'node' missing",
+        ),
+        (
+            lambda r: (r / "formats/kmem/mm_page_alloc/format").write_text("garbage\n"),
+            "mm_page_alloc",
+        ),
+    ],
+)
 def test_bad_recordings_give_one_line_and_exit_2(tmp_path, damage, message):
     rec = _copy(tmp_path)
     damage(rec)
@@ -132,6 +161,7 @@ def test_duckdb_reads_a_directory_of_recordings(tmp_path):
     rows = con.execute(
         "SELECT zone_idx, sum(pages) AS pages, count(DISTINCT filename) AS runs "
         f"FROM read_parquet('{tmp_path}/*/tables/page_alloc.parquet', filename=true) "
-        "GROUP BY zone_idx").fetchall()
+        "GROUP BY zone_idx"
+    ).fetchall()
     traced = int(load(REC).df_page_alloc()["pages"].sum())
     assert rows == [(2, 2 * traced, 2)]
