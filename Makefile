@@ -30,8 +30,13 @@ unit: setup
 lint: setup
 	@$(PY) -m ruff --version >/dev/null 2>&1 && $(PY) -m mypy --version >/dev/null 2>&1 \
 		|| $(PY) -m pip install -q --disable-pip-version-check ruff mypy
-	$(PY) -m ruff check $(SOURCES)
-	$(PY) -m mypy $(SOURCES)
+	$(PY) -m ruff check $(SOURCES) tests
+	$(PY) -m ruff format --check $(SOURCES) tests
+	@# mypy sees the installed layout (probes/ as cmaprof.probes, ...) through a symlink tree
+	rm -rf build/typecheck && mkdir -p build/typecheck
+	cp -rs $(CURDIR)/cmaprof build/typecheck/cmaprof
+	for d in probes collectors analysis; do ln -s $(CURDIR)/$$d build/typecheck/cmaprof/$$d; done
+	cd build/typecheck && $(CURDIR)/$(PY) -m mypy -p cmaprof
 
 # Build and test leftovers; never .venv (remove it by hand to start over).
 clean:

@@ -27,7 +27,7 @@ def _title(rec: Recording, what: str) -> str:
 def plot_zone_gfp(rec: Recording) -> Figure:
     """Stacked bars: pages per zone, split by the largest GFP classes."""
     df = page_alloc.df_zone_gfp(rec)
-    fig = Figure(figsize=FIGSIZE, dpi=100, layout="constrained")
+    fig = Figure(figsize=(8, 6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(_title(rec, "Pages allocated per zone and GFP class"), fontsize=10)
     if df.empty:
@@ -46,10 +46,10 @@ def plot_zone_gfp(rec: Recording) -> Figure:
     page_mib = int(rec.meta.get("page_size") or 4096) / (1 << 20)
     for cls in pivot.columns:
         vals = pivot[cls] * page_mib
-        ax.bar(pivot.index, vals, bottom=bottom, label=str(cls)[:60])
+        ax.bar(pivot.index, vals, bottom=bottom, label=str(cls)[:100])
         bottom += vals
     ax.set_ylabel("MiB allocated")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1, frameon=False)
     return fig
 
 
@@ -63,15 +63,24 @@ def plot_pages_over_time(rec: Recording) -> Figure:
         ax.text(0.5, 0.5, "no interval data", ha="center", transform=ax.transAxes)
         return fig
     g = s.groupby(["t_start_ns", "t_end_ns", "zone"], observed=True)["pages"].sum().reset_index()
-    g["rate"] = g["pages"] / ((g["t_end_ns"] - g["t_start_ns"]) / 1e9)
-    g["t_s"] = g["t_end_ns"] / 1e9
     vm = rec.df_vmstat_series()
     for zone, zg in g.groupby("zone", observed=True):
-        line = ax.plot(zg["t_s"], zg["rate"], marker="o", label=f"{zone} traced")[0]
+        zg = zg.sort_values("t_start_ns")
+        edges = [zg["t_start_ns"].iloc[0] / 1e9, *(zg["t_end_ns"] / 1e9)]
+        rate = zg["pages"] / ((zg["t_end_ns"] - zg["t_start_ns"]) / 1e9)
+        art = ax.stairs(rate.to_numpy(), edges, label=f"{zone} traced", linewidth=2)
         v = vm[vm["counter"] == f"pgalloc_{str(zone).lower()}"].sort_values("t_ns")
         if len(v) > 1:
-            rate = v["value"].diff() / (v["t_ns"].diff() / 1e9)
-            ax.plot(v["t_ns"] / 1e9, rate, ls="--", color=line.get_color(), label=f"{zone} vmstat")
+            vrate = (v["value"].diff() / (v["t_ns"].diff() / 1e9)).iloc[1:]
+            ax.stairs(
+                vrate.to_numpy(),
+                (v["t_ns"] / 1e9).to_numpy(),
+                ls="--",
+                color=art.get_edgecolor(),
+                label=f"{zone} vmstat",
+            )
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("pages per second")
     ax.legend(fontsize=8)

@@ -35,7 +35,7 @@ def _wrap_gfp(gfp: str, width: int) -> list[str]:
 
 
 def _human_pages(pages: int, page_size: int) -> str:
-    b = pages * page_size
+    b = float(pages * page_size)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if b < 1024 or unit == "TiB":
             return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"

@@ -82,6 +82,10 @@ class _StopFlag:
     def stop(self) -> bool:
         return self.signum is not None
 
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
 
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
@@ -225,7 +229,7 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
                 collector.attach()
                 stats_old = _bpf_stats_on()
             if flag.stop:
-                meta["stop_reason"] = f"signal {signal.Signals(flag.signum).name} during start-up"
+                meta["stop_reason"] = f"signal {flag.name} during start-up"
                 meta["counting_started"] = False
                 _finish(writer, meta, collector, {}, {}, {}, 0)
                 return 128 + int(flag.signum or 0)
@@ -233,6 +237,9 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
             collector.set_enabled(True)
             t0 = time.monotonic_ns()
             vm_start = _snapshot(writer, "start")
+            writer.append_series(
+                "vmstat", schema.to_table("vmstat", _vmstat_rows(0, vm_start), series=True)
+            )
             meta["counting_started"] = True
             meta["start_time"] = _now_iso()
             writer.write_metadata(meta)
@@ -263,7 +270,7 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
             stop_reason = ""
             while True:
                 if flag.stop:
-                    stop_reason = f"signal {signal.Signals(flag.signum).name}"
+                    stop_reason = f"signal {flag.name}"
                     break
                 if child is not None and child.poll() is not None:
                     stop_reason = "command exited"
