@@ -101,6 +101,15 @@ class Recording:
         text = self.read_text(rel)
         return procfs.parse_vmstat(text, str(self._file(rel))) if text else {}
 
+    def sys_counter(self, which: str, rel: str) -> int | None:
+        """A /sys counter saved at ``which`` ("start"/"end"), e.g.
+        ``cma/reserved/alloc_pages_success``; None when not saved."""
+        text = self.read_text(f"sys/{which}/{rel}")
+        try:
+            return int(text.split()[0]) if text else None
+        except (ValueError, IndexError):
+            raise BadInput(f"{self._file(f'sys/{which}/{rel}')}: not a number") from None
+
     # -- raw tables -------------------------------------------------------------
     def table(self, name: str) -> pa.Table:
         """A stored table with its declared schema (empty if the recording lacks it)."""
@@ -174,6 +183,18 @@ class Recording:
     def df_page_alloc_bulk(self) -> pd.DataFrame:
         """Bulk-allocator pages per (node, zone): in pgalloc_*, without mm_page_alloc."""
         return self._decode(self.table("page_alloc_bulk").to_pandas())
+
+    def df_cma_alloc(self) -> pd.DataFrame:
+        """One row per cma_alloc() call (``tables/cma_alloc``, else the interval parts
+        of an incomplete recording)."""
+        t = self.table("cma_alloc")
+        if t.num_rows == 0 and not (self.path / "tables/cma_alloc.parquet").exists():
+            t = self.series("cma_alloc")
+        return t.to_pandas()
+
+    def df_cma_used_series(self) -> pd.DataFrame:
+        """debugfs ``used`` pages per CMA area at every interval."""
+        return self.series("cma_used").to_pandas()
 
     def df_page_alloc_series(self) -> pd.DataFrame:
         """Per-interval deltas of the cube, decoded; times relative to the start, in ns."""

@@ -14,10 +14,31 @@ recording start (CLOCK_MONOTONIC).
     pages uint64 (pages that were asked for).
 ``page_alloc_bulk`` (bulk-allocator pages: counted in pgalloc_*, no mm_page_alloc event)
     node uint16, zone_idx uint8, calls uint64, pages uint64.
+``cma_alloc`` (one row per cma_alloc() call)
+    start_ns int64 (since the recording start), latency_ns int64, area_idx uint8
+    (255: unknown), area string (from the event, may be empty), pages_requested uint64,
+    align uint32, success bool, outcome_source uint8 (0 errorno, 1 finish page,
+    2 returned page, 3 start without finish; 1-3 are inferred), errno int32 (when the
+    kernel says), busy_retries uint32, migrate_succeeded uint64, migrate_failed uint64
+    (pages), isolate_tests uint32, isolate_failures uint32, first_busy_pfn uint64
+    (null: none), pfn uint64 (result or last range tried; null: none), pid uint32,
+    tgid uint32, comm string.
+``cma_latency_hist`` (in-kernel log2 histogram)
+    area_idx uint8, size_log2 uint8, success bool, slot uint8 (latency in
+    [2**slot, 2**(slot+1)) ns), calls uint64.
+``cma_release``
+    area_idx uint8, calls uint64, pages uint64.
+``migrate`` (migrate_pages() calls)
+    reason_id uint32, mode_id uint32, calls, succeeded, failed, thp_succeeded,
+    thp_failed, thp_split (pages or THPs, uint64), duration_ns uint64 (sum over
+    timed_calls), timed_calls uint64.
 ``series/page_alloc`` (per interval, deltas)
     t_start_ns int64, t_end_ns int64 + the ``page_alloc`` columns.
 ``series/vmstat`` (per interval, long form, cumulative kernel values)
     t_ns int64, counter string, value int64.
+``series/cma_used`` (per interval, from debugfs)
+    t_ns int64, area string, used_pages int64, count_pages int64.
+``series/cma_alloc`` (the ``cma_alloc`` rows, appended per interval)
 """
 
 from __future__ import annotations
@@ -51,11 +72,73 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
+CMA_ALLOC = pa.schema(
+    [
+        ("start_ns", pa.int64()),
+        ("latency_ns", pa.int64()),
+        ("area_idx", pa.uint8()),
+        ("area", pa.string()),
+        ("pages_requested", pa.uint64()),
+        ("align", pa.uint32()),
+        ("success", pa.bool_()),
+        ("outcome_source", pa.uint8()),
+        ("errno", pa.int32()),
+        ("busy_retries", pa.uint32()),
+        ("migrate_succeeded", pa.uint64()),
+        ("migrate_failed", pa.uint64()),
+        ("isolate_tests", pa.uint32()),
+        ("isolate_failures", pa.uint32()),
+        ("first_busy_pfn", pa.uint64()),
+        ("pfn", pa.uint64()),
+        ("pid", pa.uint32()),
+        ("tgid", pa.uint32()),
+        ("comm", pa.string()),
+    ]
+)
+SCHEMAS["cma_alloc"] = CMA_ALLOC
+SCHEMAS["cma_latency_hist"] = pa.schema(
+    [
+        ("area_idx", pa.uint8()),
+        ("size_log2", pa.uint8()),
+        ("success", pa.bool_()),
+        ("slot", pa.uint8()),
+        ("calls", pa.uint64()),
+    ]
+)
+SCHEMAS["cma_release"] = pa.schema(
+    [("area_idx", pa.uint8()), ("calls", pa.uint64()), ("pages", pa.uint64())]
+)
+SCHEMAS["migrate"] = pa.schema(
+    [("reason_id", pa.uint32()), ("mode_id", pa.uint32())]
+    + [
+        (c, pa.uint64())
+        for c in (
+            "calls",
+            "succeeded",
+            "failed",
+            "thp_succeeded",
+            "thp_failed",
+            "thp_split",
+            "duration_ns",
+            "timed_calls",
+        )
+    ]
+)
+
 SERIES_SCHEMAS: dict[str, pa.Schema] = {
     "page_alloc": pa.schema(
         [("t_start_ns", pa.int64()), ("t_end_ns", pa.int64())] + PAGE_ALLOC_KEYS + COUNTS
     ),
     "vmstat": pa.schema([("t_ns", pa.int64()), ("counter", pa.string()), ("value", pa.int64())]),
+    "cma_used": pa.schema(
+        [
+            ("t_ns", pa.int64()),
+            ("area", pa.string()),
+            ("used_pages", pa.int64()),
+            ("count_pages", pa.int64()),
+        ]
+    ),
+    "cma_alloc": CMA_ALLOC,
 }
 
 

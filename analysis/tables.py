@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from cmaprof.analysis import page_alloc
+from cmaprof.analysis import check, cma, migrate, page_alloc
 from cmaprof.analysis.recording import Recording
 
 WIDTH = 80
@@ -102,28 +102,83 @@ def table_zone_gfp(rec: Recording, top: int = 12) -> str:
 
 
 def table_check(rec: Recording) -> str:
-    """Traced pages per zone against /proc/vmstat pgalloc_* deltas."""
-    df = page_alloc.df_check(rec)
+    """Traced counts against kernel counters (vmstat, CMA sysfs) over the recording."""
+    df = check.df_check(rec)
     out = [
-        "Check against the kernel: /proc/vmstat pgalloc_<zone> over the recording",
-        f"{'zone':<10} {'traced':>12} {'bulk':>10} {'vmstat':>12} {'diff':>9}",
+        "Check against the kernel: counters read at the start and end of the recording",
+        f"{'counter':<28} {'source':<12} {'unit':<5} {'traced':>10} {'kernel':>10} {'diff':>8}",
     ]
     for r in df.itertuples(index=False):
-        vm = "-" if r.vmstat_pages is None or pd.isna(r.vmstat_pages) else f"{int(r.vmstat_pages)}"
+        kernel = "-" if r.kernel is None or pd.isna(r.kernel) else f"{int(r.kernel)}"
         if r.diff_pct is None or pd.isna(r.diff_pct):
             diff = "-"
         elif math.isinf(r.diff_pct):
             diff = "inf"
         else:
             diff = f"{r.diff_pct:+.2f}%"
-        out.append(f"{r.zone!s:<10} {r.traced_pages:>12} {r.bulk_pages:>10} {vm:>12} {diff:>9}")
+        out.append(
+            f"{str(r.counter)[:28]:<28} {r.source:<12} {r.unit:<5} {int(r.traced):>10} "
+            f"{kernel:>10} {diff:>8}"
+        )
+    bulk = rec.meta.get("probes_unavailable", {}).get("bulk")
+    if bulk:
+        out.append(
+            textwrap.fill(f"note: bulk allocator not traced: {bulk}", WIDTH, subsequent_indent="  ")
+        )
+    return "\n".join(out)
+
+
+def _dropped(meta: dict) -> dict[str, int]:
+    d = meta.get("dropped") or {}
+    if isinstance(d.get("page_alloc"), dict):  # written before 0.1.0 (single probe)
+        d = d["page_alloc"]
+    return {k: int(v) for k, v in d.items()}
+
+
+def table_cma(rec: Recording) -> str:
+    """cma_alloc() per area: outcomes, pages, retries, migrations, latency."""
+    df = cma.df_cma_summary(rec)
+    if df.empty:
+        return ""
+    out = [
+        "cma_alloc() calls (latency in microseconds)",
+        (
+            f"{'area':<12} {'calls':>6} {'ok':>5} {'fail':>5} {'pages':>8} {'retry':>6} "
+            f"{'migr':>7} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}"
+        ),
+    ]
+    for r in df.itertuples(index=False):
+        out.append(
+            f"{str(r.area)[:12]:<12} {r.calls:>6} {r.succeeded:>5} {r.failed:>5} "
+            f"{r.pages_allocated:>8} {r.busy_retries:>6} {r.migrate_succeeded:>7} "
+            f"{r.p50_ns / 1e3:>7.0f} {r.p90_ns / 1e3:>7.0f} {r.p99_ns / 1e3:>7.0f} "
+            f"{r.max_ns / 1e3:>7.0f}"
+        )
+    return "\n".join(out)
+
+
+def table_migrate(rec: Recording) -> str:
+    """migrate_pages() per reason and mode (pages)."""
+    df = migrate.df_migrate(rec)
+    if df.empty:
+        return ""
+    out = [
+        "migrate_pages() by reason and mode (pages)",
+        f"{'reason':<18} {'mode':<20} {'calls':>8} {'succeeded':>10} {'failed':>8} {'mean_us':>9}",
+    ]
+    for r in df.itertuples(index=False):
+        mean = "-" if pd.isna(r.mean_duration_ns) else f"{r.mean_duration_ns / 1e3:.1f}"
+        out.append(
+            f"{str(r.reason)[:18]:<18} {str(r.mode)[:20]:<20} {r.calls:>8} "
+            f"{r.succeeded:>10} {r.failed:>8} {mean:>9}"
+        )
     return "\n".join(out)
 
 
 def table_footer(rec: Recording) -> str:
     m = rec.meta
     pa_meta = m.get("page_alloc") or {}
-    dropped = (m.get("dropped") or {}).get("page_alloc") or {}
+    dropped = _dropped(m)
     lost = m.get("lost") or {}
     fails = page_alloc.df_failed(rec)
     out = []
@@ -137,10 +192,14 @@ def table_footer(rec: Recording) -> str:
             else ""
         )
     )
-    out.append(
-        "lost events (BPF recursion misses): "
-        + (", ".join(f"{k} {v}" for k, v in lost.items()) or "not measured")
+    lost_total = sum(int(v) for v in lost.values())
+    lost_at = ", ".join(f"{k} {v}" for k, v in lost.items() if v)
+    lost_text = (
+        f"lost events (BPF recursion misses): {lost_total}" + (f" ({lost_at})" if lost_at else "")
+        if lost
+        else "lost events: not measured"
     )
+    out.append(textwrap.fill(lost_text, WIDTH, subsequent_indent="  "))
     out.append(
         "dropped (bounded maps full, unreadable pages): "
         + (", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none")
@@ -175,11 +234,16 @@ def table_footer(rec: Recording) -> str:
 
 
 def table_report(rec: Recording) -> str:
-    """The whole text report: header, per-zone GFP classes, check, footer."""
-    return (
-        "\n\n".join([table_header(rec), table_zone_gfp(rec), table_check(rec), table_footer(rec)])
-        + "\n"
-    )
+    """The whole text report: header, per-zone GFP classes, CMA, migration, check, footer."""
+    parts = [
+        table_header(rec),
+        table_zone_gfp(rec),
+        table_cma(rec),
+        table_migrate(rec),
+        table_check(rec),
+        table_footer(rec),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
 
 
 def report_tables(rec: Recording) -> dict[str, pd.DataFrame]:
@@ -195,7 +259,7 @@ def report_tables(rec: Recording) -> dict[str, pd.DataFrame]:
                 "stop_reason": m.get("stop_reason"),
                 "zone_source": (m.get("page_alloc") or {}).get("zone_source"),
                 "lost": sum((m.get("lost") or {}).values()),
-                "dropped": sum(((m.get("dropped") or {}).get("page_alloc") or {}).values()),
+                "dropped": sum(_dropped(m).values()),
             }
         ]
     )
@@ -205,7 +269,9 @@ def report_tables(rec: Recording) -> dict[str, pd.DataFrame]:
         "zone_gfp": page_alloc.df_zone_gfp(rec),
         "gfp_classes": page_alloc.df_gfp_classes(rec),
         "failed": page_alloc.df_failed(rec),
-        "check": page_alloc.df_check(rec),
+        "cma_alloc": cma.df_cma_summary(rec),
+        "migrate": migrate.df_migrate(rec),
+        "check": check.df_check(rec),
     }
 
 

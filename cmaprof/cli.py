@@ -115,14 +115,25 @@ def probes_list() -> None:
 
 
 @probes.command("dump")
-@click.argument("name")
-@click.option("-D", "defines", multiple=True, metavar="NAME=VALUE", help="override an option")
-def probes_dump(name: str, defines: tuple[str, ...]) -> None:
-    """Print the exact source and flags that would be compiled for probe NAME."""
-    from cmaprof import probes as reg
+@click.argument("names", nargs=-1, required=True)
+@click.option("-D", "defines", multiple=True, metavar="NAME=VALUE", help="set a -D option")
+def probes_dump(names: tuple[str, ...], defines: tuple[str, ...]) -> None:
+    """Print the exact text and flags that would be compiled for probes NAMES.
 
-    opts = dict(d.split("=", 1) for d in defines)
-    click.echo(reg.dump(name, opts))
+    Without -D options the kernel features are detected on this machine (as
+    `record` does); detection needs a mounted tracefs.
+    """
+    from cmaprof import probes as reg
+    from cmaprof.collectors import features, tracefs
+
+    opts: dict[str, object] = {}
+    tfs = tracefs.find()
+    if tfs is not None:
+        opts.update(features.defines(tfs, list(names)))
+    for d in defines:
+        key, sep, val = d.partition("=")
+        opts[key] = val if sep else 1
+    click.echo(reg.dump(list(names), opts))
 
 
 @cli.command()

@@ -22,7 +22,6 @@ import collections
 import mmap
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -35,13 +34,6 @@ from cmaprof.errors import EnvironmentProblem
 PROBE = probes.get("page_alloc")
 ZONE_SOURCE_PAGE_FLAGS = 0
 ZONE_SOURCE_PFN_SPANS = 1
-DROP_NAMES = (
-    "cube_full",
-    "fail_table_full",
-    "page_read_failed",
-    "pfn_outside_spans",
-    "bulk_table_full",
-)
 KEY_FIELDS = [f for f, _ in schema.PAGE_ALLOC_KEYS]
 MAX_ZONE_SPANS = 64  # events.h
 MAX_CMA_AREAS = 20  # events.h
@@ -97,19 +89,12 @@ class PageAllocCollector:
 
     name = "page_alloc"
 
-    def __init__(
-        self, zones: list[Zone], cma_areas: list[CmaArea], options: dict[str, int] | None = None
-    ) -> None:
+    def __init__(self, bpf: Any, zones: list[Zone], cma_areas: list[CmaArea]) -> None:
+        self.bpf = bpf
         self.zones = zones
         self.cma_areas = [a for a in cma_areas if a.end_pfn is not None]
-        self.options = dict(options or {})
-        self.bpf: Any = None
         self.calibration = Calibration()
         self.attached = False
-
-    # -- start-up ---------------------------------------------------------------
-    def load(self) -> None:
-        self.bpf = probes.load(PROBE.name, self.options)
 
     def calibrate(self, timeout_s: float = 5.0) -> Calibration:
         """Pair struct page pointers with pfns, then validate page->flags zones."""
@@ -119,7 +104,7 @@ class PageAllocCollector:
             b.attach_tracepoint(tp=b"kmem:mm_page_alloc", fn_name=b"calib_tp")
             try:
                 deadline = time.monotonic() + timeout_s
-                want = min(64, self.options.get("CALIB_PAIRS", PROBE.options["CALIB_PAIRS"]))
+                want = 64
                 while time.monotonic() < deadline:
                     _touch_pages(4 << 20)
                     if sum(b["calib_count"][b["calib_count"].Key(0)]) >= want:
@@ -258,9 +243,6 @@ class PageAllocCollector:
 
     def close(self) -> None:
         self.detach()
-        if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
 
     # -- reading ----------------------------------------------------------------
     def read_cube(self) -> dict[tuple, tuple[int, int]]:
@@ -288,29 +270,6 @@ class PageAllocCollector:
             ):
                 rows[col].append(val)
         return schema.to_table("page_alloc_fail", rows)
-
-    def read_drops(self) -> dict[str, int]:
-        t = self.bpf["drops"]
-        return {name: sum(t[t.Key(i)]) for i, name in enumerate(DROP_NAMES)}
-
-    def prog_stats(self) -> dict[str, dict[str, int]]:
-        """run_cnt, run_time_ns, recursion_misses of each attached program (fdinfo)."""
-        out: dict[str, dict[str, int]] = {}
-        for name, fn in getattr(self.bpf, "funcs", {}).items():
-            nm = name.decode() if isinstance(name, bytes) else str(name)
-            if nm != "page_alloc_raw":
-                continue
-            try:
-                text = Path(f"/proc/self/fdinfo/{fn.fd}").read_text()
-            except OSError:
-                continue
-            stats = {}
-            for line in text.splitlines():
-                key, _, val = line.partition(":")
-                if key in ("run_time_ns", "run_cnt", "recursion_misses"):
-                    stats[key] = int(val)
-            out[nm] = stats
-        return out
 
 
 def cube_to_table(

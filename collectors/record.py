@@ -27,7 +27,14 @@ from typing import IO, Any, Self
 
 from cmaprof import __version__, probes
 from cmaprof.analysis import schema
-from cmaprof.collectors import procfs, tracefs
+from cmaprof.collectors import bpfmodule, features, procfs, tracefs
+from cmaprof.collectors.cma import (
+    CmaCollector,
+    cma_counter_files,
+    cma_used_rows,
+    read_cma_used,
+)
+from cmaprof.collectors.migrate import MigrateCollector
 from cmaprof.collectors.page_alloc import PageAllocCollector, cube_delta, cube_to_table
 from cmaprof.collectors.recording import RecordingWriter
 from cmaprof.errors import BadInput, EnvironmentProblem
@@ -165,6 +172,54 @@ def _live_line(
     return f"[{t_s:7.1f}s] pages " + ("; ".join(cells) or "none")
 
 
+def _choose_probes(tfs: Path, meta: dict[str, Any], err: IO[str]) -> list[str]:
+    """page_alloc always; every other probe whose kernel support is present."""
+    page = probes.get("page_alloc")
+    tracefs.require_events(tfs, page.tracepoints, page.name)
+    names = features.available_probes(tfs)
+    skipped = {}
+    for p in probes.PROBES.values():
+        if p.name not in names:
+            reason = (
+                f"kernel lacks {' and '.join(p.tracepoints)}"
+                if p.tracepoints
+                else "kernel support missing"
+            )
+            if p.name == "bulk" and hasattr(features, "bulk_unavailable_reason"):
+                reason = features.bulk_unavailable_reason(tfs) or reason
+            skipped[p.name] = reason
+    meta["probes_unavailable"] = skipped
+    for name, reason in skipped.items():
+        print(f"cmaprof: probe {name} off: {reason}", file=err)
+    return names
+
+
+class _Session:
+    """The collectors of one recording around one compiled BPF module."""
+
+    def __init__(self, bpf: Any, names: list[str], zones: list, cma_areas: list) -> None:
+        self.bpf = bpf
+        self.page = PageAllocCollector(bpf, zones, cma_areas)
+        self.cma = CmaCollector(bpf, cma_areas) if "cma" in names else None
+        self.migrate = MigrateCollector(bpf) if "migrate" in names else None
+        self.bulk: Any = None
+        if "bulk" in names:
+            from cmaprof.collectors.bulk import BulkCollector
+
+            self.bulk = BulkCollector(bpf, features.bulk_symbol())
+
+    def attach(self) -> None:
+        self.page.attach()
+        if self.bulk is not None:
+            self.bulk.attach()
+
+    def close(self) -> None:
+        self.page.close()
+        if self.bulk is not None:
+            self.bulk.detach()
+        self.bpf.cleanup()
+
+
 def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
     """Record; return the command's exit status (0 without a command).
 
@@ -177,14 +232,15 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
         )
     _check_command(opts.command)
     tfs, mounted = tracefs.ensure_mounted()
-    probe = probes.get("page_alloc")
-    tracefs.require_events(tfs, probe.tracepoints, probe.name)
+    meta: dict[str, Any] = system_metadata()
+    names = _choose_probes(tfs, meta, err)
     from cmaprof.collectors.bccload import import_bcc
 
     import_bcc()  # a clear error before any file is created
+    defines: dict[str, Any] = dict(features.defines(tfs, names))
+    defines.update(opts.probe_options)
 
     writer = RecordingWriter(opts.output, force=opts.force)
-    meta: dict[str, Any] = system_metadata()
     meta.update(
         {
             "cmaprof_version": __version__,
@@ -194,16 +250,19 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
             "mounted_by_cmaprof": mounted,
             "tracefs": str(tfs),
             "probes": {
-                probe.name: {
-                    "options": dict(probe.options, **opts.probe_options),
-                    "tracepoints": list(probe.tracepoints),
+                n: {
+                    "options": dict(probes.get(n).options),
+                    "tracepoints": list(probes.get(n).tracepoints),
                 }
+                for n in names
             },
+            "defines": defines,
             "start_time": _now_iso(),
         }
     )
-    zones_text = procfs.read_text(Path("/"), "proc/zoneinfo") or ""
-    zones = procfs.parse_zoneinfo(zones_text, "/proc/zoneinfo")
+    zones = procfs.parse_zoneinfo(
+        procfs.read_text(Path("/"), "proc/zoneinfo") or "", "/proc/zoneinfo"
+    )
     cma_areas = procfs.read_cma_areas()
     meta["zones"] = [z.as_dict() for z in zones]
     meta["zone_names"] = {str(k): v for k, v in procfs.zone_names(zones).items()}
@@ -213,33 +272,42 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
     for ev, path in tracefs.format_files(tfs).items():
         writer.copy_file(path, f"formats/{ev}/format")
 
-    collector = PageAllocCollector(zones, cma_areas, opts.probe_options)
+    session: _Session | None = None
     stats_old: str | None = None
     child: subprocess.Popen | None = None
     exit_status = 0
     with _StopFlag() as flag:
         try:
-            collector.load()
             if not flag.stop:
-                cal = collector.calibrate()
+                bpf = probes.load(names, defines)
+                session = _Session(bpf, names, zones, cma_areas)
+            if not flag.stop and session is not None:
+                cal = session.page.calibrate()
                 meta["page_alloc"] = cal.as_metadata()
                 if cal.zone_source != "page_flags":
                     print(f"cmaprof: warning: {cal.zone_reason}", file=err)
-                collector.configure()
-                collector.attach()
+                session.page.configure()
+                session.attach()
                 stats_old = _bpf_stats_on()
-            if flag.stop:
+            if flag.stop or session is None:
                 meta["stop_reason"] = f"signal {flag.name} during start-up"
                 meta["counting_started"] = False
-                _finish(writer, meta, collector, {}, {}, {}, 0)
+                _finish(writer, meta, session, {})
                 return 128 + int(flag.signum or 0)
 
-            collector.set_enabled(True)
+            session.page.set_enabled(True)
             t0 = time.monotonic_ns()
             vm_start = _snapshot(writer, "start")
+            if session.cma is not None:
+                session.cma.open(t0)
             writer.append_series(
                 "vmstat", schema.to_table("vmstat", _vmstat_rows(0, vm_start), series=True)
             )
+            used0 = read_cma_used()
+            if used0:
+                writer.append_series(
+                    "cma_used", schema.to_table("cma_used", cma_used_rows(0, used0), series=True)
+                )
             meta["counting_started"] = True
             meta["start_time"] = _now_iso()
             writer.write_metadata(meta)
@@ -269,6 +337,8 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
             end_at = t0 + int(opts.duration_s * 1e9) if opts.duration_s else None
             stop_reason = ""
             while True:
+                if session.cma is not None:
+                    session.cma.poll()
                 if flag.stop:
                     stop_reason = f"signal {flag.name}"
                     break
@@ -280,15 +350,10 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
                     stop_reason = "duration reached"
                     break
                 if now >= next_tick:
-                    cube = collector.read_cube()
+                    cube = session.page.read_cube()
                     vm = procfs.parse_vmstat(procfs.read_text(Path("/"), "proc/vmstat") or "")
                     delta = cube_delta(cube, prev_cube)
-                    writer.append_series(
-                        "page_alloc", cube_to_table(delta, (prev_t - t0, now - t0))
-                    )
-                    writer.append_series(
-                        "vmstat", schema.to_table("vmstat", _vmstat_rows(now - t0, vm), series=True)
-                    )
+                    _write_interval(writer, session, delta, (prev_t - t0, now - t0), vm)
                     if live:
                         vm_delta = {k: v - prev_vm.get(k, 0) for k, v in vm.items()}
                         print(
@@ -300,17 +365,16 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
                     prev_cube, prev_vm, prev_t = cube, vm, now
                     next_tick += int(interval * 1e9)
                 wake = min(x for x in (next_tick, end_at or next_tick) if x is not None)
-                time.sleep(max(0.0, min(0.1, (wake - time.monotonic_ns()) / 1e9)))
+                time.sleep(max(0.0, min(0.05, (wake - time.monotonic_ns()) / 1e9)))
 
             vm_end = _snapshot(writer, "end")
-            collector.set_enabled(False)
+            session.page.set_enabled(False)
             t_end = time.monotonic_ns()
-            cube = collector.read_cube()
-            writer.append_series(
-                "page_alloc", cube_to_table(cube_delta(cube, prev_cube), (prev_t - t0, t_end - t0))
-            )
-            writer.append_series(
-                "vmstat", schema.to_table("vmstat", _vmstat_rows(t_end - t0, vm_end), series=True)
+            if session.cma is not None:
+                session.cma.poll()
+            cube = session.page.read_cube()
+            _write_interval(
+                writer, session, cube_delta(cube, prev_cube), (prev_t - t0, t_end - t0), vm_end
             )
 
             if child is not None:
@@ -326,22 +390,48 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
                 meta["command_exit_status"] = exit_status
             meta["stop_reason"] = stop_reason
             meta["duration_ns"] = t_end - t0
-            _finish(writer, meta, collector, cube, vm_start, vm_end, t_end - t0)
+            _finish(writer, meta, session, cube)
         finally:
             if child is not None and child.poll() is None:
                 child.kill()
                 child.wait()
-            collector.close()
+            if session is not None:
+                session.close()
             _bpf_stats_restore(stats_old)
     if flag.stop and not opts.command:
         return 0
     return exit_status
 
 
+def _write_interval(
+    writer: RecordingWriter,
+    session: _Session,
+    delta: dict,
+    t_range: tuple[int, int],
+    vm: dict[str, int],
+) -> None:
+    """Append one interval: page_alloc deltas, vmstat, CMA use and new cma_alloc calls."""
+    writer.append_series("page_alloc", cube_to_table(delta, t_range))
+    writer.append_series(
+        "vmstat", schema.to_table("vmstat", _vmstat_rows(t_range[1], vm), series=True)
+    )
+    used = read_cma_used()
+    if used:
+        writer.append_series(
+            "cma_used", schema.to_table("cma_used", cma_used_rows(t_range[1], used), series=True)
+        )
+    if session.cma is not None:
+        calls = session.cma.new_rows_table()
+        if calls is not None:
+            writer.append_series("cma_alloc", calls)
+
+
 def _snapshot(writer: RecordingWriter, which: str) -> dict[str, int]:
-    """Copy the /proc snapshot files (vmstat first) and return the parsed vmstat."""
+    """Copy the /proc snapshot files (vmstat first) and CMA counters; return vmstat."""
     vm_text = procfs.read_text(Path("/"), "proc/vmstat") or ""
     writer.write_text(f"proc/{which}/vmstat", vm_text)
+    for rel, path in cma_counter_files().items():
+        writer.copy_file(path, f"sys/{which}/{rel}")
     for name in procfs.SNAPSHOT_FILES[1:]:
         text = procfs.read_text(Path("/"), f"proc/{name}")
         if text is not None:
@@ -350,20 +440,24 @@ def _snapshot(writer: RecordingWriter, which: str) -> dict[str, int]:
 
 
 def _finish(
-    writer: RecordingWriter,
-    meta: dict[str, Any],
-    collector: PageAllocCollector,
-    cube: dict,
-    vm_start: dict[str, int],
-    vm_end: dict[str, int],
-    dur_ns: int,
+    writer: RecordingWriter, meta: dict[str, Any], session: _Session | None, cube: dict
 ) -> None:
     """Write the final tables and complete metadata."""
     writer.write_table("page_alloc", cube_to_table(cube))
-    if collector.bpf is not None:
-        writer.write_table("page_alloc_fail", collector.read_fail())
-        meta["dropped"] = {"page_alloc": collector.read_drops()}
-        meta["bpf_stats"] = collector.prog_stats()
+    if session is not None:
+        bpf = session.bpf
+        writer.write_table("page_alloc_fail", session.page.read_fail())
+        if session.bulk is not None:
+            writer.write_table("page_alloc_bulk", session.bulk.read())
+            meta["bulk"] = session.bulk.stats()
+        if session.cma is not None:
+            writer.write_table("cma_alloc", session.cma.calls_table())
+            writer.write_table("cma_latency_hist", session.cma.hist_table())
+            writer.write_table("cma_release", session.cma.release_table())
+        if session.migrate is not None:
+            writer.write_table("migrate", session.migrate.table())
+        meta["dropped"] = bpfmodule.read_drops(bpf)
+        meta["bpf_stats"] = bpfmodule.prog_stats(bpf)
         meta["lost"] = {
             name: st.get("recursion_misses", 0) for name, st in meta["bpf_stats"].items()
         }

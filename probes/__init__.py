@@ -1,13 +1,15 @@
 """The probe registry: which BPF programs exist, what they need, how they load.
 
-Each probe is a ``<name>.bpf.c`` file in this package, compiled by BCC with ``-D``
-options. :func:`dump` prints exactly what :func:`load` would compile, for verifier
-and compile errors (``cmaprof probes dump NAME``).
+Each probe is a ``<name>.bpf.c`` file in this package; the probes of one recording
+are compiled together as one BPF module (one clang run: the kernel headers are
+parsed once, which matters in a TCG guest) whose text is the probes' files in a row, with ``-DENABLE_<NAME>=1`` for each probe and the probes' ``-D`` options.
+:func:`dump` prints exactly what :func:`load` would compile
+(``cmaprof probes dump NAME...``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,8 @@ PROBES_DIR = Path(__file__).resolve().parent
 class Probe:
     """A BPF program file and the tracepoints it cannot run without.
 
-    :param name: probe name, also the stem of ``<name>.bpf.c`` and of the collector module.
-    :param tracepoints: ``system/event`` names that must exist in tracefs.
+    :param name: probe name, also the stem of ``<name>.bpf.c`` and of its collector module.
+    :param tracepoints: ``system/event`` names of which at least one must exist.
     :param options: default ``-D`` options (name -> value).
     """
 
@@ -36,12 +38,25 @@ class Probe:
         return PROBES_DIR / f"{self.name}.bpf.c"
 
 
+#: In include order: migrate adds its pages to the cma call in flight.
 PROBES: dict[str, Probe] = {
     "page_alloc": Probe(
         name="page_alloc",
-        description="pages per node/zone/order/gfp/migratetype/CMA area (kmem:mm_page_alloc)",
+        description="pages per node/zone/order/gfp/migratetype/CMA area",
         tracepoints=("kmem/mm_page_alloc",),
         options={"MAX_KEYS": 16384, "MAX_FAIL_KEYS": 1024, "CALIB_PAIRS": 256},
+    ),
+    "cma": Probe(
+        name="cma",
+        description="cma_alloc() latency, outcome, retries, migrations, isolation",
+        tracepoints=("cma/cma_alloc_start", "cma/cma_alloc"),
+        options={"MAX_CMA_INFLIGHT": 1024, "CMA_RINGBUF_PAGES": 64},
+    ),
+    "migrate": Probe(
+        name="migrate",
+        description="migrate_pages() by reason and mode, with durations",
+        tracepoints=("migrate/mm_migrate_pages",),
+        options={"MAX_MIGRATE_KEYS": 256},
     ),
 }
 
@@ -51,42 +66,52 @@ def get(name: str) -> Probe:
     try:
         return PROBES[name]
     except KeyError:
-        raise BadInput(f"unknown probe {name!r}; known probes: {', '.join(sorted(PROBES))}")
+        raise BadInput(f"unknown probe {name!r}; known probes: {', '.join(PROBES)}") from None
 
 
-def cflags(probe: Probe, options: Mapping[str, Any] | None = None) -> list[str]:
-    """The compiler flags for ``probe``: its include path and ``-DNAME=value`` options."""
-    merged = dict(probe.options)
+def _ordered(names: Sequence[str]) -> list[Probe]:
+    wanted = {get(n).name for n in names}
+    return [p for p in PROBES.values() if p.name in wanted]
+
+
+def cflags(names: Sequence[str], options: Mapping[str, Any] | None = None) -> list[str]:
+    """Compiler flags: include path, ``ENABLE_*`` per probe, then every ``-D`` option."""
+    merged: dict[str, Any] = {}
+    for p in _ordered(names):
+        merged[f"ENABLE_{p.name.upper()}"] = 1
+        merged.update(p.options)
     merged.update(options or {})
-    return [f"-I{PROBES_DIR}"] + [f"-D{k}={v}" for k, v in sorted(merged.items())]
+    return [f"-I{PROBES_DIR}"] + [f"-D{k}={v}" for k, v in merged.items()]
 
 
-def source(probe: Probe) -> str:
-    """The C text that BCC compiles (the ``.bpf.c`` file; ``events.h`` is included)."""
-    return probe.path.read_text()
+def text(names: Sequence[str]) -> str:
+    """The C text BCC compiles: ``common.h`` then the probes' files, in registry order,
+    each behind a ``#line`` marker so that compiler errors name the real file.
+
+    The files are pasted, not ``#include``d, because BCC rewrites map operations
+    (``map.lookup()``) and builds ``struct tracepoint__*`` argument types only in the
+    main file; ``common.h``'s include guard makes the probes' own ``#include`` a no-op.
+    """
+    parts = [PROBES_DIR / "common.h"] + [p.path for p in _ordered(names)]
+    return "".join(f'#line 1 "{path}"\n{path.read_text()}\n' for path in parts)
 
 
-def dump(name: str, options: Mapping[str, Any] | None = None) -> str:
-    """The exact flags and source that :func:`load` would compile, as one text."""
-    probe = get(name)
-    lines = [
-        f"// probe {probe.name}: {probe.path}",
-        "// cflags: " + " ".join(cflags(probe, options)),
-    ]
-    lines.append(source(probe))
-    lines.append(f"// ---- {PROBES_DIR / 'events.h'}")
-    lines.append((PROBES_DIR / "events.h").read_text())
+def dump(names: Sequence[str], options: Mapping[str, Any] | None = None) -> str:
+    """The exact flags and text that :func:`load` would compile, with the sources."""
+    lines = ["// cflags: " + " ".join(cflags(names, options)), text(names)]
+    for hdr in ("events.h",):
+        lines += [f"// ---- {PROBES_DIR / hdr}", (PROBES_DIR / hdr).read_text()]
     return "\n".join(lines)
 
 
-def load(name: str, options: Mapping[str, Any] | None = None) -> Any:
-    """Compile ``name`` with BCC and return the ``bcc.BPF`` object (nothing attached).
+def load(names: Sequence[str], options: Mapping[str, Any] | None = None) -> Any:
+    """Compile the probes ``names`` into one ``bcc.BPF`` module.
 
-    Programs are named without BCC's auto-attach prefixes, so the collector decides
-    what to attach and when.
+    Programs named with BCC's prefixes (``TRACEPOINT_PROBE``, ``kprobe__``) attach at
+    load and count only while the config map says ``enabled``; the page_alloc
+    programs have plain names and are attached by their collector.
     """
     from cmaprof.collectors.bccload import import_bcc
 
     bcc = import_bcc()
-    probe = get(name)
-    return bcc.BPF(src_file=str(probe.path).encode(), cflags=cflags(probe, options))
+    return bcc.BPF(text=text(names).encode(), cflags=cflags(names, options))

@@ -70,7 +70,7 @@ struct page_alloc_fail_key {
 #define DROP_READ_PAGE 2	/* bpf_probe_read_kernel of page->flags failed */
 #define DROP_NO_SPAN 3		/* pfn outside every zone span (span mode) */
 #define DROP_BULK_FULL 4	/* bulk table had no room */
-#define NR_DROPS 5
+#define NR_DROPS 8
 
 /* Start-up calibration: a struct page * paired with the pfn of the same event. */
 struct calib_pair {
@@ -98,5 +98,76 @@ struct layout_info {
 	__u64 nodes_mask;
 	__u64 page_struct_size;
 };
+
+
+/* ---- cma: one record per cma_alloc() call, streamed; histograms in maps ---- */
+#define CMA_NAME_LEN 32
+
+/* How the outcome of a call is known. */
+#define CMA_OUTCOME_ERRORNO 0	/* cma_alloc_finish's errorno field (>= 6.3) */
+#define CMA_OUTCOME_PAGE 1	/* inferred: finish event's page is NULL or not */
+#define CMA_OUTCOME_RETVAL 2	/* inferred: cma_alloc()'s returned page (kretprobe) */
+#define CMA_OUTCOME_NO_FINISH 3	/* inferred failure: start without finish */
+
+struct cma_call {
+	__u64 start_ns;
+	__u64 count;		/* pages requested */
+	__u64 base_pfn;		/* area base (kprobe: struct cma's first field), or -1 */
+	__u64 pfn;		/* first pfn of the result, or the last range tried */
+	__u64 first_busy_pfn;	/* test_pages_isolated fin_pfn of the first failed test */
+	__u64 last_retry_pfn;	/* pfn of the last cma_alloc_busy_retry */
+	__u64 migrate_succeeded;	/* pages, mm_migrate_pages on this task during the call */
+	__u64 migrate_failed;
+	__u32 align;
+	__u32 busy_retries;
+	__u32 isolate_tests;
+	__u32 isolate_failures;
+	__s32 err;		/* errno when the kernel says (CMA_OUTCOME_ERRORNO) */
+	__u8 have_finish;
+	__u8 page_ok;		/* finish/return page non-NULL */
+	__u8 pad[2];
+	char name[CMA_NAME_LEN];
+};
+
+struct cma_event {
+	struct cma_call c;
+	__u64 latency_ns;
+	__u32 pid;
+	__u32 tgid;
+	__u8 outcome_source;	/* CMA_OUTCOME_* */
+	__u8 success;
+	__u8 area;		/* CMA area index or CMA_AREA_NONE */
+	__u8 pad[5];
+	char comm[16];
+};
+
+struct cma_hist_key {
+	__u8 area;
+	__u8 size_log2;		/* log2(pages requested) */
+	__u8 success;
+	__u8 pad;
+	__u32 slot;		/* log2(latency_ns) */
+};
+
+/* ---- migrate: mm_migrate_pages by reason and mode ---- */
+struct migrate_key {
+	__u32 reason;
+	__u32 mode;
+};
+
+struct migrate_val {
+	__u64 calls;
+	__u64 succeeded;	/* pages (THP counted in base pages on >= 5.10) */
+	__u64 failed;
+	__u64 thp_succeeded;
+	__u64 thp_failed;
+	__u64 thp_split;
+	__u64 duration_ns;	/* sum, from mm_migrate_pages_start on the same task */
+	__u64 timed_calls;	/* calls with a start event */
+};
+
+#define DROP_CMA_RINGBUF 5	/* cma event ring buffer full */
+#define DROP_CMA_INFLIGHT 6	/* too many concurrent cma_alloc calls */
+#define DROP_MIGRATE_FULL 7
 
 #endif /* CMAPROF_EVENTS_H */

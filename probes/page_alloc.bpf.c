@@ -19,12 +19,10 @@
  * Options (-D): MAX_KEYS (cube size), MAX_FAIL_KEYS, CALIB_PAIRS,
  * MAX_ZONE_SPANS, MAX_CMA_AREAS; ZONES_PGSHIFT_OVERRIDE etc. to force a layout.
  */
-#include <uapi/linux/ptrace.h>
-#include <linux/mm_types.h>
 #include <linux/mmzone.h>
 #include <linux/mm.h>
 
-#include "events.h"
+#include "common.h"
 
 #ifndef MAX_KEYS
 #define MAX_KEYS 16384
@@ -48,26 +46,14 @@
 #define CM_NODES_MASK NODES_MASK
 #endif
 
-BPF_ARRAY(config, struct cmaprof_config, 1);
 BPF_ARRAY(zone_spans, struct pfn_span, MAX_ZONE_SPANS);
-BPF_ARRAY(cma_ranges, struct pfn_span, MAX_CMA_AREAS);
 BPF_PERCPU_HASH(page_alloc, struct page_alloc_key, struct page_alloc_val, MAX_KEYS);
 BPF_PERCPU_HASH(page_alloc_fail, struct page_alloc_fail_key, struct page_alloc_val,
 		MAX_FAIL_KEYS);
-BPF_PERCPU_ARRAY(drops, __u64, NR_DROPS);
-
 BPF_PERCPU_ARRAY(calib_slot, struct calib_slot, 1);
 BPF_PERCPU_ARRAY(calib_pairs, struct calib_pair, CALIB_PAIRS);
 BPF_PERCPU_ARRAY(calib_count, __u32, 1);
 BPF_ARRAY(layout, struct layout_info, 1);
-
-static __always_inline void count_drop(int what)
-{
-	__u64 *d = drops.lookup(&what);
-
-	if (d)
-		(*d)++;
-}
 
 static __always_inline void calib_store(struct calib_slot *s)
 {
@@ -169,27 +155,10 @@ static __always_inline int span_lookup(struct cmaprof_config *cfg, __u64 pfn,
 	return -1;
 }
 
-static __always_inline __u8 cma_lookup(struct cmaprof_config *cfg, __u64 pfn)
-{
-#pragma unroll
-	for (__u32 i = 0; i < MAX_CMA_AREAS; i++) {
-		if (i >= cfg->nr_cma)
-			break;
-		__u32 idx = i;
-		struct pfn_span *sp = cma_ranges.lookup(&idx);
-
-		if (sp && pfn >= sp->start && pfn < sp->end)
-			return (__u8)i;
-	}
-	return CMA_AREA_NONE;
-}
-
-
 /* The aggregate: one per-CPU hash update per allocation. */
 int page_alloc_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 zero = 0;
-	struct cmaprof_config *cfg = config.lookup(&zero);
+	struct cmaprof_config *cfg = get_config();
 	struct page *page = (struct page *)ctx->args[0];
 	__u32 order = (__u32)ctx->args[1];
 	__u64 gfp = (__u64)(gfp_t)ctx->args[2];
@@ -227,8 +196,7 @@ int page_alloc_raw(struct bpf_raw_tracepoint_args *ctx)
 	key.gfp_flags = gfp;
 	key.order = order;
 	key.migratetype = mt;
-	if (cfg->page_struct_size)
-		pfn = ((__u64)page - cfg->vmemmap_base) / cfg->page_struct_size;
+	pfn = page_to_pfn_cal(cfg, (__u64)page);
 
 	if (cfg->zone_source == ZONE_SOURCE_PAGE_FLAGS) {
 		__u64 flags = 0;

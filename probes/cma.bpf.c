@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * cma: every cma_alloc() call with its latency, outcome, busy retries, the pages
+ * migrated and failed while it ran, and the first pfn that failed isolation; a
+ * log2 latency histogram per (area, request size, outcome) in the kernel and one
+ * record per call streamed through a ring buffer (rare events; a full buffer is
+ * counted in drops[DROP_CMA_RINGBUF]). cma_release counted per area.
+ *
+ * Tracepoints, by presence (collectors/cma.py turns the format files into -D):
+ *   cma:cma_alloc_start/finish/busy_retry, cma:cma_release (names on all events):
+ *     since v5.13, Linux kernel commit 7bc1aec5e287 ("mm: cma: add trace events for
+ *     CMA alloc perf testing") and 3aab8ae7aace ("mm: cma: add the CMA instance
+ *     name to cma trace events"); HAVE_CMA_ERRORNO when cma_alloc_finish has
+ *     `errorno` (Wenchao Hao, "cma:tracing: Print alloc result in
+ *     trace_cma_alloc_finish", ~v6.3); CMA_START_COUNT is `count` or, from ~v6.18,
+ *     `request_count`.
+ *   cma:cma_alloc + cma:cma_release (v4.1..v5.12): no start event, so the start
+ *     and the latency come from a kprobe on cma_alloc() (HAVE_KPROBE_CMA_ALLOC).
+ *   migrate:mm_migrate_pages, page_isolation:test_pages_isolated (same task).
+ * With HAVE_KPROBE_CMA_ALLOC the call is bracketed by kprobe/kretprobe on
+ * cma_alloc(struct cma *, unsigned long count, unsigned int align, ...), which also
+ * sees the early returns that fire no finish event (6.1: a request larger than the
+ * area fires start but no finish); otherwise by the start/finish tracepoints.
+ */
+#include "common.h"
+
+#ifndef MAX_CMA_INFLIGHT
+#define MAX_CMA_INFLIGHT 1024
+#endif
+#ifndef CMA_RINGBUF_PAGES
+#define CMA_RINGBUF_PAGES 64
+#endif
+
+BPF_HASH(cma_inflight, __u64, struct cma_call, MAX_CMA_INFLIGHT);
+BPF_HISTOGRAM(cma_latency, struct cma_hist_key, 4096);
+BPF_RINGBUF_OUTPUT(cma_events, CMA_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(cma_release_pages, __u64, MAX_CMA_AREAS + 1);
+BPF_PERCPU_ARRAY(cma_release_calls, __u64, MAX_CMA_AREAS + 1);
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0;
+
+#pragma unroll
+	for (int i = 0; i < 64; i++) {
+		if (v <= 1)
+			break;
+		v >>= 1;
+		r++;
+	}
+	return r;
+}
+
+static __always_inline struct cma_call *cma_begin(__u64 count, __u32 align, __u64 base_pfn)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct cma_call c = {};
+
+	c.start_ns = bpf_ktime_get_ns();
+	c.count = count;
+	c.align = align;
+	c.base_pfn = base_pfn;
+	c.pfn = (__u64)-1;
+	c.first_busy_pfn = (__u64)-1;
+	c.last_retry_pfn = (__u64)-1;
+	if (cma_inflight.update(&tid, &c)) {
+		count_drop(DROP_CMA_INFLIGHT);
+		return 0;
+	}
+	return cma_inflight.lookup(&tid);
+}
+
+static __always_inline void cma_end(struct cmaprof_config *cfg, struct cma_call *c,
+				    __u8 source, __u8 success)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct cma_hist_key hk = {};
+	struct cma_event *e;
+	__u64 lat = bpf_ktime_get_ns() - c->start_ns;
+	__u64 where = c->base_pfn != (__u64)-1 ? c->base_pfn : c->pfn;
+	__u8 area = where != (__u64)-1 ? cma_lookup(cfg, where) : CMA_AREA_NONE;
+
+	hk.area = area;
+	hk.size_log2 = log2_u64(c->count);
+	hk.success = success;
+	hk.slot = log2_u64(lat);
+	cma_latency.increment(hk);
+
+	e = cma_events.ringbuf_reserve(sizeof(*e));
+	if (!e) {
+		count_drop(DROP_CMA_RINGBUF);
+	} else {
+		__builtin_memcpy(&e->c, c, sizeof(*c));
+		e->latency_ns = lat;
+		e->pid = (__u32)tid;
+		e->tgid = tid >> 32;
+		e->outcome_source = source;
+		e->success = success;
+		e->area = area;
+		bpf_get_current_comm(&e->comm, sizeof(e->comm));
+		cma_events.ringbuf_submit(e, 0);
+	}
+	cma_inflight.delete(&tid);
+}
+
+static __always_inline struct cma_call *cma_current(void)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+
+	return cma_inflight.lookup(&tid);
+}
+
+#if HAVE_KPROBE_CMA_ALLOC
+int kprobe__cma_alloc(struct pt_regs *ctx, void *cma, unsigned long count, unsigned int align)
+{
+	struct cmaprof_config *cfg = get_config();
+	__u64 base_pfn = (__u64)-1;
+
+	if (!cfg || !cfg->enabled)
+		return 0;
+	/* struct cma (mm/cma.h) starts with `unsigned long base_pfn` in every kernel */
+	bpf_probe_read_kernel(&base_pfn, sizeof(base_pfn), cma);
+	cma_begin(count, align, base_pfn);
+	return 0;
+}
+
+int kretprobe__cma_alloc(struct pt_regs *ctx)
+{
+	struct cmaprof_config *cfg = get_config();
+	struct cma_call *c = cma_current();
+	__u64 page = PT_REGS_RC(ctx);
+
+	if (!cfg || !c)
+		return 0;
+	c->page_ok = page != 0;
+	if (page && c->pfn == (__u64)-1)
+		c->pfn = page_to_pfn_cal(cfg, page);
+#if HAVE_CMA_ERRORNO
+	if (c->have_finish) {
+		cma_end(cfg, c, CMA_OUTCOME_ERRORNO, c->err == 0 && page);
+		return 0;
+	}
+#endif
+	cma_end(cfg, c, CMA_OUTCOME_RETVAL, page != 0);
+	return 0;
+}
+#endif
+
+#if HAVE_CMA_START
+TRACEPOINT_PROBE(cma, cma_alloc_start)
+{
+	struct cmaprof_config *cfg = get_config();
+	struct cma_call *c;
+
+	if (!cfg || !cfg->enabled)
+		return 0;
+#if HAVE_KPROBE_CMA_ALLOC
+	c = cma_current();
+#else
+	c = cma_current();
+	if (c) /* the previous call on this task never finished (6.1: request > area) */
+		cma_end(cfg, c, CMA_OUTCOME_NO_FINISH, 0);
+	c = cma_begin(args->CMA_START_COUNT, args->align, (__u64)-1);
+#endif
+	if (c)
+		TP_DATA_LOC_READ_STR(c->name, name, sizeof(c->name));
+	return 0;
+}
+#endif
+
+#if HAVE_CMA_FINISH
+TRACEPOINT_PROBE(cma, cma_alloc_finish)
+{
+	struct cmaprof_config *cfg = get_config();
+	struct cma_call *c = cma_current();
+
+	if (!cfg || !c)
+		return 0;
+	c->pfn = args->pfn;
+	c->page_ok = args->page != 0;
+	c->have_finish = 1;
+#if HAVE_CMA_ERRORNO
+	c->err = args->errorno;
+#endif
+#if !HAVE_KPROBE_CMA_ALLOC
+#if HAVE_CMA_ERRORNO
+	cma_end(cfg, c, CMA_OUTCOME_ERRORNO, args->errorno == 0 && args->page != 0);
+#else
+	cma_end(cfg, c, CMA_OUTCOME_PAGE, args->page != 0);
+#endif
+#endif
+	return 0;
+}
+#endif
+
+#if HAVE_CMA_BUSY_RETRY
+TRACEPOINT_PROBE(cma, cma_alloc_busy_retry)
+{
+	struct cma_call *c = cma_current();
+
+	if (c) {
+		c->busy_retries++;
+		c->last_retry_pfn = args->pfn;
+	}
+	return 0;
+}
+#endif
+
+#if HAVE_OLD_CMA_ALLOC
+/* v4.1..v5.12: one event after the retry loop; page NULL means failure. */
+TRACEPOINT_PROBE(cma, cma_alloc)
+{
+	struct cma_call *c = cma_current();
+
+	if (c) {
+		c->pfn = args->pfn;
+		c->page_ok = args->page != 0;
+		c->have_finish = 1;
+	}
+	return 0;
+}
+#endif
+
+#if HAVE_TEST_PAGES_ISOLATED
+TRACEPOINT_PROBE(page_isolation, test_pages_isolated)
+{
+	struct cma_call *c = cma_current();
+
+	if (!c)
+		return 0;
+	c->isolate_tests++;
+	if (args->fin_pfn < args->end_pfn) {
+		c->isolate_failures++;
+		if (c->first_busy_pfn == (__u64)-1)
+			c->first_busy_pfn = args->fin_pfn;
+	}
+	return 0;
+}
+#endif
+
+#if HAVE_CMA_RELEASE
+TRACEPOINT_PROBE(cma, cma_release)
+{
+	struct cmaprof_config *cfg = get_config();
+	__u32 idx;
+	__u64 *v;
+
+	if (!cfg || !cfg->enabled)
+		return 0;
+	idx = cma_lookup(cfg, args->pfn);
+	if (idx == CMA_AREA_NONE)
+		idx = MAX_CMA_AREAS;
+	v = cma_release_pages.lookup(&idx);
+	if (v)
+		*v += args->count;
+	v = cma_release_calls.lookup(&idx);
+	if (v)
+		*v += 1;
+	return 0;
+}
+#endif
