@@ -63,13 +63,19 @@ def test_json_tables_and_rows():
         "pages",
         "allocs",
     }
-    assert set(obj["check"][0]) == {
+    assert set(obj["check"][0]) >= {
         "zone",
         "traced_pages",
         "bulk_pages",
         "vmstat_pages",
         "diff_pct",
+        "counter",
+        "source",
+        "unit",
+        "traced",
+        "kernel",
     }
+    assert {"cma_alloc", "migrate", "recording", "failed"} <= set(obj)
     assert all(r["cma_area"] is None for r in obj["zone_gfp"])
 
 
