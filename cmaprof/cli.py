@@ -184,6 +184,15 @@ def demo(output: Path, anon_mib: int, pagecache_mib: int) -> None:
         click.echo(f"plot: {path}")
 
 
+def _register_vm() -> None:
+    from cmaprof.vm import vm
+
+    cli.add_command(vm)
+
+
+_register_vm()
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

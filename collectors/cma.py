@@ -44,7 +44,7 @@ class CmaCollector:
 
     def _on_event(self, ctx: Any, data: Any, size: int) -> None:
         e = self.bpf["cma_events"].event(data)
-        c = e.c
+        c = e  # struct cma_event starts with the cma_call fields
         self.rows.append(
             {
                 "start_ns": int(c.start_ns) - self.t0_ns,

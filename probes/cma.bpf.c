@@ -90,7 +90,7 @@ static __always_inline void cma_end(struct cmaprof_config *cfg, struct cma_call 
 	if (!e) {
 		count_drop(DROP_CMA_RINGBUF);
 	} else {
-		__builtin_memcpy(&e->c, c, sizeof(*c));
+		__builtin_memcpy(e, c, sizeof(*c));	/* same leading fields */
 		e->latency_ns = lat;
 		e->pid = (__u32)tid;
 		e->tgid = tid >> 32;

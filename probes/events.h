@@ -70,7 +70,7 @@ struct page_alloc_fail_key {
 #define DROP_READ_PAGE 2	/* bpf_probe_read_kernel of page->flags failed */
 #define DROP_NO_SPAN 3		/* pfn outside every zone span (span mode) */
 #define DROP_BULK_FULL 4	/* bulk table had no room */
-#define NR_DROPS 8
+#define NR_DROPS 16		/* room to grow; DROP_* indexes never change */
 
 /* Start-up calibration: a struct page * paired with the pfn of the same event. */
 struct calib_pair {
@@ -109,35 +109,42 @@ struct layout_info {
 #define CMA_OUTCOME_RETVAL 2	/* inferred: cma_alloc()'s returned page (kretprobe) */
 #define CMA_OUTCOME_NO_FINISH 3	/* inferred failure: start without finish */
 
-struct cma_call {
-	__u64 start_ns;
-	__u64 count;		/* pages requested */
-	__u64 base_pfn;		/* area base (kprobe: struct cma's first field), or -1 */
-	__u64 pfn;		/* first pfn of the result, or the last range tried */
-	__u64 first_busy_pfn;	/* test_pages_isolated fin_pfn of the first failed test */
-	__u64 last_retry_pfn;	/* pfn of the last cma_alloc_busy_retry */
-	__u64 migrate_succeeded;	/* pages, mm_migrate_pages on this task during the call */
-	__u64 migrate_failed;
-	__u32 align;
-	__u32 busy_retries;
-	__u32 isolate_tests;
-	__u32 isolate_failures;
-	__s32 err;		/* errno when the kernel says (CMA_OUTCOME_ERRORNO) */
-	__u8 have_finish;
-	__u8 page_ok;		/* finish/return page non-NULL */
-	__u8 pad[2];
+/*
+ * The fields of a call in flight, and the first fields of the streamed event (a
+ * macro, not a nested struct: BCC turns only flat structs into Python types).
+ */
+#define CMA_CALL_FIELDS							\
+	__u64 start_ns;							\
+	__u64 count;		/* pages requested */			\
+	__u64 base_pfn;		/* area base (struct cma's first field), or -1 */ \
+	__u64 pfn;		/* result's first pfn, or the last range tried */ \
+	__u64 first_busy_pfn;	/* fin_pfn of the first failed isolation test */ \
+	__u64 last_retry_pfn;	/* pfn of the last cma_alloc_busy_retry */	\
+	__u64 migrate_succeeded; /* pages, mm_migrate_pages during the call */	\
+	__u64 migrate_failed;						\
+	__u32 align;							\
+	__u32 busy_retries;						\
+	__u32 isolate_tests;						\
+	__u32 isolate_failures;						\
+	__s32 err;		/* errno when the kernel says so */	\
+	__u8 have_finish;						\
+	__u8 page_ok;		/* finish/returned page non-NULL */	\
+	__u8 pad0[2];							\
 	char name[CMA_NAME_LEN];
+
+struct cma_call {
+	CMA_CALL_FIELDS
 };
 
 struct cma_event {
-	struct cma_call c;
+	CMA_CALL_FIELDS
 	__u64 latency_ns;
 	__u32 pid;
 	__u32 tgid;
 	__u8 outcome_source;	/* CMA_OUTCOME_* */
 	__u8 success;
 	__u8 area;		/* CMA area index or CMA_AREA_NONE */
-	__u8 pad[5];
+	__u8 pad1[5];
 	char comm[16];
 };
 
@@ -169,5 +176,36 @@ struct migrate_val {
 #define DROP_CMA_RINGBUF 5	/* cma event ring buffer full */
 #define DROP_CMA_INFLIGHT 6	/* too many concurrent cma_alloc calls */
 #define DROP_MIGRATE_FULL 7
+
+/* ---- bulk: bulk-allocator fast-path pages (pgalloc_* without mm_page_alloc) ---- */
+#define DROP_BULK_LOST 8	/* a bulk call's pages not counted: see bulk_stats */
+
+struct bulk_key {
+	__u16 node;
+	__u8 zone;		/* enum zone_type index */
+	__u8 pad[5];
+};
+
+struct bulk_val {
+	__u64 calls;		/* bulk calls that placed untraced pages */
+	__u64 pages;		/* untraced pages (order 0) */
+};
+
+/* Indexes of the per-CPU `bulk_stats` array (collectors/bulk.py STAT_NAMES). */
+#define BULK_STAT_CALLS 0	/* returns matched to their entry while counting */
+#define BULK_STAT_COUNTED_CALLS 1	/* of which placed untraced pages */
+#define BULK_STAT_PAGES 2	/* untraced pages counted */
+#define BULK_STAT_FALLBACK 3	/* calls whose new page came from __alloc_pages() */
+#define BULK_STAT_LIST_CALLS 4	/* calls with a page_list (kernels before 6.14) */
+#define BULK_STAT_PREPOPULATED 5	/* array calls with non-NULL slots at entry */
+#define BULK_STAT_SCAN_OVERFLOW 6	/* nr_pages > BULK_MAX_SCAN: slots beyond unseen */
+#define BULK_STAT_UNMATCHED 7	/* return without its entry (entry program skipped) */
+#define BULK_STAT_STALE 8	/* entries whose return never ran (dropped later) */
+#define BULK_STAT_READ_FAIL 9	/* array, list head or page flags unreadable */
+#define BULK_STAT_NO_TASK_SLOT 10	/* bulk_active full: call not followed */
+#define BULK_STAT_NEGATIVE 11	/* fewer filled slots at return than at entry */
+#define BULK_STAT_NO_SPAN 12	/* page outside every zone span (span mode) */
+#define BULK_STAT_ENTRIES 13	/* entry programs run (counting or not) */
+#define BULK_NR_STATS 16
 
 #endif /* CMAPROF_EVENTS_H */
