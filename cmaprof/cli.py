@@ -139,7 +139,7 @@ def probes_dump(names: tuple[str, ...], defines: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("specs", nargs=-1, required=True, metavar="NAME[:MIB]...")
 def workload(specs: tuple[str, ...]) -> None:
-    """Run built-in workloads in order: anon[:MIB], pagecache[:MIB]."""
+    """Run built-in workloads in order: anon[:MIB], pagecache[:MIB], bulk[:MIB]."""
     from cmaprof import workloads
 
     parsed = [workloads.parse_spec(s) for s in specs]

@@ -64,6 +64,46 @@ def pagecache(mib: int, directory: str | None = None) -> int:
         os.unlink(path)
 
 
+def bulk(mib: int) -> int:
+    """Make the kernel use the bulk page allocator for about ``mib`` MiB.
+
+    ``splice()`` of 64 KiB from /dev/zero into a pipe fills the pipe through
+    ``copy_splice_read()``, which takes its 16 pages with ``alloc_pages_bulk()``
+    (6.5+); kernels that refuse to splice from /dev/zero (6.1: EINVAL) get thread
+    creation instead, whose vmalloc'ed stacks come from the bulk allocator too.
+    These pages are counted in pgalloc_* without an mm_page_alloc event.
+    Returns the number of splice calls, or of threads started.
+    """
+    import threading
+
+    chunk = 64 << 10
+    calls = (mib << 20) // chunk
+    r, w = os.pipe()
+    zero = os.open("/dev/zero", os.O_RDONLY)
+    try:
+        for i in range(calls):
+            try:
+                n = os.splice(zero, w, chunk)
+            except OSError:
+                if i:
+                    raise
+                break
+            while n > 0:
+                n -= len(os.read(r, n))
+        else:
+            return calls
+    finally:
+        os.close(zero)
+        os.close(r)
+        os.close(w)
+    threads = max(1, (mib << 20) // (16 << 10))
+    for _ in range(threads):
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join()
+    return threads
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
@@ -79,6 +119,9 @@ WORKLOADS = {
         pagecache,
         256,
         "write, drop and re-read an N MiB file (about 2N MiB of page cache)",
+    ),
+    "bulk": Workload(
+        "bulk", bulk, 64, "N MiB through the bulk page allocator (splice, else threads)"
     ),
 }
 

@@ -172,7 +172,7 @@ def _live_line(
     return f"[{t_s:7.1f}s] pages " + ("; ".join(cells) or "none")
 
 
-def _choose_probes(tfs: Path, meta: dict[str, Any], err: IO[str]) -> list[str]:
+def _choose_probes(tfs: Path, meta: dict[str, Any]) -> list[str]:
     """page_alloc always; every other probe whose kernel support is present."""
     page = probes.get("page_alloc")
     tracefs.require_events(tfs, page.tracepoints, page.name)
@@ -189,8 +189,6 @@ def _choose_probes(tfs: Path, meta: dict[str, Any], err: IO[str]) -> list[str]:
                 reason = features.bulk_unavailable_reason(tfs) or reason
             skipped[p.name] = reason
     meta["probes_unavailable"] = skipped
-    for name, reason in skipped.items():
-        print(f"cmaprof: probe {name} off: {reason}", file=err)
     return names
 
 
@@ -233,7 +231,7 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
     _check_command(opts.command)
     tfs, mounted = tracefs.ensure_mounted()
     meta: dict[str, Any] = system_metadata()
-    names = _choose_probes(tfs, meta, err)
+    names = _choose_probes(tfs, meta)
     from cmaprof.collectors.bccload import import_bcc
 
     import_bcc()  # a clear error before any file is created
@@ -241,6 +239,8 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
     defines.update(opts.probe_options)
 
     writer = RecordingWriter(opts.output, force=opts.force)
+    for name, reason in meta["probes_unavailable"].items():
+        print(f"cmaprof: probe {name} off: {reason}", file=err)
     meta.update(
         {
             "cmaprof_version": __version__,

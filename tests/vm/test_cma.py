@@ -72,7 +72,8 @@ cmaprof report "$out/rec" --format json >"$out/report.json" 2>"$out/report.err"
 
 @pytest.fixture(scope="module")
 def guest(vm_boot):
-    g = vm_boot("cma", ["--cma", "256M", "--memory", "2G"], SCRIPT)
+    # BCC's compile under TCG takes minutes on a loaded 2-core machine
+    g = vm_boot("cma", ["--cma", "256M", "--memory", "2G"], SCRIPT, timeout_s=900)
     assert g.returncode == 0, g.stderr
     assert g.read("record.status").strip() == "0", g.read("record.err")
     return g
