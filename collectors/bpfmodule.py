@@ -44,3 +44,26 @@ def prog_stats(bpf: Any) -> dict[str, dict[str, int]]:
                 stats[key] = int(val)
         out[nm] = stats
     return out
+
+
+_SYS_BPF = 321  # x86_64
+_BPF_ENABLE_STATS = 32
+_BPF_STATS_RUN_TIME = 0
+
+
+def enable_stats() -> int | None:
+    """Turn on BPF run-time statistics for as long as the returned fd stays open.
+
+    ``BPF_ENABLE_STATS`` (v5.8) ties the setting to a file descriptor, so a killed
+    recording cannot leave ``kernel.bpf_stats_enabled`` on. None where unsupported
+    (then no ns-per-event figures, and the report says "not measured").
+    """
+    import ctypes
+    import platform
+
+    if platform.machine() != "x86_64":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint32 * 2)(_BPF_STATS_RUN_TIME, 0)
+    fd = libc.syscall(_SYS_BPF, _BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr))
+    return fd if fd >= 0 else None

@@ -41,7 +41,6 @@ from cmaprof.errors import BadInput, EnvironmentProblem
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFAULT_SERIES_INTERVAL_S = 5.0
-BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
 @dataclass
@@ -131,24 +130,6 @@ def system_metadata() -> dict[str, Any]:
 def _check_command(command: list[str]) -> None:
     if command and shutil.which(command[0]) is None:
         raise BadInput(f"command not found: {command[0]!r} (give a program on PATH or a path)")
-
-
-def _bpf_stats_on() -> str | None:
-    try:
-        old = BPF_STATS.read_text().strip()
-        if old != "1":
-            BPF_STATS.write_text("1\n")
-        return old
-    except OSError:
-        return None
-
-
-def _bpf_stats_restore(old: str | None) -> None:
-    if old is not None and old != "1":
-        try:
-            BPF_STATS.write_text(old + "\n")
-        except OSError:
-            pass
 
 
 def _vmstat_rows(t_ns: int, vmstat: dict[str, int]) -> dict[str, list]:
@@ -273,7 +254,7 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
         writer.copy_file(path, f"formats/{ev}/format")
 
     session: _Session | None = None
-    stats_old: str | None = None
+    stats_fd: int | None = None
     child: subprocess.Popen | None = None
     exit_status = 0
     with _StopFlag() as flag:
@@ -288,7 +269,7 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
                     print(f"cmaprof: warning: {cal.zone_reason}", file=err)
                 session.page.configure()
                 session.attach()
-                stats_old = _bpf_stats_on()
+                stats_fd = bpfmodule.enable_stats()
             if flag.stop or session is None:
                 meta["stop_reason"] = f"signal {flag.name} during start-up"
                 meta["counting_started"] = False
@@ -397,7 +378,8 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
                 child.wait()
             if session is not None:
                 session.close()
-            _bpf_stats_restore(stats_old)
+            if stats_fd is not None:
+                os.close(stats_fd)
     if flag.stop and not opts.command:
         return 0
     return exit_status

@@ -208,3 +208,20 @@ def test_bulk_allocator_pages_are_accounted_for(tmp_path):
         for r in rows:
             assert abs(r["diff_pct"]) <= 1.0, r
         assert sum(r["bulk_pages"] for r in rows) >= 0.95 * bulk_pages
+
+
+def test_sigkill_leaves_a_readable_incomplete_recording(tmp_path):
+    out = tmp_path / "rec"
+    p = subprocess.Popen(
+        [*cmaprof_cmd(), "record", "-o", str(out), "-i", "0.2"], stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("series/page_alloc/part-*"))) < 3:
+        time.sleep(0.1)
+    p.kill()
+    p.wait()
+    rep = run_cli("report", str(out))
+    assert rep.returncode == 0, rep.stderr
+    assert "INCOMPLETE" in rep.stdout
+    series = json.loads(run_cli("report", str(out), "--format", "json").stdout)
+    assert series["recording"][0]["complete"] is False

@@ -57,3 +57,22 @@ def test_files_not_world_writable_and_series_parts(tmp_path):
     for p in w.path.rglob("*"):
         assert not os.stat(p).st_mode & stat.S_IWOTH, p
     assert not list(w.path.rglob("*.tmp"))
+
+
+def test_disk_full_is_one_clear_error_and_keeps_earlier_files(tmp_path, monkeypatch):
+    import errno
+
+    from cmaprof.errors import EnvironmentProblem
+
+    w = RecordingWriter(tmp_path / "rec")
+    w.write_metadata({"complete": False})
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(EnvironmentProblem, match=r"disk full while writing .*vmstat.*readable"):
+        w.write_text("proc/start/vmstat", "pgalloc_normal 1\n")
+    monkeypatch.undo()
+    assert json.loads((w.path / "metadata.json").read_text())["complete"] is False
+    assert not list(w.path.rglob("*.tmp"))
