@@ -223,13 +223,17 @@ def table_footer(rec: Recording) -> str:
                 subsequent_indent="  ",
             )
         )
-    stats = m.get("bpf_stats") or {}
-    for prog, st in stats.items():
-        if st.get("run_cnt"):
-            out.append(
-                f"overhead: {prog} ran {st['run_cnt']} times, "
-                f"{st['run_time_ns'] / st['run_cnt']:.0f} ns per event"
-            )
+    stats = {k: v for k, v in (m.get("bpf_stats") or {}).items() if v.get("run_cnt")}
+    main = stats.pop("page_alloc_raw", None)
+    if main:
+        out.append(
+            f"overhead: page_alloc_raw ran {main['run_cnt']} times, "
+            f"{main['run_time_ns'] / main['run_cnt']:.0f} ns per event (bpf_stats)"
+        )
+    if stats:
+        total_ms = sum(v.get("run_time_ns", 0) for v in stats.values()) / 1e6
+        runs = sum(v["run_cnt"] for v in stats.values())
+        out.append(f"overhead: {len(stats)} other programs ran {runs} times, {total_ms:.1f} ms")
     return "\n".join(out)
 
 

@@ -37,18 +37,31 @@ BPF_RINGBUF_OUTPUT(cma_events, CMA_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(cma_release_pages, __u64, MAX_CMA_AREAS + 1);
 BPF_PERCPU_ARRAY(cma_release_calls, __u64, MAX_CMA_AREAS + 1);
 
+/* floor(log2(v)) without loops (as bcc's tools do) */
+static __always_inline __u32 log2_u32(__u32 v)
+{
+	__u32 r, shift;
+
+	r = (v > 0xFFFF) << 4;
+	v >>= r;
+	shift = (v > 0xFF) << 3;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xF) << 2;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0x3) << 1;
+	v >>= shift;
+	r |= shift;
+	r |= (v >> 1);
+	return r;
+}
+
 static __always_inline __u32 log2_u64(__u64 v)
 {
-	__u32 r = 0;
+	__u32 hi = v >> 32;
 
-#pragma unroll
-	for (int i = 0; i < 64; i++) {
-		if (v <= 1)
-			break;
-		v >>= 1;
-		r++;
-	}
-	return r;
+	return hi ? log2_u32(hi) + 32 : log2_u32((__u32)v);
 }
 
 static __always_inline struct cma_call *cma_begin(__u64 count, __u32 align, __u64 base_pfn)

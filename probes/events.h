@@ -111,25 +111,26 @@ struct layout_info {
 
 /*
  * The fields of a call in flight, and the first fields of the streamed event (a
- * macro, not a nested struct: BCC turns only flat structs into Python types).
+ * macro, not a nested struct, and kernel type names (u64, not __u64): BCC turns
+ * only flat structs of the types it knows into Python types).
  */
 #define CMA_CALL_FIELDS							\
-	__u64 start_ns;							\
-	__u64 count;		/* pages requested */			\
-	__u64 base_pfn;		/* area base (struct cma's first field), or -1 */ \
-	__u64 pfn;		/* result's first pfn, or the last range tried */ \
-	__u64 first_busy_pfn;	/* fin_pfn of the first failed isolation test */ \
-	__u64 last_retry_pfn;	/* pfn of the last cma_alloc_busy_retry */	\
-	__u64 migrate_succeeded; /* pages, mm_migrate_pages during the call */	\
-	__u64 migrate_failed;						\
-	__u32 align;							\
-	__u32 busy_retries;						\
-	__u32 isolate_tests;						\
-	__u32 isolate_failures;						\
-	__s32 err;		/* errno when the kernel says so */	\
-	__u8 have_finish;						\
-	__u8 page_ok;		/* finish/returned page non-NULL */	\
-	__u8 pad0[2];							\
+	u64 start_ns;							\
+	u64 count;		/* pages requested */			\
+	u64 base_pfn;		/* area base (struct cma's first field), or -1 */ \
+	u64 pfn;		/* result's first pfn, or the last range tried */ \
+	u64 first_busy_pfn;	/* fin_pfn of the first failed isolation test */ \
+	u64 last_retry_pfn;	/* pfn of the last cma_alloc_busy_retry */	\
+	u64 migrate_succeeded; /* pages, mm_migrate_pages during the call */	\
+	u64 migrate_failed;						\
+	u32 align;							\
+	u32 busy_retries;						\
+	u32 isolate_tests;						\
+	u32 isolate_failures;						\
+	s32 err;		/* errno when the kernel says so */	\
+	u8 have_finish;						\
+	u8 page_ok;		/* finish/returned page non-NULL */	\
+	u8 pad0[2];							\
 	char name[CMA_NAME_LEN];
 
 struct cma_call {
@@ -138,13 +139,13 @@ struct cma_call {
 
 struct cma_event {
 	CMA_CALL_FIELDS
-	__u64 latency_ns;
-	__u32 pid;
-	__u32 tgid;
-	__u8 outcome_source;	/* CMA_OUTCOME_* */
-	__u8 success;
-	__u8 area;		/* CMA area index or CMA_AREA_NONE */
-	__u8 pad1[5];
+	u64 latency_ns;
+	u32 pid;
+	u32 tgid;
+	u8 outcome_source;	/* CMA_OUTCOME_* */
+	u8 success;
+	u8 area;		/* CMA area index or CMA_AREA_NONE */
+	u8 pad1[5];
 	char comm[16];
 };
 
@@ -198,7 +199,7 @@ struct bulk_val {
 #define BULK_STAT_FALLBACK 3	/* calls whose new page came from __alloc_pages() */
 #define BULK_STAT_LIST_CALLS 4	/* calls with a page_list (kernels before 6.14) */
 #define BULK_STAT_PREPOPULATED 5	/* array calls with non-NULL slots at entry */
-#define BULK_STAT_SCAN_OVERFLOW 6	/* nr_pages > BULK_MAX_SCAN: slots beyond unseen */
+#define BULK_STAT_SCAN_OVERFLOW 6	/* nr_pages > BULK_MAX_SCAN: pages beyond missed */
 #define BULK_STAT_UNMATCHED 7	/* return without its entry (entry program skipped) */
 #define BULK_STAT_STALE 8	/* entries whose return never ran (dropped later) */
 #define BULK_STAT_READ_FAIL 9	/* array, list head or page flags unreadable */
