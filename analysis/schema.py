@@ -108,21 +108,20 @@ SCHEMAS["cma_latency_hist"] = pa.schema(
 SCHEMAS["cma_release"] = pa.schema(
     [("area_idx", pa.uint8()), ("calls", pa.uint64()), ("pages", pa.uint64())]
 )
+#: Counters of struct migrate_val (probes/events.h), in order.
+MIGRATE_COUNTS = (
+    "calls",
+    "succeeded",
+    "failed",
+    "thp_succeeded",
+    "thp_failed",
+    "thp_split",
+    "duration_ns",
+    "timed_calls",
+)
 SCHEMAS["migrate"] = pa.schema(
     [("reason_id", pa.uint32()), ("mode_id", pa.uint32())]
-    + [
-        (c, pa.uint64())
-        for c in (
-            "calls",
-            "succeeded",
-            "failed",
-            "thp_succeeded",
-            "thp_failed",
-            "thp_split",
-            "duration_ns",
-            "timed_calls",
-        )
-    ]
+    + [(c, pa.uint64()) for c in MIGRATE_COUNTS]
 )
 
 SERIES_SCHEMAS: dict[str, pa.Schema] = {

@@ -8,17 +8,6 @@ import pyarrow as pa
 
 from cmaprof.analysis import schema
 
-FIELDS = (
-    "calls",
-    "succeeded",
-    "failed",
-    "thp_succeeded",
-    "thp_failed",
-    "thp_split",
-    "duration_ns",
-    "timed_calls",
-)
-
 
 class MigrateCollector:
     name = "migrate"
@@ -31,6 +20,6 @@ class MigrateCollector:
         for k, v in self.bpf["migrate_stats"].items():
             rows["reason_id"].append(k.reason)
             rows["mode_id"].append(k.mode)
-            for f in FIELDS:
+            for f in schema.MIGRATE_COUNTS:
                 rows[f].append(sum(getattr(leaf, f) for leaf in v))
         return schema.to_table("migrate", rows)

@@ -38,22 +38,17 @@ TRACEPOINT_PROBE(migrate, mm_migrate_pages)
 {
 	struct cmaprof_config *cfg = get_config();
 	struct migrate_key key = {};
+	struct migrate_val init = {};
 	struct migrate_val *v;
 
 	if (!cfg || !cfg->enabled)
 		return 0;
 	key.reason = args->reason;
 	key.mode = args->mode;
-	v = migrate_stats.lookup(&key);
+	v = migrate_stats.lookup_or_try_init(&key, &init);
 	if (!v) {
-		struct migrate_val init = {};
-
-		migrate_stats.insert(&key, &init);
-		v = migrate_stats.lookup(&key);
-		if (!v) {
-			count_drop(DROP_MIGRATE_FULL);
-			return 0;
-		}
+		count_drop(DROP_MIGRATE_FULL);
+		return 0;
 	}
 	v->calls += 1;
 	v->succeeded += args->succeeded;
