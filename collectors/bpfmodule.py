@@ -15,6 +15,7 @@ DROP_NAMES = (
     "cma_ringbuf_full",
     "cma_inflight_full",
     "migrate_table_full",
+    "bulk_lost",
 )
 
 

@@ -44,14 +44,62 @@ def can_kprobe(tfs: Path, symbol: str) -> bool:
     return kprobes_available(tfs) and symbol in kallsyms_text_symbols()
 
 
+#: The bulk allocator's entry point, newest name first (probes/bulk.bpf.c): v6.10+, then
+#: v5.13..v6.9. Older kernels have no bulk allocator: every page has its mm_page_alloc.
+BULK_SYMBOLS = ("alloc_pages_bulk_noprof", "__alloc_pages_bulk")
+#: Present only while alloc_pages_bulk_noprof still took a page_list (v6.10..v6.13);
+#: renamed by 6bf9b5b40af3 in the release where c8b979530f27 dropped the list (v6.14).
+BULK_LIST_MARKER = "alloc_pages_bulk_array_mempolicy_noprof"
+
+
+def bulk_symbol() -> str | None:
+    """The bulk allocator function this kernel has (a kallsyms text symbol), or None."""
+    syms = kallsyms_text_symbols()
+    return next((s for s in BULK_SYMBOLS if s in syms), None)
+
+
+def bulk_has_list(symbol: str | None) -> bool:
+    """Whether ``symbol`` takes a ``page_list`` before ``page_array``.
+
+    ``__alloc_pages_bulk`` always did; ``alloc_pages_bulk_noprof`` did until v6.14, known
+    by :data:`BULK_LIST_MARKER` (a NUMA-only function: without CONFIG_NUMA a v6.10..v6.13
+    kernel is taken for v6.14+).
+    """
+    return symbol == "__alloc_pages_bulk" or (
+        symbol is not None and BULK_LIST_MARKER in kallsyms_text_symbols()
+    )
+
+
+def bulk_unavailable_reason(tfs: Path) -> str | None:
+    """Why the bulk probe cannot run here (one line), or None when it can."""
+    if not kprobes_available(tfs):
+        return (
+            "no kprobes (CONFIG_KPROBES off): bulk-allocator pages are counted by "
+            "pgalloc_* but cannot be traced on this kernel"
+        )
+    if not kallsyms_text_symbols():
+        return "/proc/kallsyms unreadable: cannot find the bulk allocator to kprobe"
+    if bulk_symbol() is None:
+        return (
+            f"no bulk allocator in /proc/kallsyms ({' or '.join(BULK_SYMBOLS)}): "
+            f"kernels before 5.13 have none, every page has an mm_page_alloc event"
+        )
+    return None
+
+
 def available_probes(tfs: Path) -> list[str]:
-    """The probes whose tracepoints this kernel has, in registry order."""
+    """The probes whose tracepoints (bulk: kprobes and symbol) this kernel has, in
+    registry order."""
     from cmaprof import probes
 
     return [
         p.name
         for p in probes.PROBES.values()
-        if any(tracefs.has_event(tfs, e) for e in p.tracepoints)
+        if (
+            bulk_unavailable_reason(tfs) is None
+            if p.name == "bulk"
+            else any(tracefs.has_event(tfs, e) for e in p.tracepoints)
+        )
     ]
 
 
@@ -75,6 +123,8 @@ def defines(tfs: Path, names: list[str]) -> dict[str, int | str]:
             tracefs.has_event(tfs, "page_isolation/test_pages_isolated")
         )
         out["HAVE_KPROBE_CMA_ALLOC"] = int(can_kprobe(tfs, "cma_alloc"))
+    if "bulk" in names:
+        out["BULK_HAS_LIST"] = int(bulk_has_list(bulk_symbol()))
     if "migrate" in names:
         mig = event_format(tfs, "migrate/mm_migrate_pages")
         out["HAVE_MIGRATE_START"] = int(tracefs.has_event(tfs, "migrate/mm_migrate_pages_start"))

@@ -166,7 +166,7 @@ def _choose_probes(tfs: Path, meta: dict[str, Any]) -> list[str]:
                 if p.tracepoints
                 else "kernel support missing"
             )
-            if p.name == "bulk" and hasattr(features, "bulk_unavailable_reason"):
+            if p.name == "bulk":
                 reason = features.bulk_unavailable_reason(tfs) or reason
             skipped[p.name] = reason
     meta["probes_unavailable"] = skipped
@@ -182,10 +182,11 @@ class _Session:
         self.cma = CmaCollector(bpf, cma_areas) if "cma" in names else None
         self.migrate = MigrateCollector(bpf) if "migrate" in names else None
         self.bulk: Any = None
-        if "bulk" in names:
+        symbol = features.bulk_symbol() if "bulk" in names else None
+        if symbol is not None:
             from cmaprof.collectors.bulk import BulkCollector
 
-            self.bulk = BulkCollector(bpf, features.bulk_symbol())
+            self.bulk = BulkCollector(bpf, symbol)
 
     def attach(self) -> None:
         self.page.attach()

@@ -24,7 +24,8 @@ class Probe:
     """A BPF program file and the tracepoints it cannot run without.
 
     :param name: probe name, also the stem of ``<name>.bpf.c`` and of its collector module.
-    :param tracepoints: ``system/event`` names of which at least one must exist.
+    :param tracepoints: ``system/event`` names of which at least one must exist
+        (empty: the probe has none; ``features.available_probes`` decides).
     :param options: default ``-D`` options (name -> value).
     """
 
@@ -38,8 +39,16 @@ class Probe:
         return PROBES_DIR / f"{self.name}.bpf.c"
 
 
-#: In include order: migrate adds its pages to the cma call in flight.
+#: In include order: page_alloc calls bulk's bulk_note_alloc(); migrate adds its pages
+#: to the cma call in flight.
 PROBES: dict[str, Probe] = {
+    # No tracepoint: kprobes on the bulk allocator (collectors/features.py decides).
+    "bulk": Probe(
+        name="bulk",
+        description="bulk-allocator pages per node/zone (pgalloc_* without mm_page_alloc)",
+        tracepoints=(),
+        options={"BULK_MAX_SCAN": 512, "BULK_MAX_KEYS": 256, "BULK_MAX_TASKS": 4096},
+    ),
     "page_alloc": Probe(
         name="page_alloc",
         description="pages per node/zone/order/gfp/migratetype/CMA area",

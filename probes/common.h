@@ -2,17 +2,41 @@
 /*
  * Maps and helpers shared by every cmaprof probe compiled into one BPF module:
  * the runtime config (counting window, memory-map calibration), the CMA ranges,
- * and the per-CPU drop counters.
+ * the zone pfn spans, the per-CPU drop counters, and the zone/node layout of
+ * page->flags.
  */
 #ifndef CMAPROF_COMMON_H
 #define CMAPROF_COMMON_H
 
 #include <uapi/linux/ptrace.h>
 #include <linux/mm_types.h>
+#include <linux/mmzone.h>
+#ifndef ZONES_PGSHIFT	/* older trees define the page->flags layout in mm.h only */
+#include <linux/mm.h>	/* (a large header: skipped where mmzone.h suffices) */
+#endif
 
 #include "events.h"
 
+/*
+ * Zone and node fields of page->flags (the first word of struct page on every
+ * kernel; a memdesc_flags_t wrapping it since 6.18), with the shifts of the headers
+ * we are compiled against; collectors/page_alloc.py validates them on the running
+ * kernel and switches to the pfn-span map when they are wrong.
+ */
+#ifdef ZONES_PGSHIFT_OVERRIDE
+#define CM_ZONES_PGSHIFT ZONES_PGSHIFT_OVERRIDE
+#define CM_ZONES_MASK ZONES_MASK_OVERRIDE
+#define CM_NODES_PGSHIFT NODES_PGSHIFT_OVERRIDE
+#define CM_NODES_MASK NODES_MASK_OVERRIDE
+#else
+#define CM_ZONES_PGSHIFT ZONES_PGSHIFT
+#define CM_ZONES_MASK ZONES_MASK
+#define CM_NODES_PGSHIFT NODES_PGSHIFT
+#define CM_NODES_MASK NODES_MASK
+#endif
+
 BPF_ARRAY(config, struct cmaprof_config, 1);
+BPF_ARRAY(zone_spans, struct pfn_span, MAX_ZONE_SPANS);
 BPF_ARRAY(cma_ranges, struct pfn_span, MAX_CMA_AREAS);
 BPF_PERCPU_ARRAY(drops, __u64, NR_DROPS);
 
@@ -53,6 +77,26 @@ static __always_inline __u64 page_to_pfn_cal(struct cmaprof_config *cfg, __u64 p
 	if (!page || !cfg->page_struct_size || page < cfg->vmemmap_base)
 		return (__u64)-1;
 	return (page - cfg->vmemmap_base) / cfg->page_struct_size;
+}
+
+/* Node and zone of the span holding pfn (ZONE_SOURCE_PFN_SPANS); -1 if none does. */
+static __always_inline int span_lookup(struct cmaprof_config *cfg, __u64 pfn, __u16 *node,
+				       __u8 *zone)
+{
+#pragma unroll
+	for (__u32 i = 0; i < MAX_ZONE_SPANS; i++) {
+		if (i >= cfg->nr_spans)
+			break;
+		__u32 idx = i;
+		struct pfn_span *sp = zone_spans.lookup(&idx);
+
+		if (sp && pfn >= sp->start && pfn < sp->end) {
+			*node = sp->node;
+			*zone = sp->zone;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 #endif /* CMAPROF_COMMON_H */

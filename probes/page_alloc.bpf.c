@@ -12,16 +12,17 @@
  *
  * Zone and node are read from page->flags (the first word of struct page on
  * every kernel; a memdesc_flags_t wrapping it since 6.18) with the shifts of the
- * headers we are compiled against; the collector validates them on the running
- * kernel and switches to the pfn-span map (ZONE_SOURCE_PFN_SPANS) when they are
- * wrong.
+ * headers we are compiled against (CM_ZONES_PGSHIFT etc., common.h); the collector
+ * validates them on the running kernel and switches to the pfn-span map
+ * (ZONE_SOURCE_PFN_SPANS) when they are wrong.
+ *
+ * With the bulk probe compiled in (ENABLE_BULK), every successful allocation is
+ * also shown to bulk_note_alloc() (bulk.bpf.c), which tells the bulk allocator's
+ * traced fallback pages from its untraced fast-path pages.
  *
  * Options (-D): MAX_KEYS (cube size), MAX_FAIL_KEYS, CALIB_PAIRS,
  * MAX_ZONE_SPANS, MAX_CMA_AREAS; ZONES_PGSHIFT_OVERRIDE etc. to force a layout.
  */
-#include <linux/mmzone.h>
-#include <linux/mm.h>
-
 #include "common.h"
 
 #ifndef MAX_KEYS
@@ -34,19 +35,6 @@
 #define CALIB_PAIRS 256
 #endif
 
-#ifdef ZONES_PGSHIFT_OVERRIDE
-#define CM_ZONES_PGSHIFT ZONES_PGSHIFT_OVERRIDE
-#define CM_ZONES_MASK ZONES_MASK_OVERRIDE
-#define CM_NODES_PGSHIFT NODES_PGSHIFT_OVERRIDE
-#define CM_NODES_MASK NODES_MASK_OVERRIDE
-#else
-#define CM_ZONES_PGSHIFT ZONES_PGSHIFT
-#define CM_ZONES_MASK ZONES_MASK
-#define CM_NODES_PGSHIFT NODES_PGSHIFT
-#define CM_NODES_MASK NODES_MASK
-#endif
-
-BPF_ARRAY(zone_spans, struct pfn_span, MAX_ZONE_SPANS);
 BPF_PERCPU_HASH(page_alloc, struct page_alloc_key, struct page_alloc_val, MAX_KEYS);
 BPF_PERCPU_HASH(page_alloc_fail, struct page_alloc_fail_key, struct page_alloc_val,
 		MAX_FAIL_KEYS);
@@ -136,29 +124,11 @@ int calib_tp(struct tracepoint__kmem__mm_page_alloc *args)
 	return 0;
 }
 
-static __always_inline int span_lookup(struct cmaprof_config *cfg, __u64 pfn,
-				       struct page_alloc_key *key)
-{
-#pragma unroll
-	for (__u32 i = 0; i < MAX_ZONE_SPANS; i++) {
-		if (i >= cfg->nr_spans)
-			break;
-		__u32 idx = i;
-		struct pfn_span *sp = zone_spans.lookup(&idx);
-
-		if (sp && pfn >= sp->start && pfn < sp->end) {
-			key->node = sp->node;
-			key->zone = sp->zone;
-			return 0;
-		}
-	}
-	return -1;
-}
-
 /* The aggregate: one per-CPU hash update per allocation. */
 int page_alloc_raw(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct cmaprof_config *cfg = get_config();
+	struct page_alloc_val zero_val = {};
 	struct page *page = (struct page *)ctx->args[0];
 	__u32 order = (__u32)ctx->args[1];
 	__u64 gfp = (__u64)(gfp_t)ctx->args[2];
@@ -174,21 +144,20 @@ int page_alloc_raw(struct bpf_raw_tracepoint_args *ctx)
 		fk.gfp_flags = gfp;
 		fk.order = order;
 		fk.migratetype = mt;
-		v = page_alloc_fail.lookup(&fk);
+		v = page_alloc_fail.lookup_or_try_init(&fk, &zero_val);
 		if (!v) {
-			struct page_alloc_val init = {};
-
-			page_alloc_fail.insert(&fk, &init);
-			v = page_alloc_fail.lookup(&fk);
-			if (!v) {
-				count_drop(DROP_FAIL_FULL);
-				return 0;
-			}
+			count_drop(DROP_FAIL_FULL);
+			return 0;
 		}
 		v->allocs++;
 		v->pages += 1ULL << order;
 		return 0;
 	}
+
+#if ENABLE_BULK
+	/* A page of the bulk allocator's __alloc_pages() fallback: counted here, not there. */
+	bulk_note_alloc((__u64)page, order);
+#endif
 
 	struct page_alloc_key key = {};
 	__u64 pfn = 0;
@@ -207,22 +176,16 @@ int page_alloc_raw(struct bpf_raw_tracepoint_args *ctx)
 		}
 		key.zone = (flags >> CM_ZONES_PGSHIFT) & CM_ZONES_MASK;
 		key.node = (flags >> CM_NODES_PGSHIFT) & CM_NODES_MASK;
-	} else if (span_lookup(cfg, pfn, &key)) {
+	} else if (span_lookup(cfg, pfn, &key.node, &key.zone)) {
 		count_drop(DROP_NO_SPAN);
 		return 0;
 	}
 	key.cma_area = cfg->nr_cma ? cma_lookup(cfg, pfn) : CMA_AREA_NONE;
 
-	v = page_alloc.lookup(&key);
+	v = page_alloc.lookup_or_try_init(&key, &zero_val);
 	if (!v) {
-		struct page_alloc_val init = {};
-
-		page_alloc.insert(&key, &init);
-		v = page_alloc.lookup(&key);
-		if (!v) {
-			count_drop(DROP_CUBE_FULL);
-			return 0;
-		}
+		count_drop(DROP_CUBE_FULL);
+		return 0;
 	}
 	v->allocs++;
 	v->pages += 1ULL << order;

@@ -52,10 +52,13 @@ class FakeMachine:
         return p
 
     def event(self, group: str, name: str, fields: tuple[str, ...] = ()) -> None:
-        body = "".join(f"\tfield:unsigned long {f};\toffset:8;\tsize:8;\tsigned:0;\n"
-                       for f in fields)
-        self.write(f"/sys/kernel/tracing/events/{group}/{name}/format",
-                   f"name: {name}\nID: 1\nformat:\n{body}\nprint fmt: \"\"\n")
+        body = "".join(
+            f"\tfield:unsigned long {f};\toffset:8;\tsize:8;\tsigned:0;\n" for f in fields
+        )
+        self.write(
+            f"/sys/kernel/tracing/events/{group}/{name}/format",
+            f'name: {name}\nID: 1\nformat:\n{body}\nprint fmt: ""\n',
+        )
 
     def import_bcc(self) -> types.ModuleType:
         if self.bcc_error is not None:
@@ -63,10 +66,14 @@ class FakeMachine:
         return fake_bcc()
 
     def run(self) -> dict[str, Check]:
-        checks = doctor.run_checks(self.root, euid=lambda: self.euid,
-                                   import_bcc=self.import_bcc,
-                                   release=lambda: self.release, page_size=4096,
-                                   environ={})
+        checks = doctor.run_checks(
+            self.root,
+            euid=lambda: self.euid,
+            import_bcc=self.import_bcc,
+            release=lambda: self.release,
+            page_size=4096,
+            environ={},
+        )
         assert [c.name for c in checks] == list(CHECK_NAMES)
         return {c.name: c for c in checks}
 
@@ -76,8 +83,10 @@ def common_tree(m: FakeMachine) -> None:
     m.write("/proc/sys/kernel/cap_last_cap", "40\n")
     m.write("/proc/sys/kernel/kptr_restrict", "0\n")
     m.write("/proc/cmdline", "root=/dev/vda rw\n")
-    m.write("/proc/kallsyms", "0000000000000000 T bpf_get_raw_tracepoint\n"
-                              "0000000000000000 t bpf_raw_tp_link_attach\n")
+    m.write(
+        "/proc/kallsyms",
+        "0000000000000000 T bpf_get_raw_tracepoint\n0000000000000000 t bpf_raw_tp_link_attach\n",
+    )
     m.write("/sys/kernel/btf/vmlinux", "BTF")
     m.write("/sys/kernel/security/lsm", "lockdown,capability,bpf")
     m.write("/sys/kernel/security/lockdown", "[none] integrity confidentiality\n")
@@ -92,12 +101,13 @@ def common_tree(m: FakeMachine) -> None:
 
 def debian_headers(m: FakeMachine, abi: str = "6.1.0-56", sublevel: int = 192) -> None:
     arch_tree = f"/usr/src/linux-headers-{abi}-amd64"
-    m.write(f"{arch_tree}/include/generated/utsrelease.h",
-            f'#define UTS_RELEASE "{abi}-amd64"\n')
-    m.write(f"{arch_tree}/include/generated/uapi/linux/version.h",
-            f"#define LINUX_VERSION_CODE {(6 << 16) + (1 << 8) + 255}\n"
-            f"#define KERNEL_VERSION(a,b,c) 0\n#define LINUX_VERSION_MAJOR 6\n"
-            f"#define LINUX_VERSION_PATCHLEVEL 1\n#define LINUX_VERSION_SUBLEVEL {sublevel}\n")
+    m.write(f"{arch_tree}/include/generated/utsrelease.h", f'#define UTS_RELEASE "{abi}-amd64"\n')
+    m.write(
+        f"{arch_tree}/include/generated/uapi/linux/version.h",
+        f"#define LINUX_VERSION_CODE {(6 << 16) + (1 << 8) + 255}\n"
+        f"#define KERNEL_VERSION(a,b,c) 0\n#define LINUX_VERSION_MAJOR 6\n"
+        f"#define LINUX_VERSION_PATCHLEVEL 1\n#define LINUX_VERSION_SUBLEVEL {sublevel}\n",
+    )
     m.write(f"/usr/src/linux-headers-{abi}-common/include/linux/kconfig.h", "/* */\n")
 
 
@@ -149,11 +159,22 @@ def assert_table_fits(checks: dict[str, Check]) -> str:
 def test_healthy_host(host):
     checks = host.run()
     assert statuses(checks) == {
-        "root": "ok", "bcc": "ok", "headers": "warn", "tracefs": "ok",
-        "events/kmem": "ok", "events/cma": "warn", "events/migrate": "ok",
-        "events/page_isolation": "ok", "events/compaction": "ok",
-        "cma_areas": "warn", "btf": "ok", "bpf_stats": "warn", "lockdown": "warn",
-        "kptr_restrict": "ok", "kprobes": "warn", "raw_tracepoint": "ok",
+        "root": "ok",
+        "bcc": "ok",
+        "headers": "warn",
+        "tracefs": "ok",
+        "events/kmem": "ok",
+        "events/cma": "warn",
+        "events/migrate": "ok",
+        "events/page_isolation": "ok",
+        "events/compaction": "ok",
+        "cma_areas": "warn",
+        "btf": "ok",
+        "bpf_stats": "warn",
+        "lockdown": "warn",
+        "kptr_restrict": "ok",
+        "kprobes": "warn",
+        "raw_tracepoint": "ok",
     }
     headers = checks["headers"].detail.lower()
     assert "linked fallback: debian 6.1 headers for a 6.18 kernel" in headers
@@ -172,8 +193,15 @@ def test_healthy_host(host):
 def test_required_flags(host):
     checks = host.run()
     required = {n for n, c in checks.items() if c.required}
-    assert required == {"root", "bcc", "headers", "tracefs", "events/kmem", "lockdown",
-                        "raw_tracepoint"}
+    assert required == {
+        "root",
+        "bcc",
+        "headers",
+        "tracefs",
+        "events/kmem",
+        "lockdown",
+        "raw_tracepoint",
+    }
 
 
 def test_cma_guest(guest):
@@ -194,8 +222,7 @@ def test_cma_guest(guest):
 
 
 def test_cma_finish_with_errorno(guest):
-    guest.event("cma", "cma_alloc_finish", ("name", "pfn", "page", "count", "align",
-                                            "errorno"))
+    guest.event("cma", "cma_alloc_finish", ("name", "pfn", "page", "count", "align", "errorno"))
     assert "cma_alloc_finish has errorno" in guest.run()["events/cma"].detail
 
 
@@ -336,8 +363,9 @@ def test_no_raw_tracepoints(host):
 
 
 def test_bcc_problem_is_a_failed_row(host):
-    host.bcc_error = bccload.BccProblem("BCC's Python bindings are not installed",
-                                        "apt-get install python3-bpfcc")
+    host.bcc_error = bccload.BccProblem(
+        "BCC's Python bindings are not installed", "apt-get install python3-bpfcc"
+    )
     checks = host.run()
     assert checks["bcc"].status == "fail"
     assert checks["bcc"].fix == "apt-get install python3-bpfcc"
@@ -376,9 +404,10 @@ def test_json(guest):
 
 
 def test_table_wraps_long_text():
-    checks = [Check("headers", "warn", "x" * 200 + " " + "word " * 60,
-                    "/a/very/long/path/" * 10, True),
-              Check("events/page_isolation", "fail", "short", "do it", True)]
+    checks = [
+        Check("headers", "warn", "x" * 200 + " " + "word " * 60, "/a/very/long/path/" * 10, True),
+        Check("events/page_isolation", "fail", "short", "do it", True),
+    ]
     text = doctor.table_checks(checks)
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "events/page_isolation* FAIL  short" in text

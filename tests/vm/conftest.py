@@ -48,8 +48,10 @@ def vm_reason() -> str | None:
         return "virtme-ng (vng) not installed (pip install -e '.[vm]')"
     kernel = default_test_kernel()
     if kernel is None:
-        return ("no test kernel: set CMAPROF_TEST_KERNEL or build one with "
-                "scripts/build-test-kernel.sh (none in ../shared/kernels/bzImage-*-cma)")
+        return (
+            "no test kernel: set CMAPROF_TEST_KERNEL or build one with "
+            "scripts/build-test-kernel.sh (none in ../shared/kernels/bzImage-*-cma)"
+        )
     if not kernel.is_file():
         return f"test kernel {kernel} (CMAPROF_TEST_KERNEL) does not exist"
     return None
@@ -97,8 +99,9 @@ class Guest:
         return sorted(self.logs.glob("console-*.log"))
 
 
-def boot(tmp_path_factory, name: str, vm_args: list[str], script: str,
-         timeout_s: float = GUEST_TIMEOUT_S) -> Guest:
+def boot(
+    tmp_path_factory, name: str, vm_args: list[str], script: str, timeout_s: float = GUEST_TIMEOUT_S
+) -> Guest:
     """Run ``sh -c SCRIPT sh OUT`` in a guest; OUT is the shared --out directory."""
     reason = vm_reason()
     if reason:  # module fixtures are set up before the autouse skip runs
@@ -106,15 +109,32 @@ def boot(tmp_path_factory, name: str, vm_args: list[str], script: str,
     base = tmp_path_factory.mktemp(name)
     out, logs = base / "out", base / "logs"
     out.mkdir()
-    argv = vm_cmd() + ["run", "--kernel", str(default_test_kernel()), "--out", str(out),
-                       "--log-dir", str(logs), "--timeout", str(timeout_s), *vm_args,
-                       "--", "sh", "-c", script, "sh", str(out)]
+    argv = vm_cmd() + [
+        "run",
+        "--kernel",
+        str(default_test_kernel()),
+        "--out",
+        str(out),
+        "--log-dir",
+        str(logs),
+        "--timeout",
+        str(timeout_s),
+        *vm_args,
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        str(out),
+    ]
     t0 = time.monotonic()
-    proc = subprocess.run(argv, check=False, capture_output=True, text=True,
-                          timeout=timeout_s + 120)
+    proc = subprocess.run(
+        argv, check=False, capture_output=True, text=True, timeout=timeout_s + 120
+    )
     guest = Guest(proc.returncode, proc.stdout, proc.stderr, out, logs, time.monotonic() - t0)
-    sys.stderr.write(f"\n[{name}: {guest.seconds:.1f} s, status {guest.returncode}]\n"
-                     f"{guest.stderr}")
+    sys.stderr.write(
+        f"\n[{name}: {guest.seconds:.1f} s, status {guest.returncode}]\n{guest.stderr}"
+    )
     return guest
 
 
@@ -122,8 +142,9 @@ def boot(tmp_path_factory, name: str, vm_args: list[str], script: str,
 def vm_boot(tmp_path_factory):
     """``vm_boot(name, vm_args, script) -> Guest``: see :func:`boot`."""
 
-    def _boot(name: str, vm_args: list[str], script: str,
-              timeout_s: float = GUEST_TIMEOUT_S) -> Guest:
+    def _boot(
+        name: str, vm_args: list[str], script: str, timeout_s: float = GUEST_TIMEOUT_S
+    ) -> Guest:
         return boot(tmp_path_factory, name, vm_args, script, timeout_s)
 
     return _boot
