@@ -52,12 +52,19 @@ def doctor(fmt: str) -> None:
     type=click.FloatRange(min=0.05),
     help="print a live table every SECONDS and save the series at that interval",
 )
+@click.option(
+    "--probes",
+    "probe_list",
+    metavar="NAME,...",
+    help="probes to run (page_alloc always runs); default: every probe the kernel supports",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
     output: Path,
     force: bool,
     duration: float | None,
     interval: float | None,
+    probe_list: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Record system-wide for -d SECONDS, until Ctrl-C, or while COMMAND runs.
@@ -79,6 +86,7 @@ def record(
             duration_s=duration,
             interval_s=interval,
             command=list(command),
+            probes=[p.strip() for p in probe_list.split(",") if p.strip()] if probe_list else None,
         )
     )
     click.echo(f"cmaprof: recording written to {output}", err=True)

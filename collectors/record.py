@@ -50,6 +50,7 @@ class RecordOptions:
     :param duration_s: stop after this many seconds (None: until the command ends or a signal).
     :param interval_s: series interval; when given, a live table is printed on stderr too.
     :param command: argument list run while recording (never through a shell).
+    :param probes: probes to run (page_alloc is always one); None: all this kernel supports.
     """
 
     output: Path
@@ -57,6 +58,7 @@ class RecordOptions:
     duration_s: float | None = None
     interval_s: float | None = None
     command: list[str] = field(default_factory=list)
+    probes: list[str] | None = None
     probe_options: dict[str, int] = field(default_factory=dict)
 
 
@@ -153,14 +155,17 @@ def _live_line(
     return f"[{t_s:7.1f}s] pages " + ("; ".join(cells) or "none")
 
 
-def _choose_probes(tfs: Path, meta: dict[str, Any]) -> list[str]:
-    """page_alloc always; every other probe whose kernel support is present."""
+def _choose_probes(tfs: Path, meta: dict[str, Any], wanted: list[str] | None) -> list[str]:
+    """page_alloc always; the other probes asked for, or all that the kernel supports.
+
+    :raises EnvironmentProblem: a probe asked for by name cannot run on this kernel.
+    """
     page = probes.get("page_alloc")
     tracefs.require_events(tfs, page.tracepoints, page.name)
-    names = features.available_probes(tfs)
+    available = features.available_probes(tfs)
     skipped = {}
     for p in probes.PROBES.values():
-        if p.name not in names:
+        if p.name not in available:
             reason = (
                 f"kernel lacks {' and '.join(p.tracepoints)}"
                 if p.tracepoints
@@ -169,8 +174,19 @@ def _choose_probes(tfs: Path, meta: dict[str, Any]) -> list[str]:
             if p.name == "bulk":
                 reason = features.bulk_unavailable_reason(tfs) or reason
             skipped[p.name] = reason
+    if wanted is not None:
+        for name in wanted:
+            probes.get(name)
+            if name in skipped:
+                raise EnvironmentProblem(
+                    f"probe {name} cannot run here: {skipped[name]}; leave it out of --probes"
+                )
+        chosen = [n for n in available if n in wanted or n == "page_alloc"]
+        skipped.update({n: "not asked for (--probes)" for n in available if n not in chosen})
+    else:
+        chosen = available
     meta["probes_unavailable"] = skipped
-    return names
+    return chosen
 
 
 class _Session:
@@ -213,7 +229,7 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
     _check_command(opts.command)
     tfs, mounted = tracefs.ensure_mounted()
     meta: dict[str, Any] = system_metadata()
-    names = _choose_probes(tfs, meta)
+    names = _choose_probes(tfs, meta, opts.probes)
     from cmaprof.collectors.bccload import import_bcc
 
     import_bcc()  # a clear error before any file is created
