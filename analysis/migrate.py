@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cmaprof.analysis import schema
 from cmaprof.analysis.recording import Recording
 
-COLUMNS = [
-    "reason",
-    "mode",
-    "calls",
-    "succeeded",
-    "failed",
-    "thp_succeeded",
-    "thp_failed",
-    "thp_split",
-    "mean_duration_ns",
-]
+COLUMNS = ["reason", "mode", *schema.MIGRATE_COUNTS[:6], "mean_duration_ns"]
 
 
 def df_migrate(rec: Recording) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
@@ -365,8 +366,7 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
                 wake = min(x for x in (next_tick, end_at or next_tick) if x is not None)
                 time.sleep(max(0.0, min(0.05, (wake - time.monotonic_ns()) / 1e9)))
 
-            vm_end = _snapshot(writer, "end")
-            session.page.set_enabled(False)
+            vm_end = _snapshot(writer, "end", lambda: session.page.set_enabled(False))
             t_end = time.monotonic_ns()
             if session.cma is not None:
                 session.cma.poll()
@@ -425,9 +425,14 @@ def _write_interval(
             writer.append_series("cma_alloc", calls)
 
 
-def _snapshot(writer: RecordingWriter, which: str) -> dict[str, int]:
-    """Copy the /proc snapshot files (vmstat first) and CMA counters; return vmstat."""
+def _snapshot(
+    writer: RecordingWriter, which: str, after_vmstat: Callable[[], None] | None = None
+) -> dict[str, int]:
+    """Read /proc/vmstat, run ``after_vmstat`` (so the counting window closes right
+    there), then save it with the other /proc files and the CMA counters."""
     vm_text = procfs.read_text(Path("/"), "proc/vmstat") or ""
+    if after_vmstat is not None:
+        after_vmstat()
     writer.write_text(f"proc/{which}/vmstat", vm_text)
     for rel, path in cma_counter_files().items():
         writer.copy_file(path, f"sys/{which}/{rel}")

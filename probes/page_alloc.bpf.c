@@ -62,6 +62,34 @@ static __always_inline void calib_store(struct calib_slot *s)
 	calib_pairs.update(&idx, &pair);
 }
 
+/*
+ * Both halves of one mm_page_alloc call run back to back on the same CPU; whichever
+ * comes second completes the pair (an interrupt allocating in between can mismatch
+ * a pair: the collector takes the consensus of all pairs).
+ */
+static __always_inline void calib_meet(struct calib_slot *s, int raw, __u64 page, __u64 flags,
+				       __u64 pfn, __u32 order, __u64 gfp)
+{
+	int other = raw ? s->have_pfn : s->have_page;
+
+	if (raw) {
+		s->page = page;
+		s->flags = flags;
+	} else {
+		s->pfn = pfn;
+	}
+	if (other && s->order == order && s->gfp == gfp) {
+		calib_store(s);
+		s->have_page = 0;
+		s->have_pfn = 0;
+		return;
+	}
+	s->order = order;
+	s->gfp = gfp;
+	s->have_page = raw;
+	s->have_pfn = !raw;
+}
+
 /* Calibration, raw half: the struct page * and its flags word. */
 int calib_raw(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -69,8 +97,6 @@ int calib_raw(struct bpf_raw_tracepoint_args *ctx)
 	struct calib_slot *s = calib_slot.lookup(&zero);
 	struct layout_info *l = layout.lookup(&zero);
 	__u64 page = ctx->args[0];
-	__u32 order = (__u32)ctx->args[1];
-	__u64 gfp = (__u64)(gfp_t)ctx->args[2];
 	__u64 flags = 0;
 
 	if (l && !l->page_struct_size) {
@@ -83,19 +109,7 @@ int calib_raw(struct bpf_raw_tracepoint_args *ctx)
 	if (!s || !page)
 		return 0;
 	bpf_probe_read_kernel(&flags, sizeof(flags), (void *)page);
-	if (s->have_pfn && s->order == order && s->gfp == gfp) {
-		s->page = page;
-		s->flags = flags;
-		calib_store(s);
-		s->have_pfn = 0;
-		return 0;
-	}
-	s->page = page;
-	s->flags = flags;
-	s->order = order;
-	s->gfp = gfp;
-	s->have_page = 1;
-	s->have_pfn = 0;
+	calib_meet(s, 1, page, flags, 0, (__u32)ctx->args[1], (__u64)(gfp_t)ctx->args[2]);
 	return 0;
 }
 
@@ -104,23 +118,10 @@ int calib_tp(struct tracepoint__kmem__mm_page_alloc *args)
 {
 	__u32 zero = 0;
 	struct calib_slot *s = calib_slot.lookup(&zero);
-	__u64 pfn = args->pfn;
-	__u32 order = args->order;
-	__u64 gfp = args->gfp_flags;
 
-	if (!s || pfn == (__u64)-1)
+	if (!s || args->pfn == (__u64)-1)
 		return 0;
-	if (s->have_page && s->order == order && s->gfp == gfp) {
-		s->pfn = pfn;
-		calib_store(s);
-		s->have_page = 0;
-		return 0;
-	}
-	s->pfn = pfn;
-	s->order = order;
-	s->gfp = gfp;
-	s->have_pfn = 1;
-	s->have_page = 0;
+	calib_meet(s, 0, 0, 0, args->pfn, args->order, args->gfp_flags);
 	return 0;
 }
 
