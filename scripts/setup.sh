@@ -82,7 +82,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 # kmod: BCC runs `modprobe kheaders` when kheaders is a module; busybox-static and
 # qemu-system-x86: virtme-ng guests (tests/vm); xz-utils, tar: BCC unpacks kheaders.
-PKGS=(python3-bpfcc bpfcc-tools "linux-headers-$ARCH" python3-venv qemu-system-x86 bpftrace
+PKGS=(python3-bpfcc bpfcc-tools "linux-headers-$ARCH" python3-venv qemu-system-x86 bpftrace bpftool
       linux-perf busybox-static kmod xz-utils tar)
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]; }
