@@ -9,7 +9,7 @@ PYTEST  := $(VENV)/bin/pytest
 # Checked by lint: the cmaprof package and the three trees installed under it.
 SOURCES := cmaprof probes collectors analysis
 
-.PHONY: all setup demo test unit lint clean
+.PHONY: all setup demo test unit lint fuzz clean
 
 all: test
 
@@ -23,6 +23,10 @@ demo: setup
 # CMAPROF_REQUIRE_LIVE=1 turns skips of live/vm tests into failures where they can run.
 test: setup
 	CMAPROF_REQUIRE_LIVE=1 $(PYTEST) tests -q
+
+# 10k mutated recordings (make test runs 300); about 20 minutes.
+fuzz: setup
+	CMAPROF_FUZZ_EXAMPLES=10000 $(PYTEST) tests/unit/test_fuzz_recording.py -q
 
 unit: setup
 	$(PYTEST) tests/unit -q

@@ -64,7 +64,19 @@ class Recording:
         d = self._file("formats")
         if not d.is_dir():
             return {}
-        return formats.load_format_dir(d)
+        out: dict[tuple[str, str], formats.EventFormat] = {}
+        for fmt_path in sorted(d.glob("*/*/format")):
+            system, event = fmt_path.parent.parent.name, fmt_path.parent.name
+            try:
+                text = fmt_path.read_text()
+            except OSError as exc:
+                raise BadInput(f"{fmt_path}: cannot read ({exc.strerror or exc})") from None
+            except UnicodeDecodeError:
+                raise BadInput(f"{fmt_path}: not a text file; the recording is damaged") from None
+            out[(system, event)] = formats.parse_format(
+                text, system=system, name=event, source=str(fmt_path)
+            )
+        return out
 
     @functools.cached_property
     def gfp_table(self) -> formats.FlagTable:
@@ -74,14 +86,22 @@ class Recording:
                 f"{self._file('formats/kmem/mm_page_alloc/format')}: missing; "
                 f"cannot decode GFP flags (the recording is damaged)"
             )
-        return formats.gfp_table(fmt)
+        try:
+            return formats.gfp_table(fmt)
+        except formats.FormatError as exc:
+            where = self._file("formats/kmem/mm_page_alloc/format")
+            msg = str(exc)
+            raise BadInput(msg if str(where) in msg else f"{where}: {msg}") from None
 
     @functools.cached_property
     def migratetype_names(self) -> list[str]:
         for rel in ("proc/start/pagetypeinfo", "proc/end/pagetypeinfo"):
             text = self.read_text(rel)
             if text:
-                names = formats.migratetype_names_from_pagetypeinfo(text)
+                try:
+                    names = formats.migratetype_names_from_pagetypeinfo(text)
+                except formats.FormatError as exc:
+                    raise BadInput(f"{self._file(rel)}: {exc}") from None
                 if names:
                     return names
         return []
@@ -119,10 +139,14 @@ class Recording:
             return want.empty_table()
         try:
             t = pq.read_table(path)
+            _check_schema(path, t.schema, want)
+            t = t.select(want.names)
+            t.validate(full=True)
         except (pa.ArrowException, OSError) as exc:
-            raise BadInput(f"{path}: unreadable Parquet ({exc}); the file is corrupt or truncated")
-        _check_schema(path, t.schema, want)
-        return t.select(want.names)
+            raise BadInput(
+                f"{path}: unreadable Parquet ({_one_line(exc)}); the file is corrupt or truncated"
+            ) from None
+        return t
 
     def series(self, name: str) -> pa.Table:
         """All interval parts of ``series/<name>`` concatenated (empty if none)."""
@@ -133,8 +157,11 @@ class Recording:
             return want.empty_table()
         try:
             t = ds.dataset([str(p) for p in parts], format="parquet", schema=want).to_table()
+            t.validate(full=True)
         except (pa.ArrowException, OSError) as exc:
-            raise BadInput(f"{d}: unreadable interval data ({exc})")
+            raise BadInput(
+                f"{_bad_part(parts, want, d)}: unreadable interval data ({_one_line(exc)})"
+            )
         return t
 
     # -- decoded frames ---------------------------------------------------------
@@ -150,7 +177,10 @@ class Recording:
             df["migratetype"] = pd.Categorical(
                 [mt[int(i)] if int(i) < len(mt) else f"mt{int(i)}" for i in df["migratetype_id"]]
             )
-        if "gfp_flags" in df:
+        if "gfp_flags" in df and df.empty:
+            # A recording killed before its format files were copied has no rows to decode.
+            df["gfp"] = pd.Series(dtype="object")
+        elif "gfp_flags" in df:
             table = self.gfp_table
             cache: dict[int, str] = {}
             df["gfp"] = [
@@ -203,6 +233,22 @@ class Recording:
     def df_vmstat_series(self) -> pd.DataFrame:
         """Per-interval cumulative /proc/vmstat values (long form)."""
         return self.series("vmstat").to_pandas()
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line, shortened (Arrow errors can span lines)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _bad_part(parts: list[Path], want: pa.Schema, d: Path) -> Path:
+    """The first interval part that cannot be read with the ``want`` schema, else ``d``."""
+    for p in parts:
+        try:
+            ds.dataset([str(p)], format="parquet", schema=want).to_table().validate(full=True)
+        except (pa.ArrowException, OSError):
+            return p
+    return d
 
 
 def _check_schema(path: Path, have: pa.Schema, want: pa.Schema) -> None:
@@ -261,12 +307,135 @@ def load(path: str | Path) -> Recording:
     return globals()[LOADERS[meta["format_version"]]](path, meta)
 
 
+#: Largest counter value accepted in metadata (an int64, as the tables store them).
+_MAX_COUNT = 2**63 - 1
+
+
+class _Meta:
+    """Type checks of metadata.json fields; each failure names the file and the field."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        self.mpath = path / "metadata.json"
+        self.meta = meta
+
+    def bad(self, field: str, what: str) -> BadInput:
+        value = self.meta.get(field.split(".")[0].split("[")[0])
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return BadInput(f"{self.mpath}: field {field!r} {what} (top-level value {shown})")
+
+    @staticmethod
+    def is_int(v: Any, lo: int = 0, hi: int = _MAX_COUNT) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    def opt(self, key: str) -> tuple[bool, Any]:
+        return key in self.meta, self.meta.get(key)
+
+    def string(self, key: str, required: bool = False, nullable: bool = False) -> None:
+        present, v = self.opt(key)
+        if not present:
+            if required:
+                raise BadInput(f"{self.mpath}: field {key!r} missing")
+            return
+        if v is None and nullable:
+            return
+        if not isinstance(v, str):
+            raise self.bad(key, "must be a string")
+
+    def integer(self, key: str, lo: int = 0, hi: int = _MAX_COUNT) -> None:
+        present, v = self.opt(key)
+        if present and v is not None and not self.is_int(v, lo, hi):
+            raise self.bad(key, f"must be an integer in [{lo}, {hi}] or absent")
+
+    def boolean(self, key: str) -> None:
+        present, v = self.opt(key)
+        if present and not isinstance(v, bool):
+            raise self.bad(key, "must be true or false")
+
+    def dict_of(self, key: str, check: Any, what: str, value: Any = None) -> None:
+        v = self.meta.get(key) if value is None else value
+        if v is None:
+            return
+        if not isinstance(v, dict):
+            raise self.bad(key, f"must be an object of {what}")
+        for k, item in v.items():
+            if not check(item):
+                raise self.bad(f"{key}.{k}", f"has the wrong type (want {what})")
+
+
+def _validate_v1(path: Path, meta: dict[str, Any]) -> None:
+    """Check the type of every metadata field the analysis reads (absent fields of a
+    recording killed early are fine; present ones must have the written type)."""
+    v = _Meta(path, meta)
+    v.string("kernel_release", required=True)
+    if "zone_names" not in meta:
+        raise BadInput(f"{v.mpath}: field 'zone_names' missing")
+    zn = meta["zone_names"]
+    if not isinstance(zn, dict):
+        raise v.bad("zone_names", "must be an object of zone index to zone name")
+    for k, name in zn.items():
+        if not (isinstance(k, str) and k.isascii() and k.isdigit() and int(k) < 256):
+            raise v.bad(f"zone_names.{k}", "key must be a zone index (0-255)")
+        if not isinstance(name, str):
+            raise v.bad(f"zone_names.{k}", "must be a zone name (string)")
+    if len(set(zn.values())) != len(zn):
+        raise v.bad("zone_names", "names a zone twice")
+    areas = meta.get("cma_areas")
+    if areas is not None:
+        if not isinstance(areas, list):
+            raise v.bad("cma_areas", "must be a list of CMA areas")
+        for i, a in enumerate(areas):
+            if not isinstance(a, dict) or not isinstance(a.get("name"), str):
+                raise v.bad(f"cma_areas[{i}]", "must be an object with a string 'name'")
+        if len({a["name"] for a in areas}) != len(areas):
+            raise v.bad("cma_areas", "names a CMA area twice")
+    v.integer("page_size", lo=1, hi=2**40)
+    v.integer("duration_ns")
+    v.integer("cpus", lo=0, hi=2**31)
+    cmd = meta.get("command")
+    if cmd is not None and not (isinstance(cmd, list) and all(isinstance(c, str) for c in cmd)):
+        raise v.bad("command", "must be a list of strings")
+    v.boolean("complete")
+    v.string("stop_reason")
+    v.string("label", nullable=True)
+
+    def count(x: Any) -> bool:
+        return _Meta.is_int(x)
+
+    dropped = meta.get("dropped")
+    if isinstance(dropped, dict) and isinstance(dropped.get("page_alloc"), dict):
+        v.dict_of("dropped", count, "counter name to count", dropped["page_alloc"])
+    else:
+        v.dict_of("dropped", count, "counter name to count")
+    v.dict_of("lost", count, "program name to count")
+    v.dict_of(
+        "bpf_stats",
+        lambda st: isinstance(st, dict) and all(count(x) for x in st.values()),
+        "program name to an object of counts",
+    )
+    if "probes_unavailable" in meta and not isinstance(meta["probes_unavailable"], dict):
+        raise v.bad("probes_unavailable", "must be an object of probe name to reason")
+    v.dict_of("probes_unavailable", lambda x: isinstance(x, str), "probe name to reason")
+    pa_meta = meta.get("page_alloc")
+    if pa_meta is not None:
+        if not isinstance(pa_meta, dict):
+            raise v.bad("page_alloc", "must be an object")
+        for k in ("zone_source", "zone_source_reason"):
+            if pa_meta.get(k) is not None and not isinstance(pa_meta[k], str):
+                raise v.bad(f"page_alloc.{k}", "must be a string")
+    hdr = meta.get("headers")
+    if hdr is not None:
+        if not isinstance(hdr, dict):
+            raise v.bad("headers", "must be an object")
+        if "matches_running_kernel" in hdr and not isinstance(hdr["matches_running_kernel"], bool):
+            raise v.bad("headers.matches_running_kernel", "must be true or false")
+        if hdr.get("build_dir") is not None and not isinstance(hdr["build_dir"], str):
+            raise v.bad("headers.build_dir", "must be a string")
+
+
 def load_v1(path: Path, meta: dict[str, Any]) -> Recording:
-    rec = Recording(path, meta)
-    for key in ("kernel_release", "zone_names"):
-        if key not in meta:
-            raise BadInput(f"{path / 'metadata.json'}: field {key!r} missing")
-    return rec
+    _validate_v1(path, meta)
+    return Recording(path, meta)
 
 
 def load_many(paths: list[str | Path]) -> list[Recording]:

@@ -220,6 +220,9 @@ class _Session:
 def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
     """Record; return the command's exit status (0 without a command).
 
+    Stop signals are routed to a flag before anything is created, so a signal at any
+    moment ends in a finished recording (or none at all), never a killed process.
+
     :raises EnvironmentProblem: not root, no tracefs, no kmem:mm_page_alloc, BCC problems.
     :raises BadInput: output exists without --force, command not found.
     """
@@ -227,6 +230,11 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
         raise EnvironmentProblem(
             "cmaprof record needs root (BPF programs and tracefs): run it with sudo"
         )
+    with _StopFlag() as flag:
+        return _record(opts, err, flag)
+
+
+def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     _check_command(opts.command)
     tfs, mounted = tracefs.ensure_mounted()
     meta: dict[str, Any] = system_metadata()
@@ -267,136 +275,140 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
     meta["zone_names"] = {str(k): v for k, v in procfs.zone_names(zones).items()}
     meta["cma_areas"] = [a.as_dict() for a in cma_areas if a.end_pfn is not None]
     meta["cma_areas_without_range"] = [a.name for a in cma_areas if a.end_pfn is None]
-    writer.write_metadata(meta)
     for ev, path in tracefs.format_files(tfs).items():
         writer.copy_file(path, f"formats/{ev}/format")
+    writer.write_metadata(meta)
+    if flag.stop:
+        meta["stop_reason"] = f"signal {flag.name} during start-up"
+        meta["counting_started"] = False
+        _finish(writer, meta, None, {})
+        return 128 + int(flag.signum or 0)
 
     session: _Session | None = None
     stats_fd: int | None = None
     child: subprocess.Popen | None = None
     exit_status = 0
-    with _StopFlag() as flag:
-        try:
-            if not flag.stop:
-                bpf = probes.load(names, defines)
-                session = _Session(bpf, names, zones, cma_areas)
-            if not flag.stop and session is not None:
-                cal = session.page.calibrate()
-                meta["page_alloc"] = cal.as_metadata()
-                if cal.zone_source != "page_flags":
-                    print(f"cmaprof: warning: {cal.zone_reason}", file=err)
-                session.page.configure()
-                session.attach()
-                stats_fd = bpfmodule.enable_stats()
-            if flag.stop or session is None:
-                meta["stop_reason"] = f"signal {flag.name} during start-up"
-                meta["counting_started"] = False
-                _finish(writer, meta, session, {})
-                return 128 + int(flag.signum or 0)
+    try:
+        if not flag.stop:
+            bpf = probes.load(names, defines)
+            session = _Session(bpf, names, zones, cma_areas)
+        if not flag.stop and session is not None:
+            cal = session.page.calibrate()
+            meta["page_alloc"] = cal.as_metadata()
+            if cal.zone_source != "page_flags":
+                print(f"cmaprof: warning: {cal.zone_reason}", file=err)
+            session.page.configure()
+            session.attach()
+            stats_fd = bpfmodule.enable_stats()
+        if flag.stop or session is None:
+            meta["stop_reason"] = f"signal {flag.name} during start-up"
+            meta["counting_started"] = False
+            _finish(writer, meta, session, {})
+            return 128 + int(flag.signum or 0)
 
-            session.page.set_enabled(True)
-            t0 = time.monotonic_ns()
-            vm_start = _snapshot(writer, "start")
-            if session.cma is not None:
-                session.cma.open(t0)
+        session.page.set_enabled(True)
+        t0 = time.monotonic_ns()
+        vm_start = _snapshot(writer, "start")
+        if session.cma is not None:
+            session.cma.open(t0)
+        writer.append_series(
+            "vmstat", schema.to_table("vmstat", _vmstat_rows(0, vm_start), series=True)
+        )
+        used0 = read_cma_used()
+        if used0:
             writer.append_series(
-                "vmstat", schema.to_table("vmstat", _vmstat_rows(0, vm_start), series=True)
+                "cma_used", schema.to_table("cma_used", cma_used_rows(0, used0), series=True)
             )
-            used0 = read_cma_used()
-            if used0:
-                writer.append_series(
-                    "cma_used", schema.to_table("cma_used", cma_used_rows(0, used0), series=True)
-                )
-            meta["counting_started"] = True
-            meta["start_time"] = _now_iso()
-            writer.write_metadata(meta)
+        meta["counting_started"] = True
+        meta["start_time"] = _now_iso()
+        writer.write_metadata(meta)
 
-            if opts.command:
-                child = subprocess.Popen(opts.command)
-                flag.child = child
-                print(
-                    f"cmaprof: recording system-wide while {' '.join(opts.command)} runs "
-                    f"(pid {child.pid})",
-                    file=err,
-                )
-            else:
-                print(
-                    "cmaprof: recording system-wide"
-                    + (f" for {opts.duration_s:g} s" if opts.duration_s else "; Ctrl-C stops"),
-                    file=err,
-                )
+        if opts.command:
+            child = subprocess.Popen(opts.command)
+            flag.child = child
+            print(
+                f"cmaprof: recording system-wide while {' '.join(opts.command)} runs "
+                f"(pid {child.pid})",
+                file=err,
+            )
+        else:
+            print(
+                "cmaprof: recording system-wide"
+                + (f" for {opts.duration_s:g} s" if opts.duration_s else "; Ctrl-C stops"),
+                file=err,
+            )
 
-            interval = opts.interval_s or DEFAULT_SERIES_INTERVAL_S
-            live = opts.interval_s is not None
-            zone_names = procfs.zone_names(zones)
-            prev_cube: dict = {}
-            prev_vm = vm_start
-            prev_t = t0
-            next_tick = t0 + int(interval * 1e9)
-            end_at = t0 + int(opts.duration_s * 1e9) if opts.duration_s else None
-            stop_reason = ""
-            while True:
-                if session.cma is not None:
-                    session.cma.poll()
-                if flag.stop:
-                    stop_reason = f"signal {flag.name}"
-                    break
-                if child is not None and child.poll() is not None:
-                    stop_reason = "command exited"
-                    break
-                now = time.monotonic_ns()
-                if end_at is not None and now >= end_at:
-                    stop_reason = "duration reached"
-                    break
-                if now >= next_tick:
-                    cube = session.page.read_cube()
-                    vm = procfs.parse_vmstat(procfs.read_text(Path("/"), "proc/vmstat") or "")
-                    delta = cube_delta(cube, prev_cube)
-                    _write_interval(writer, session, delta, (prev_t - t0, now - t0), vm)
-                    if live:
-                        vm_delta = {k: v - prev_vm.get(k, 0) for k, v in vm.items()}
-                        print(
-                            _live_line(
-                                (now - t0) / 1e9, (now - prev_t) / 1e9, delta, zone_names, vm_delta
-                            ),
-                            file=err,
-                        )
-                    prev_cube, prev_vm, prev_t = cube, vm, now
-                    next_tick += int(interval * 1e9)
-                wake = min(x for x in (next_tick, end_at or next_tick) if x is not None)
-                time.sleep(max(0.0, min(0.05, (wake - time.monotonic_ns()) / 1e9)))
-
-            vm_end = _snapshot(writer, "end", lambda: session.page.set_enabled(False))
-            t_end = time.monotonic_ns()
+        interval = opts.interval_s or DEFAULT_SERIES_INTERVAL_S
+        live = opts.interval_s is not None
+        zone_names = procfs.zone_names(zones)
+        prev_cube: dict = {}
+        prev_vm = vm_start
+        prev_t = t0
+        next_tick = t0 + int(interval * 1e9)
+        end_at = t0 + int(opts.duration_s * 1e9) if opts.duration_s else None
+        stop_reason = ""
+        while True:
             if session.cma is not None:
                 session.cma.poll()
-            cube = session.page.read_cube()
-            _write_interval(
-                writer, session, cube_delta(cube, prev_cube), (prev_t - t0, t_end - t0), vm_end
-            )
+            if flag.stop:
+                stop_reason = f"signal {flag.name}"
+                break
+            if child is not None and child.poll() is not None:
+                stop_reason = "command exited"
+                break
+            now = time.monotonic_ns()
+            if end_at is not None and now >= end_at:
+                stop_reason = "duration reached"
+                break
+            if now >= next_tick:
+                cube = session.page.read_cube()
+                vm = procfs.parse_vmstat(procfs.read_text(Path("/"), "proc/vmstat") or "")
+                delta = cube_delta(cube, prev_cube)
+                _write_interval(writer, session, delta, (prev_t - t0, now - t0), vm)
+                if live:
+                    vm_delta = {k: v - prev_vm.get(k, 0) for k, v in vm.items()}
+                    print(
+                        _live_line(
+                            (now - t0) / 1e9, (now - prev_t) / 1e9, delta, zone_names, vm_delta
+                        ),
+                        file=err,
+                    )
+                prev_cube, prev_vm, prev_t = cube, vm, now
+                next_tick += int(interval * 1e9)
+            wake = min(x for x in (next_tick, end_at or next_tick) if x is not None)
+            time.sleep(max(0.0, min(0.05, (wake - time.monotonic_ns()) / 1e9)))
 
-            if child is not None:
-                if child.poll() is None:
-                    print(f"cmaprof: stopping {opts.command[0]} (pid {child.pid})", file=err)
-                    child.terminate()
-                    try:
-                        child.wait(10)
-                    except subprocess.TimeoutExpired:
-                        child.kill()
-                rc = child.wait()
-                exit_status = rc if rc >= 0 else 128 - rc
-                meta["command_exit_status"] = exit_status
-            meta["stop_reason"] = stop_reason
-            meta["duration_ns"] = t_end - t0
-            _finish(writer, meta, session, cube)
-        finally:
-            if child is not None and child.poll() is None:
-                child.kill()
-                child.wait()
-            if session is not None:
-                session.close()
-            if stats_fd is not None:
-                os.close(stats_fd)
+        vm_end = _snapshot(writer, "end", lambda: session.page.set_enabled(False))
+        t_end = time.monotonic_ns()
+        if session.cma is not None:
+            session.cma.poll()
+        cube = session.page.read_cube()
+        _write_interval(
+            writer, session, cube_delta(cube, prev_cube), (prev_t - t0, t_end - t0), vm_end
+        )
+
+        if child is not None:
+            if child.poll() is None:
+                print(f"cmaprof: stopping {opts.command[0]} (pid {child.pid})", file=err)
+                child.terminate()
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            rc = child.wait()
+            exit_status = rc if rc >= 0 else 128 - rc
+            meta["command_exit_status"] = exit_status
+        meta["stop_reason"] = stop_reason
+        meta["duration_ns"] = t_end - t0
+        _finish(writer, meta, session, cube)
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        if session is not None:
+            session.close()
+        if stats_fd is not None:
+            os.close(stats_fd)
     if flag.stop and not opts.command:
         return 0
     return exit_status
