@@ -323,6 +323,8 @@ def load_format_dir(path: str | Path) -> dict[tuple[str, str], EventFormat]:
             text = fmt_path.read_text()
         except OSError as e:
             raise FormatError(f"{fmt_path}: cannot read: {e.strerror or e}") from e
+        except UnicodeDecodeError:
+            raise FormatError(f"{fmt_path}: not a text file; the recording is damaged") from None
         out[(system, event)] = parse_format(text, system=system, name=event, source=str(fmt_path))
     return out
 

@@ -64,19 +64,7 @@ class Recording:
         d = self._file("formats")
         if not d.is_dir():
             return {}
-        out: dict[tuple[str, str], formats.EventFormat] = {}
-        for fmt_path in sorted(d.glob("*/*/format")):
-            system, event = fmt_path.parent.parent.name, fmt_path.parent.name
-            try:
-                text = fmt_path.read_text()
-            except OSError as exc:
-                raise BadInput(f"{fmt_path}: cannot read ({exc.strerror or exc})") from None
-            except UnicodeDecodeError:
-                raise BadInput(f"{fmt_path}: not a text file; the recording is damaged") from None
-            out[(system, event)] = formats.parse_format(
-                text, system=system, name=event, source=str(fmt_path)
-            )
-        return out
+        return formats.load_format_dir(d)
 
     @functools.cached_property
     def gfp_table(self) -> formats.FlagTable:
