@@ -26,12 +26,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from cmaprof import probes
 from cmaprof.analysis import schema
 from cmaprof.collectors.procfs import CmaArea, Zone, populated_spans, unambiguous_zone
 from cmaprof.errors import EnvironmentProblem
 
-PROBE = probes.get("page_alloc")
 ZONE_SOURCE_PAGE_FLAGS = 0
 ZONE_SOURCE_PFN_SPANS = 1
 KEY_FIELDS = [f for f, _ in schema.PAGE_ALLOC_KEYS]

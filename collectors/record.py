@@ -101,17 +101,17 @@ def _now_iso() -> str:
 
 
 def headers_info(release: str) -> dict[str, Any]:
-    """Which kernel headers BCC compiles against, and whether they match the kernel."""
+    """Which kernel headers BCC compiles against, judged as ``cmaprof doctor`` does."""
+    from cmaprof.collectors.doctor import check_headers
+
+    chk = check_headers(Path("/"), release, os.environ)
     build = Path(f"/lib/modules/{release}/build")
-    info: dict[str, Any] = {"kheaders": Path("/sys/kernel/kheaders.tar.xz").exists()}
-    if build.exists():
-        target = build.resolve()
-        info["build_dir"] = str(target)
-        info["matches_running_kernel"] = release in target.name or release in str(target)
-    else:
-        info["build_dir"] = None
-        info["matches_running_kernel"] = info["kheaders"]
-    return info
+    return {
+        "build_dir": str(build.resolve()) if build.exists() else None,
+        "kheaders": Path("/sys/kernel/kheaders.tar.xz").exists(),
+        "matches_running_kernel": chk.status == "ok",
+        "doctor": f"{chk.status}: {chk.detail}",
+    }
 
 
 def system_metadata() -> dict[str, Any]:
