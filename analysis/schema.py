@@ -39,6 +39,12 @@ recording start (CLOCK_MONOTONIC).
 ``series/cma_used`` (per interval, from debugfs)
     t_ns int64, area string, used_pages int64, count_pages int64.
 ``series/cma_alloc`` (the ``cma_alloc`` rows, appended per interval)
+``events/page_alloc`` (``record --events``: one row per streamed allocation; Parquet
+at ``events/page_alloc.parquet``, or Arrow IPC chunks ``events/page_alloc/chunk-*.arrow``
+while recording and after a kill; rows ordered by CPU, then time)
+    t_ns int64 (since the recording start), __cpu uint16, __tgid uint32, pfn uint64,
+    gfp_flags uint64, node uint16, zone_idx uint8, order uint8, migratetype_id uint8,
+    cma_area_idx uint8 (255: not in a CMA area).
 """
 
 from __future__ import annotations
@@ -138,6 +144,14 @@ SERIES_SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
     "cma_alloc": CMA_ALLOC,
+}
+
+#: Per-event tables (collectors/stream.py writes them, analysis/stream.py reads them).
+EVENT_SCHEMAS: dict[str, pa.Schema] = {
+    "page_alloc": pa.schema(
+        [("t_ns", pa.int64()), ("__cpu", pa.uint16()), ("__tgid", pa.uint32()), ("pfn", pa.uint64())]
+        + PAGE_ALLOC_KEYS
+    ),
 }
 
 

@@ -89,13 +89,14 @@ def bulk_unavailable_reason(tfs: Path) -> str | None:
 
 def available_probes(tfs: Path) -> list[str]:
     """The probes whose tracepoints (bulk: kprobes and symbol) this kernel has, in
-    registry order."""
+    registry order; opt-in probes (stream: ``record --events``) are never listed."""
     from cmaprof import probes
 
     return [
         p.name
         for p in probes.PROBES.values()
-        if (
+        if not p.opt_in
+        and (
             bulk_unavailable_reason(tfs) is None
             if p.name == "bulk"
             else any(tracefs.has_event(tfs, e) for e in p.tracepoints)

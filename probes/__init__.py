@@ -27,12 +27,14 @@ class Probe:
     :param tracepoints: ``system/event`` names of which at least one must exist
         (empty: the probe has none; ``features.available_probes`` decides).
     :param options: default ``-D`` options (name -> value).
+    :param opt_in: run only when asked for (``record --events``), never by default.
     """
 
     name: str
     description: str
     tracepoints: tuple[str, ...]
     options: Mapping[str, int]
+    opt_in: bool = False
 
     @property
     def path(self) -> Path:
@@ -66,6 +68,14 @@ PROBES: dict[str, Probe] = {
         description="migrate_pages() by reason and mode, with durations",
         tracepoints=("migrate/mm_migrate_pages",),
         options={"MAX_MIGRATE_KEYS": 256},
+    ),
+    # Per-event records (record --events page_alloc[:FILTER]); after page_alloc.
+    "stream": Probe(
+        name="stream",
+        description="one record per page allocation, filtered or sampled (--events)",
+        tracepoints=("kmem/mm_page_alloc",),
+        options={"STREAM_BATCH": 256, "STREAM_RINGBUF_PAGES": 4096},
+        opt_in=True,
     ),
 }
 

@@ -99,4 +99,25 @@ static __always_inline int span_lookup(struct cmaprof_config *cfg, __u64 pfn, __
 	return -1;
 }
 
+/*
+ * Node and zone of an allocated page, as page_alloc.bpf.c computes them: from
+ * page->flags, or from the pfn-span map (cfg->zone_source). 0, or the DROP_* cause.
+ */
+static __always_inline int page_node_zone(struct cmaprof_config *cfg, __u64 page, __u64 pfn,
+					  __u16 *node, __u8 *zone)
+{
+	if (cfg->zone_source == ZONE_SOURCE_PAGE_FLAGS) {
+		__u64 flags = 0;
+
+		if (bpf_probe_read_kernel(&flags, sizeof(flags), (void *)page))
+			return DROP_READ_PAGE;
+		*zone = (flags >> CM_ZONES_PGSHIFT) & CM_ZONES_MASK;
+		*node = (flags >> CM_NODES_PGSHIFT) & CM_NODES_MASK;
+		return 0;
+	}
+	if (span_lookup(cfg, pfn, node, zone))
+		return DROP_NO_SPAN;
+	return 0;
+}
+
 #endif /* CMAPROF_COMMON_H */

@@ -209,4 +209,58 @@ struct bulk_val {
 #define BULK_STAT_ENTRIES 13	/* entry programs run (counting or not) */
 #define BULK_NR_STATS 16
 
+/* ---- stream: one record per mm_page_alloc, batched per CPU (record --events) ---- */
+#ifndef STREAM_BATCH
+#define STREAM_BATCH 256	/* events per ring-buffer record */
+#endif
+
+/* 32 bytes; collectors/stream.py mirrors it as a numpy dtype and checks the size. */
+struct stream_event {
+	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 pfn;
+	__u32 gfp_flags;	/* gfp_t is an unsigned int on every kernel */
+	__u32 tgid;
+	__u16 node;
+	__u8 zone;
+	__u8 order;
+	__u8 migratetype;	/* requested */
+	__u8 cma_area;		/* CMA area index or CMA_AREA_NONE */
+	__u8 pad[2];
+};
+
+/* What the ring buffer carries: a CPU's full batch (or, at the end, its remainder). */
+struct stream_batch {
+	__u32 cpu;
+	__u32 n;		/* events used in ev[] */
+	__u64 seq;		/* per-CPU batch number: a gap is a dropped batch */
+	struct stream_event ev[STREAM_BATCH];
+};
+
+/* Which events are streamed (the --events FILTER); written by the collector. */
+struct stream_filter {
+	__u64 gfp_all;		/* bits that must all be set (0: no condition) */
+	__u64 gfp_none;		/* bits that must all be clear */
+	__u32 zone_mask;	/* bit (1 << zone index) per zone kept; 0: every zone */
+	__u32 sample;		/* keep every Nth matching event per CPU; 0 or 1: all */
+	__u8 order_min;
+	__u8 order_max;
+	__u8 cma;		/* STREAM_CMA_* */
+	__u8 pad[5];
+};
+#define STREAM_CMA_ANY 0
+#define STREAM_CMA_IN 1		/* only pages inside a CMA area */
+#define STREAM_CMA_OUT 2
+
+/* Indexes of the per-CPU `stream_stats` array (collectors/stream.py STAT_NAMES). */
+#define STREAM_EXAMINED 0	/* successful allocations while counting */
+#define STREAM_FILTERED 1	/* rejected by the filter */
+#define STREAM_SAMPLED_OUT 2	/* matched, skipped by 1/N sampling */
+#define STREAM_SELECTED 3	/* to be written: = submitted + dropped + pending */
+#define STREAM_SUBMITTED 4	/* events in batches the ring buffer accepted */
+#define STREAM_DROPPED 5	/* events in batches the ring buffer refused (full) */
+#define STREAM_BATCHES 6	/* batches accepted */
+#define STREAM_DROPPED_BATCHES 7
+#define STREAM_UNREADABLE 8	/* zone unknown (page unreadable, pfn outside spans) */
+#define STREAM_NR_STATS 16
+
 #endif /* CMAPROF_EVENTS_H */
