@@ -108,6 +108,48 @@ def report(recording: Path, fmt: str) -> None:
     click.echo(out, nl=False)
 
 
+@cli.command()
+@click.argument("sides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text")
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="significance level of the tests (two-sided)",
+)
+def compare(sides: tuple[Path, ...], fmt: str, alpha: float) -> None:
+    """Compare BASE with OTHER sides; each a recording or a directory of iterations.
+
+    \b
+    Examples:
+      cmaprof compare runs/stock runs/movable
+      cmaprof compare runs/stock runs/movable --format json
+    """
+    from cmaprof.analysis import compare as cmp
+
+    loaded = [cmp.load_side(s) for s in sides]
+    click.echo(cmp.FORMATS[fmt](loaded, alpha), nl=False)
+
+
+@cli.command()
+@click.argument("sides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="OUTDIR")
+@click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png")
+def plot(sides: tuple[Path, ...], output: Path, fmt: str) -> None:
+    """Plots of SIDES (recordings or directories of iterations) into OUTDIR.
+
+    cma_alloc() latency CDF per side, pages per zone and GFP class, CMA use over time
+    with cma_alloc() calls marked, cma_alloc() failure causes.
+    """
+    from cmaprof.analysis import compare as cmp
+    from cmaprof.analysis import plots
+
+    loaded = [cmp.load_side(s) for s in sides]
+    for path in plots.save_sides(loaded, output, fmt):
+        click.echo(f"plot: {path}")
+
+
 @cli.group()
 def probes() -> None:
     """Inspect the BPF programs."""
