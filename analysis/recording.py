@@ -99,6 +99,11 @@ class Recording:
         names = self.meta.get("zone_names") or {}
         return {int(k): str(v) for k, v in names.items()}
 
+    @property
+    def cma_placement_unknown(self) -> bool:
+        """True for an imported trace without CMA ranges (cma_area_idx 254 rows)."""
+        return (self.meta.get("imported") or {}).get("cma_placement") == "unknown"
+
     @functools.cached_property
     def cma_area_names(self) -> list[str]:
         return [str(a.get("name")) for a in self.meta.get("cma_areas") or []]
@@ -183,10 +188,12 @@ class Recording:
                 [
                     None
                     if int(i) == schema.CMA_AREA_NONE
+                    else "unknown"
+                    if int(i) == schema.CMA_AREA_UNKNOWN
                     else (names[int(i)] if int(i) < len(names) else f"cma{int(i)}")
                     for i in df["cma_area_idx"]
                 ],
-                categories=names or None,
+                categories=(names + ["unknown"]) if self.cma_placement_unknown else (names or None),
             )
         return df
 
@@ -221,6 +228,13 @@ class Recording:
     def df_vmstat_series(self) -> pd.DataFrame:
         """Per-interval cumulative /proc/vmstat values (long form)."""
         return self.series("vmstat").to_pandas()
+
+    def df_page_alloc_events(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """One row per streamed allocation (``record --events``), decoded; empty without
+        streaming. See :mod:`cmaprof.analysis.stream`."""
+        from cmaprof.analysis import stream
+
+        return stream.df_page_alloc_events(self, columns)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -411,6 +425,29 @@ def _validate_v1(path: Path, meta: dict[str, Any]) -> None:
         for k in ("zone_source", "zone_source_reason"):
             if pa_meta.get(k) is not None and not isinstance(pa_meta[k], str):
                 raise v.bad(f"page_alloc.{k}", "must be a string")
+    imp = meta.get("imported")
+    if imp is not None:
+        if not isinstance(imp, dict):
+            raise v.bad("imported", "must be an object")
+        for k in ("source", "cma_placement", "zone_source"):
+            if k in imp and not isinstance(imp[k], str):
+                raise v.bad(f"imported.{k}", "must be a string")
+        if "vmstat_window" in imp and not isinstance(imp["vmstat_window"], bool):
+            raise v.bad("imported.vmstat_window", "must be true or false")
+        if "events" in imp:
+            v.dict_of("imported.events", count, "event name to count", imp["events"] or {})
+    st = meta.get("stream")
+    if st is not None:
+        if not isinstance(st, dict):
+            raise v.bad("stream", "must be an object")
+        per_cpu = st.get("per_cpu", [])
+        if not isinstance(per_cpu, list) or not all(
+            isinstance(r, dict) and all(count(x) for x in r.values()) for r in per_cpu
+        ):
+            raise v.bad("stream.per_cpu", "must be a list of objects of counts")
+        v.dict_of("stream", count, "counter name to count", st.get("totals") or {})
+        if "balanced" in st and not isinstance(st["balanced"], bool):
+            raise v.bad("stream.balanced", "must be true or false")
     hdr = meta.get("headers")
     if hdr is not None:
         if not isinstance(hdr, dict):

@@ -8,7 +8,8 @@ recording start (CLOCK_MONOTONIC).
 
 ``page_alloc`` (final cube; one row per distinct allocation class)
     gfp_flags uint64, node uint16, zone_idx uint8, order uint8, migratetype_id uint8,
-    cma_area_idx uint8 (255: not in a CMA area), allocs uint64, pages uint64.
+    cma_area_idx uint8 (255: not in a CMA area, 254: placement unknown), allocs uint64,
+    pages uint64. Imported traces: zone_idx 255 and node 65535 when the zone is unknown.
 ``page_alloc_fail`` (allocations that returned no page)
     gfp_flags uint64, order uint8, migratetype_id uint8, allocs uint64,
     pages uint64 (pages that were asked for).
@@ -45,6 +46,14 @@ while recording and after a kill; rows ordered by CPU, then time)
     t_ns int64 (since the recording start), __cpu uint16, __tgid uint32, pfn uint64,
     gfp_flags uint64, node uint16, zone_idx uint8, order uint8, migratetype_id uint8,
     cma_area_idx uint8 (255: not in a CMA area).
+``cma_blockers`` (one row per blocking page seen during a cma_alloc(); also
+``series/cma_blockers``, appended per interval) -- see :data:`CMA_BLOCKERS`,
+:data:`BLOCKER_STAGES`, :data:`BLOCKER_CAUSES`, :data:`BLOCKER_STATES`.
+``cma_failures`` (per area, stage, cause, state: ``pages`` distinct blocking pfns,
+``events`` observations, ``calls`` distinct cma_alloc() calls) and
+``cma_blockers_origin`` (per cause, state and gfp of the allocation that placed the
+page: origin_gfp_flags uint64, null = origin unknown), both computed from
+``cma_blockers`` by :mod:`cmaprof.analysis.blockers` when the recording is written.
 """
 
 from __future__ import annotations
@@ -52,6 +61,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 CMA_AREA_NONE = 255
+#: cma_area_idx when the CMA placement is not known (an import without CMA ranges).
+CMA_AREA_UNKNOWN = 254
 
 PAGE_ALLOC_KEYS = [
     ("gfp_flags", pa.uint64()),
@@ -149,10 +160,120 @@ SERIES_SCHEMAS: dict[str, pa.Schema] = {
 #: Per-event tables (collectors/stream.py writes them, analysis/stream.py reads them).
 EVENT_SCHEMAS: dict[str, pa.Schema] = {
     "page_alloc": pa.schema(
-        [("t_ns", pa.int64()), ("__cpu", pa.uint16()), ("__tgid", pa.uint32()), ("pfn", pa.uint64())]
+        [
+            ("t_ns", pa.int64()),
+            ("__cpu", pa.uint16()),
+            ("__tgid", pa.uint32()),
+            ("pfn", pa.uint64()),
+        ]
         + PAGE_ALLOC_KEYS
     ),
 }
+
+
+# ---- blockers: pages that block cma_alloc() (probes/blockers.bpf.c) ----
+#: Where the page was seen (probes/events.h BLK_STAGE_*, same order):
+#: ``isolate`` pageblock isolation (not reachable for CMA pageblocks on 6.1),
+#: ``migrate`` failed to migrate (putback_movable_pages() inside alloc_contig_range()),
+#: ``test_isolated`` first pfn neither free nor isolated (test_pages_isolated fin_pfn).
+BLOCKER_STAGES = ("isolate", "migrate", "test_isolated")
+#: What the page is (probes/events.h BLK_CAUSE_*, same order): the stable vocabulary.
+#:   unknown            LRU page without a mapping (truncated), or unreadable
+#:   free               buddy page, or refcount 0 (per-CPU list, being freed): a race
+#:   reserved           PG_reserved (bootmem, holes)
+#:   slab               PG_slab
+#:   unmovable_kernel   referenced, no mapping, not LRU (page tables, vmalloc, ...)
+#:   movable_kernel     non-LRU movable (PAGE_MAPPING_MOVABLE: zsmalloc, balloon)
+#:   anon               anonymous (or KSM) page
+#:   file               page cache of a regular file system (fs_magic, dev kept)
+#:   bdev               block-device page cache (host inode on bdevfs) without buffers
+#:   bdev_buffer_head   block-device page cache with buffer heads (PG_private):
+#:                      sb_bread()/__getblk() metadata
+BLOCKER_CAUSES = (
+    "unknown",
+    "free",
+    "reserved",
+    "slab",
+    "unmovable_kernel",
+    "movable_kernel",
+    "anon",
+    "file",
+    "bdev",
+    "bdev_buffer_head",
+)
+#: Why it cannot move, by priority (the ``state`` column names the first bit set):
+#: writeback, pinned (refcount above page cache + private + mappings + isolation),
+#: bh_busy (a buffer head with b_count > 0: buffer_migrate_folio_norefs() refuses),
+#: locked, dirty, bh_dirty_or_locked. Bit values: probes/events.h BLK_STATE_*.
+BLOCKER_STATES = {
+    "writeback": 0x4,
+    "pinned": 0x8,
+    "bh_busy": 0x10,
+    "locked": 0x1,
+    "dirty": 0x2,
+    "bh_dirty_or_locked": 0x20,
+}
+#: No state bit set.
+BLOCKER_STATE_NONE = "none"
+CMA_BLOCKERS = pa.schema(
+    [
+        ("t_ns", pa.int64()),
+        ("area_idx", pa.uint8()),
+        ("area", pa.string()),
+        ("pfn", pa.uint64()),
+        ("head_pfn", pa.uint64()),
+        ("stage_id", pa.uint8()),
+        ("cause_id", pa.uint8()),
+        ("state_bits", pa.uint8()),
+        ("page_flags", pa.uint64()),
+        ("refcount", pa.int32()),
+        ("mapcount", pa.int32()),
+        ("extra_refs", pa.int32()),
+        ("mapping_kind", pa.uint8()),
+        ("dev", pa.uint32()),
+        ("fs_magic", pa.uint64()),
+        ("ino", pa.uint64()),
+        ("bh_count", pa.uint8()),
+        ("bh_busy", pa.uint8()),
+        ("bh_state_or", pa.uint32()),
+        ("range_start_pfn", pa.uint64()),
+        ("range_end_pfn", pa.uint64()),
+        ("cma_start_ns", pa.int64()),
+        ("cma_pages_requested", pa.uint64()),
+        ("tid", pa.uint32()),
+        ("comm", pa.string()),
+        ("origin_known", pa.bool_()),
+        ("origin_gfp", pa.uint64()),
+        ("origin_order", pa.uint8()),
+        ("origin_migratetype_id", pa.uint8()),
+        ("origin_pid", pa.uint32()),
+        ("origin_comm", pa.string()),
+        ("origin_t_ns", pa.int64()),
+    ]
+)
+SCHEMAS["cma_blockers"] = CMA_BLOCKERS
+SERIES_SCHEMAS["cma_blockers"] = CMA_BLOCKERS
+SCHEMAS["cma_failures"] = pa.schema(
+    [
+        ("area", pa.string()),
+        ("stage", pa.string()),
+        ("cause", pa.string()),
+        ("state", pa.string()),
+        ("pages", pa.uint64()),
+        ("events", pa.uint64()),
+        ("calls", pa.uint64()),
+    ]
+)
+SCHEMAS["cma_blockers_origin"] = pa.schema(
+    [
+        ("cause", pa.string()),
+        ("state", pa.string()),
+        ("origin_known", pa.bool_()),
+        ("origin_gfp_flags", pa.uint64()),
+        ("pages", pa.uint64()),
+        ("events", pa.uint64()),
+    ]
+)
 
 
 def to_table(name: str, rows: dict[str, list], series: bool = False) -> pa.Table:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from cmaprof.analysis import check, cma, migrate, page_alloc
+from cmaprof.analysis import check, cma, migrate, page_alloc, stream
 from cmaprof.analysis.recording import Recording
 
 WIDTH = 80
@@ -103,6 +103,11 @@ def table_zone_gfp(rec: Recording, top: int = 12) -> str:
 
 def table_check(rec: Recording) -> str:
     """Traced counts against kernel counters (vmstat, CMA sysfs) over the recording."""
+    if not rec.vmstat("start") or not rec.vmstat("end"):
+        return (
+            "Check against the kernel: no kernel counters\n"
+            "  (no /proc/vmstat read at the start and end of this recording)"
+        )
     df = check.df_check(rec)
     out = [
         "Check against the kernel: counters read at the start and end of the recording",
@@ -213,6 +218,15 @@ def table_footer(rec: Recording) -> str:
                 subsequent_indent="  ",
             )
         )
+    off = m.get("probes_unavailable") or {}
+    if off:
+        out.append("probes not run:")
+        for probe, why in off.items():
+            out.append(
+                textwrap.fill(
+                    f"{probe}: {why}", WIDTH, initial_indent="  ", subsequent_indent="    "
+                )
+            )
     hdr = m.get("headers") or {}
     if hdr and not hdr.get("matches_running_kernel", True):
         out.append(
@@ -224,12 +238,17 @@ def table_footer(rec: Recording) -> str:
             )
         )
     stats = {k: v for k, v in (m.get("bpf_stats") or {}).items() if v.get("run_cnt")}
-    main = stats.pop("page_alloc_raw", None)
-    if main:
-        out.append(
-            f"overhead: page_alloc_raw ran {main['run_cnt']} times, "
-            f"{main['run_time_ns'] / main['run_cnt']:.0f} ns per event (bpf_stats)"
-        )
+    for prog in ("page_alloc_raw", "stream_raw"):
+        main = stats.pop(prog, None)
+        if main and main.get("run_time_ns"):
+            out.append(
+                f"overhead: {prog} ran {main['run_cnt']} times, "
+                f"{main['run_time_ns'] / main['run_cnt']:.0f} ns per event (bpf_stats)"
+            )
+        elif main:
+            out.append(f"overhead: {prog} ran {main['run_cnt']} times (run time not measured)")
+    if "bpf_stats" not in m:
+        out.append("overhead: not measured (no bpf_stats in this recording)")
     if stats:
         total_ms = sum(v.get("run_time_ns", 0) for v in stats.values()) / 1e6
         runs = sum(v["run_cnt"] for v in stats.values())
@@ -244,6 +263,7 @@ def table_report(rec: Recording) -> str:
         table_zone_gfp(rec),
         table_cma(rec),
         table_migrate(rec),
+        stream.table_stream(rec),
         table_check(rec),
         table_footer(rec),
     ]

@@ -58,6 +58,25 @@ def doctor(fmt: str) -> None:
     metavar="NAME,...",
     help="probes to run (page_alloc always runs); default: every probe the kernel supports",
 )
+@click.option(
+    "--skip-unavailable",
+    is_flag=True,
+    help="leave out probes named in --probes that this kernel cannot run (the recording "
+    "and report say which and why) instead of failing",
+)
+@click.option(
+    "--events",
+    "events",
+    multiple=True,
+    metavar="page_alloc[:COND,...]",
+    help="also stream one row per page allocation into events/page_alloc.parquet "
+    "(BPF ring buffer, per-CPU batches; every dropped event counted). COND: "
+    "zone=NAME[|NAME] (as in /proc/zoneinfo), gfp=FLAG[|FLAG] (all bits of each set; "
+    "names as the kernel prints them, e.g. __GFP_MOVABLE), nogfp=FLAG[|FLAG] (none "
+    "set), order=N or order=N-M, cma=yes|no (page in a CMA area or not), sample=N "
+    "(keep every Nth matching event per CPU). Example: "
+    "--events page_alloc:zone=Normal,gfp=__GFP_MOVABLE,sample=10",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
     output: Path,
@@ -65,6 +84,8 @@ def record(
     duration: float | None,
     interval: float | None,
     probe_list: str | None,
+    skip_unavailable: bool,
+    events: tuple[str, ...],
     command: tuple[str, ...],
 ) -> None:
     """Record system-wide for -d SECONDS, until Ctrl-C, or while COMMAND runs.
@@ -87,6 +108,8 @@ def record(
             interval_s=interval,
             command=list(command),
             probes=[p.strip() for p in probe_list.split(",") if p.strip()] if probe_list else None,
+            skip_unavailable=skip_unavailable,
+            events=list(events),
         )
     )
     click.echo(f"cmaprof: recording written to {output}", err=True)
@@ -106,6 +129,73 @@ def report(recording: Path, fmt: str) -> None:
         rec
     )
     click.echo(out, nl=False)
+
+
+@cli.command("import")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="recording to create"
+)
+@click.option("--force", is_flag=True, help="replace an earlier recording at OUTPUT")
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "tracefs", "trace-cmd", "perf"]),
+    default="auto",
+    show_default=True,
+    help="which tool printed the text",
+)
+@click.option(
+    "--formats",
+    "formats_dir",
+    type=click.Path(path_type=Path),
+    help="copy of the traced kernel's tracefs events/ (events/<sys>/<event>/format) "
+    "[default: formats/ or events/ beside the input]",
+)
+@click.option("--zoneinfo", type=click.Path(path_type=Path), help="its /proc/zoneinfo (zones)")
+@click.option(
+    "--pagetypeinfo", type=click.Path(path_type=Path), help="its /proc/pagetypeinfo (names)"
+)
+@click.option(
+    "--cma-ranges",
+    multiple=True,
+    metavar="NAME:BASE_PFN:COUNT|DIR",
+    help="CMA areas, or a copy of debugfs cma/ (repeatable) [default: placement unknown]",
+)
+@click.option("--vmstat-start", type=click.Path(path_type=Path), help="/proc/vmstat before")
+@click.option("--vmstat-end", type=click.Path(path_type=Path), help="/proc/vmstat after")
+def import_(
+    inputs: tuple[Path, ...],
+    output: Path,
+    force: bool,
+    source: str,
+    formats_dir: Path | None,
+    zoneinfo: Path | None,
+    pagetypeinfo: Path | None,
+    cma_ranges: tuple[str, ...],
+    vmstat_start: Path | None,
+    vmstat_end: Path | None,
+) -> None:
+    """Turn captured trace text into a recording (tracefs, trace-cmd report, perf script).
+
+    \b
+      cmaprof import trace.txt --formats events/ --zoneinfo zoneinfo -o out/imp
+      cmaprof report out/imp
+    """
+    from cmaprof.collectors import importer
+
+    meta = importer.import_text(
+        list(inputs),
+        output,
+        source=source,
+        formats_dir=formats_dir,
+        zoneinfo=zoneinfo,
+        pagetypeinfo=pagetypeinfo,
+        cma_ranges=list(cma_ranges) or None,
+        vmstat_start=vmstat_start,
+        vmstat_end=vmstat_end,
+        force=force,
+    )
+    click.echo(importer.summary(meta), err=True)
 
 
 @cli.command()
@@ -186,16 +276,122 @@ def probes_dump(names: tuple[str, ...], defines: tuple[str, ...]) -> None:
     click.echo(reg.dump(list(names), opts))
 
 
-@cli.command()
-@click.argument("specs", nargs=-1, required=True, metavar="NAME[:MIB]...")
-def workload(specs: tuple[str, ...]) -> None:
-    """Run built-in workloads in order: anon[:MIB], pagecache[:MIB], bulk[:MIB]."""
+def _workload_help() -> str:
     from cmaprof import workloads
 
-    parsed = [workloads.parse_spec(s) for s in specs]
-    for wl, mib in parsed:
-        wl.run(mib)
-        click.echo(f"cmaprof workload: {wl.name} {mib} MiB done", err=True)
+    return workloads.help_text()
+
+
+@cli.command(
+    epilog="\b\n" + _workload_help(),
+    context_settings={"max_content_width": 100},
+)
+@click.argument("specs", nargs=-1, required=True, metavar="NAME[:ARGS]...")
+def workload(specs: tuple[str, ...]) -> None:
+    """Run built-in workloads in order; each keeps its state until all are done.
+
+    ARGS is the main value (anon:1024 is 1024 MiB) and/or KEY=VALUE pairs joined
+    by commas; list values are joined by '+'. State (mapped memory, a mounted file
+    system, held CMA pages) is removed in reverse order at the end.
+
+    \b
+    Examples:
+      cmaprof workload anon:1024 pagecache:256
+      cmaprof workload anon:1200,hold=1 bdev-metadata:seconds=30 cma-alloc:pages=90%
+    """
+    from cmaprof import workloads
+
+    workloads.run(
+        [workloads.parse_spec(s) for s in specs], echo=lambda s: click.echo(s, err=True)
+    )
+
+
+@cli.command()
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="experiment directory"
+)
+@click.option(
+    "--kernel",
+    "kernels",
+    multiple=True,
+    metavar="BZIMAGE",
+    help="kernel to boot (repeatable) [default: the test kernel of `cmaprof vm run`]",
+)
+@click.option(
+    "--layout",
+    "layouts",
+    multiple=True,
+    type=click.Choice(["stock", "movable"]),
+    help="CMA placement (repeatable): stock (cma=) or movable (inside ZONE_MOVABLE) "
+    "[default: stock]",
+)
+@click.option(
+    "--workload",
+    "workload_specs",
+    multiple=True,
+    required=True,
+    metavar="NAME[:ARGS]",
+    help="workload run under `cmaprof record` in each guest, in order (repeatable); "
+    "see `cmaprof workload --help`",
+)
+@click.option("--iterations", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--memory", default="2G", show_default=True, help="guest RAM")
+@click.option("--cma", "cma_size", default="256M", show_default=True, help="CMA area size")
+@click.option("--cpus", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--append", multiple=True, help="extra kernel command-line words (repeatable)")
+@click.option("--probes", "probe_list", metavar="NAME,...", help="passed to `cmaprof record`")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=1800.0,
+    show_default=True,
+    help="seconds before a guest is killed",
+)
+def experiment(
+    output: Path,
+    kernels: tuple[str, ...],
+    layouts: tuple[str, ...],
+    workload_specs: tuple[str, ...],
+    iterations: int,
+    memory: str,
+    cma_size: str,
+    cpus: int,
+    append: tuple[str, ...],
+    probe_list: str | None,
+    timeout: float,
+) -> None:
+    """Record workloads in a fresh guest per (kernel, layout) x iteration, then compare.
+
+    Every run's recording, console log, dmesg and record stderr are kept under
+    OUTPUT (layout and manifest: see cmaprof/experiment.py). Running the same
+    command again resumes: complete runs are skipped, incomplete ones rerun.
+
+    \b
+    Example:
+      cmaprof experiment -o out/exp --layout stock --layout movable --iterations 3 \\
+          --probes page_alloc,cma,migrate \\
+          --workload anon:1200,hold=1 --workload bdev-metadata:seconds=30 \\
+          --workload cma-alloc:pages=90%
+    """
+    from cmaprof import experiment as exp
+    from cmaprof import workloads
+
+    for spec in workload_specs:
+        workloads.parse_spec(spec)  # a typo fails here, not in the guest
+    ks = list(kernels) or [k for k in [exp.kernel_default()] if k]
+    params = exp.Params(
+        kernels=[str(Path(k).resolve()) for k in ks],
+        layouts=list(layouts) or ["stock"],
+        workloads=list(workload_specs),
+        iterations=iterations,
+        memory=memory,
+        cma=cma_size,
+        cpus=cpus,
+        append=list(append),
+        probes=probe_list,
+        timeout_s=timeout,
+    )
+    exp.experiment(output, params, echo=lambda s: click.echo(s, err=True))
 
 
 @cli.command()

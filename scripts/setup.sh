@@ -82,8 +82,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 # kmod: BCC runs `modprobe kheaders` when kheaders is a module; busybox-static and
 # qemu-system-x86: virtme-ng guests (tests/vm); xz-utils, tar: BCC unpacks kheaders.
+# trace-cmd: capturing text for `cmaprof import` (tests/data/traces/README.md).
 PKGS=(python3-bpfcc bpfcc-tools "linux-headers-$ARCH" python3-venv qemu-system-x86 bpftrace bpftool
-      linux-perf busybox-static kmod xz-utils tar)
+      linux-perf busybox-static kmod xz-utils tar trace-cmd)
 
 installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]; }
 
