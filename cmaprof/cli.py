@@ -301,9 +301,7 @@ def workload(specs: tuple[str, ...]) -> None:
     """
     from cmaprof import workloads
 
-    workloads.run(
-        [workloads.parse_spec(s) for s in specs], echo=lambda s: click.echo(s, err=True)
-    )
+    workloads.run([workloads.parse_spec(s) for s in specs], echo=lambda s: click.echo(s, err=True))
 
 
 @cli.command()

@@ -1,79 +1,133 @@
 """Built-in workloads: known allocations to record, bounded and cleaning up after themselves.
 
-Each workload is ``NAME[:MIB]`` on the command line (``cmaprof workload anon:1024
-pagecache:256``) and runs in the calling process, so ``cmaprof record -- cmaprof
-workload ...`` records exactly these allocations plus the rest of the system.
+A workload is named on the command line as ``NAME[:ARGS]``, where ARGS is either one
+value for the workload's main parameter (``anon:1024`` is 1024 MiB, as before) or
+``key=value`` pairs separated by commas, optionally led by that main value
+(``anon:1024,hold=1``, ``cma-alloc:pages=90%,cycles=3``). List values are joined with
+``+`` (``cma-alloc:pages=23+1000``).
+
+Each workload is a context manager: entering it does its work and leaves whatever state
+it is asked to keep (a mounted file system, mapped memory, CMA allocations); leaving it
+removes that state. :func:`run` enters the workloads of one command in order and leaves
+them in reverse, so later workloads run while the earlier ones' state is still there
+(the ``bdev-metadata`` file system stays mounted and ``anon:hold=1`` memory stays mapped
+while ``cma-alloc`` runs). Workloads run in the calling process, so ``cmaprof record --
+cmaprof workload ...`` records exactly these allocations plus the rest of the system.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
+import re
+import shutil
+import subprocess
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from cmaprof.errors import BadInput
+from cmaprof.errors import BadInput, EnvironmentProblem
 
 CHUNK = 1 << 20
+PAGE_SIZE = mmap.PAGESIZE
+#: Where the kernel's CMA debugfs, CMA sysfs and hugetlb sysfs are (tests point these
+#: at fake trees).
+DEBUGFS = Path("/sys/kernel/debug")
+SYSFS_MM = Path("/sys/kernel/mm")
 
 
-def anon(mib: int, thp: bool = False) -> int:
-    """Map ``mib`` MiB of anonymous memory, write one byte per page, unmap.
+# --------------------------------------------------------------------------- anon
+
+
+MADV_POPULATE_WRITE = 23  # include/uapi/asm-generic/mman-common.h, Linux 5.14+
+
+
+def _populate_write(m: mmap.mmap, nbytes: int) -> bool:
+    """Fault in every page of ``m`` for writing with one madvise(MADV_POPULATE_WRITE).
+
+    The same page allocations as writing a byte per page, without a page-fault
+    exception per page (minutes saved under QEMU's TCG). False when the kernel has no
+    MADV_POPULATE_WRITE (before 5.14): the caller touches the pages instead.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.c_char.from_buffer(m)
+    try:
+        rc = libc.madvise(
+            ctypes.c_void_p(ctypes.addressof(buf)), ctypes.c_size_t(nbytes), MADV_POPULATE_WRITE
+        )
+    finally:
+        del buf
+    return rc == 0
+
+
+@contextlib.contextmanager
+def anon(size: int, hold: bool = False, thp: bool = False) -> Iterator[str]:
+    """Map ``size`` MiB of anonymous memory and write one byte per 4 KiB page.
 
     With ``thp`` False the range is ``MADV_NOHUGEPAGE``, so every page is an order-0
-    ``GFP_HIGHUSER_MOVABLE`` allocation. Returns the number of pages touched.
+    ``GFP_HIGHUSER_MOVABLE`` allocation. With ``hold`` the memory stays mapped until
+    the workload is left (the later workloads of the command run with it in place);
+    without, it is unmapped at once.
     """
-    size = mib << 20
-    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    nbytes = size << 20
+    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         if not thp and hasattr(mmap, "MADV_NOHUGEPAGE"):
             m.madvise(mmap.MADV_NOHUGEPAGE)
-        step = mmap.PAGESIZE
-        for off in range(0, size, step):
-            m[off] = 1
+        if not _populate_write(m, nbytes):
+            for off in range(0, nbytes, PAGE_SIZE):
+                m[off] = 1
+        pages = nbytes // PAGE_SIZE
+        if not hold:
+            m.close()
+            yield f"{pages} pages touched and unmapped"
+        else:
+            yield f"{pages} pages touched, mapped until the end"
     finally:
         m.close()
-    return size // mmap.PAGESIZE
 
 
-def pagecache(mib: int, directory: str | None = None) -> int:
-    """Write a ``mib`` MiB file, drop it from the page cache, read it back, delete it.
+# ---------------------------------------------------------------------- pagecache
 
-    Allocates about 2 x ``mib`` MiB of page cache (written, then read again).
-    Returns the number of bytes read back.
+
+@contextlib.contextmanager
+def pagecache(size: int, dir: str | None = None, keep: bool = False) -> Iterator[str]:
+    """Write a ``size`` MiB file, drop it from the page cache, read it back.
+
+    Allocates about 2 x ``size`` MiB of page cache (written, then read again). With
+    ``keep`` the file and its cached pages stay until the workload is left; the file
+    is always deleted at the end.
     """
-    fd, path = tempfile.mkstemp(prefix="cmaprof-pagecache-", dir=directory)
+    fd, path = tempfile.mkstemp(prefix="cmaprof-pagecache-", dir=dir)
     try:
         buf = b"\x5a" * CHUNK
-        for _ in range(mib):
+        for _ in range(size):
             os.write(fd, buf)
         os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.lseek(fd, 0, os.SEEK_SET)
         total = 0
-        while True:
-            chunk = os.read(fd, CHUNK)
-            if not chunk:
-                break
+        while chunk := os.read(fd, CHUNK):
             total += len(chunk)
+        if not keep:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        yield f"{total >> 20} MiB read back" + (", kept cached until the end" if keep else "")
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        return total
     finally:
         os.close(fd)
         os.unlink(path)
 
 
-def bulk(mib: int) -> int:
-    """Make the kernel use the bulk page allocator for about ``mib`` MiB.
+# --------------------------------------------------------------------------- bulk
 
-    ``splice()`` of 64 KiB from /dev/zero into a pipe fills the pipe through
-    ``copy_splice_read()``, which takes its 16 pages with ``alloc_pages_bulk()``
-    (6.5+); kernels that refuse to splice from /dev/zero (6.1: EINVAL) get thread
-    creation instead, whose vmalloc'ed stacks come from the bulk allocator too.
-    These pages are counted in pgalloc_* without an mm_page_alloc event.
-    Returns the number of splice calls, or of threads started.
-    """
+
+def _bulk(mib: int) -> int:
     import threading
 
     chunk = 64 << 10
@@ -104,40 +158,666 @@ def bulk(mib: int) -> int:
     return threads
 
 
+@contextlib.contextmanager
+def bulk(size: int) -> Iterator[str]:
+    """Make the kernel use the bulk page allocator for about ``size`` MiB.
+
+    ``splice()`` of 64 KiB from /dev/zero into a pipe fills the pipe through
+    ``copy_splice_read()``, which takes its 16 pages with ``alloc_pages_bulk()``
+    (6.5+); kernels that refuse to splice from /dev/zero (6.1: EINVAL) get thread
+    creation instead, whose vmalloc'ed stacks come from the bulk allocator too.
+    These pages are counted in pgalloc_* without an mm_page_alloc event.
+    """
+    yield f"{_bulk(size)} splice calls or threads"
+
+
+# ------------------------------------------------------------ loop devices, ext4
+
+
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(f"workload {what} needs root (loop devices, mount)")
+
+
+def _tool(name: str, package: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        raise EnvironmentProblem(f"{name} not found (apt-get install {package})")
+    return path
+
+
+def _sh(argv: list[str], what: str) -> str:
+    """Run ``argv`` (an argument list, never a shell string); its stdout, or a clear error."""
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise EnvironmentProblem(
+            f"{what}: {' '.join(argv)} failed ({proc.returncode}): {msg[-1] if msg else ''}"
+        )
+    return proc.stdout
+
+
+@contextlib.contextmanager
+def _loop_device(image: Path) -> Iterator[str]:
+    """``losetup`` ``image``; detach at the end. Yields /dev/loopN."""
+    losetup = _tool("losetup", "mount")
+    if not Path("/dev/loop-control").exists() and not Path("/dev/loop0").exists():
+        raise EnvironmentProblem(
+            "no loop device support (/dev/loop-control missing: CONFIG_BLK_DEV_LOOP "
+            "off, or modprobe loop)"
+        )
+    dev = _sh([losetup, "--find", "--show", str(image)], "attaching a loop device").strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run([losetup, "-d", dev], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def _scratch_image(size: int, dir: str | None, prefix: str) -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    try:
+        image = base / "disk.img"
+        with open(image, "wb") as f:
+            f.truncate(size << 20)
+        yield image
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _churn(root: Path, files: int, seconds: float) -> tuple[int, int]:
+    """Create, write, fsync, rename and delete small files and directories under ``root``.
+
+    Every step dirties inode-table, bitmap, directory and journal blocks: buffer
+    heads on the block device's page cache (``__getblk()``). Returns (rounds, ops).
+    """
+    deadline = time.monotonic() + seconds
+    per_dir = 50
+    rounds = ops = 0
+    payload = b"m" * 100
+    while True:
+        rnd = root / f"r{rounds}"
+        rnd.mkdir()
+        for i in range(files):
+            d = rnd / f"d{i // per_dir}"
+            if i % per_dir == 0:
+                d.mkdir()
+            p = d / f"f{i}"
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, payload)
+                if i % 16 == 0:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if i % 3 == 0:
+                os.rename(p, d / f"g{i}")
+            ops += 1
+            if time.monotonic() > deadline:
+                break
+        rounds += 1
+        os.sync()
+        if time.monotonic() > deadline:
+            break
+        if rounds >= 2:  # keep about two rounds of files: metadata stays live
+            shutil.rmtree(root / f"r{rounds - 2}")
+    return rounds, ops
+
+
+@contextlib.contextmanager
+def bdev_metadata(
+    size: int = 256, files: int = 4000, seconds: float = 60.0, dir: str | None = None
+) -> Iterator[str]:
+    """ext4 on a loop device: metadata churn through buffer heads and the journal.
+
+    A ``size`` MiB sparse image under ``dir`` (default: $TMPDIR or /tmp) is attached to
+    a loop device, formatted ext4 with a 1 KiB block size (more groups and so more
+    metadata blocks per MiB) and mounted; then rounds of ``files`` small files are
+    created, written, renamed and deleted for at most ``seconds``. The metadata is
+    read and written through ``sb_bread()``/``__getblk()``, whose block-device page
+    cache pages are allocated ``GFP_NOFS|__GFP_MOVABLE``-style (movable, never
+    highmem). The file system stays mounted, with the last round's files, until the
+    workload is left: ext4 keeps the superblock and group descriptor buffer heads
+    referenced while mounted.
+    """
+    _need_root("bdev-metadata")
+    mkfs = _tool("mkfs.ext4", "e2fsprogs")
+    mount, umount = _tool("mount", "mount"), _tool("umount", "mount")
+    with contextlib.ExitStack() as stack:
+        image = stack.enter_context(_scratch_image(size, dir, "cmaprof-bdev-metadata-"))
+        dev = stack.enter_context(_loop_device(image))
+        _sh([mkfs, "-q", "-F", "-b", "1024", "-N", str(max(4 * files, 1024)), dev], "mkfs")
+        mnt = image.parent / "mnt"
+        mnt.mkdir()
+        _sh([mount, "-t", "ext4", dev, str(mnt)], "mounting the ext4 image")
+        stack.callback(subprocess.run, [umount, str(mnt)], capture_output=True, check=False)
+        rounds, ops = _churn(mnt, files, seconds)
+        yield f"ext4 on {dev}: {ops} file operations in {rounds} rounds, mounted until the end"
+
+
+@contextlib.contextmanager
+def bdev_read(
+    size: int = 256, device: str | None = None, dir: str | None = None, hold: bool = False
+) -> Iterator[str]:
+    """Buffered reads of a block device: ``size`` MiB of ``device`` through its page cache.
+
+    Without ``device`` a ``size`` MiB image of non-zero data under ``dir`` is attached
+    to a loop device and read. Raw block-device reads use the bdev inode's mapping
+    mask (``GFP_USER`` in 6.1: not movable). The cached pages are dropped at the end
+    (``POSIX_FADV_DONTNEED``), or kept until the workload is left with ``hold``.
+    """
+    with contextlib.ExitStack() as stack:
+        if device is None:
+            _need_root("bdev-read")
+            image = stack.enter_context(_scratch_image(size, dir, "cmaprof-bdev-read-"))
+            with open(image, "r+b") as f:
+                buf = b"\xa5" * CHUNK
+                f.writelines(buf for _ in range(size))
+            device = stack.enter_context(_loop_device(image))
+        try:
+            fd = os.open(device, os.O_RDONLY)
+        except OSError as exc:
+            raise EnvironmentProblem(f"bdev-read: cannot open {device}: {exc.strerror}") from None
+        stack.callback(os.close, fd)
+        stack.callback(os.posix_fadvise, fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        total = 0
+        while total < size << 20 and (chunk := os.read(fd, CHUNK)):
+            total += len(chunk)
+        if not hold:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        yield f"{total >> 20} MiB read from {device}" + (", cached until the end" if hold else "")
+
+
+# ---------------------------------------------------------------------- CMA debugfs
+
+
+def cma_debugfs_dir() -> Path:
+    d = DEBUGFS / "cma"
+    if not d.is_dir():
+        raise EnvironmentProblem(
+            f"no CMA debugfs at {d} (needs CONFIG_CMA_DEBUGFS, a CMA area and a mounted "
+            "debugfs: mount -t debugfs none /sys/kernel/debug)"
+        )
+    return d
+
+
+def cma_areas() -> dict[str, Path]:
+    """CMA areas by name -> debugfs directory (``cma-<idx>`` on old kernels)."""
+    root = cma_debugfs_dir()
+    out = {}
+    for d in sorted(root.iterdir()):
+        if (d / "count").exists():
+            name = d.name
+            # old kernels: cma-<idx>; the sysfs name is then the index alone
+            out[name] = d
+    if not out:
+        raise EnvironmentProblem(f"{root} holds no CMA area (boot with cma=SIZE)")
+    return out
+
+
+def _area_dir(area: str | None) -> tuple[str, Path]:
+    areas = cma_areas()
+    if area is None:
+        if len(areas) == 1:
+            return next(iter(areas.items()))
+        if "reserved" in areas:
+            return "reserved", areas["reserved"]
+        raise BadInput(f"cma-alloc: several CMA areas, name one with area=: {', '.join(areas)}")
+    if area not in areas:
+        raise BadInput(f"cma-alloc: no CMA area {area!r}; areas: {', '.join(areas)}")
+    return area, areas[area]
+
+
+def _pages(spec: str, count: int) -> int:
+    if spec.endswith("%"):
+        try:
+            pct = float(spec[:-1])
+        except ValueError:
+            raise BadInput(f"cma-alloc: pages={spec!r} is not a percentage") from None
+        if not 0 < pct <= 100:
+            raise BadInput(f"cma-alloc: pages={spec!r} must be in (0, 100]%")
+        return max(1, int(count * pct / 100))
+    try:
+        n = int(spec)
+    except ValueError:
+        raise BadInput(f"cma-alloc: pages={spec!r} is not a number of pages or N%") from None
+    if n <= 0:
+        raise BadInput(f"cma-alloc: pages={spec!r} must be positive")
+    return n
+
+
+@dataclass
+class CmaAllocResult:
+    """What the ``cma-alloc`` workload asked for and got (for summaries and tests)."""
+
+    area: str
+    calls: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    pages_held: int = 0
+    requests: list[tuple[int, bool]] = field(default_factory=list)
+
+
+def _cma_write(path: Path, pages: int) -> bool:
+    """Write ``pages`` to a debugfs ``alloc``/``free`` file; False when the kernel refused."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cma-alloc: cannot open {path}: {exc.strerror}") from None
+    try:
+        os.write(fd, f"{pages}\n".encode())
+        return True
+    except OSError:
+        return False  # -ENOMEM: cma_alloc() failed (or nothing to free)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def cma_alloc(
+    pages: list[str] | None = None,
+    area: str | None = None,
+    cycles: int = 1,
+    period: float = 0.0,
+    hold: bool = False,
+) -> Iterator[str]:
+    """``cma_alloc()`` through debugfs: write each of ``pages`` to ``<area>/alloc``.
+
+    ``pages`` are page counts or percentages of the area (``90%``: most of it), tried
+    in order, ``cycles`` times, ``period`` seconds apart; each successful allocation
+    is freed again (``<area>/free``) before the next request, or held until the
+    workload is left with ``hold``. A refused request (``cma_alloc()`` returned NULL)
+    is counted, not an error: failures are what the scenario records.
+    """
+    name, d = _area_dir(area)
+    count = int((d / "count").read_text().split()[0])
+    sizes = [_pages(p, count) for p in (pages or ["23"])]
+    res = CmaAllocResult(area=name)
+    try:
+        for cycle in range(cycles):
+            for n in sizes:
+                ok = _cma_write(d / "alloc", n)
+                res.calls += 1
+                res.requests.append((n, ok))
+                if ok:
+                    res.succeeded += 1
+                    res.pages_held += n
+                    if not hold:
+                        _cma_write(d / "free", n)
+                        res.pages_held -= n
+                else:
+                    res.failed += 1
+            if period and cycle + 1 < cycles:
+                time.sleep(period)
+        yield (
+            f"area {name}: {res.calls} calls ({'+'.join(map(str, sizes))} pages), "
+            f"{res.succeeded} succeeded, {res.failed} failed"
+        )
+    finally:
+        if res.pages_held:
+            _cma_write(d / "free", res.pages_held)
+
+
+# ------------------------------------------------------------------------ hugetlb
+
+
+@contextlib.contextmanager
+def hugetlb_cma(count: int = 1, size: str = "1G") -> Iterator[str]:
+    """Allocate ``count`` gigantic pages; on a ``hugetlb_cma=`` kernel they come from CMA.
+
+    Raises ``nr_hugepages`` of the ``size`` pool by ``count``, reads back how many
+    the kernel gave, and restores the pool at the end. Needs a kernel booted with
+    ``hugetlb_cma=SIZE`` (``cmaprof vm run --hugetlb-cma 2G``): otherwise gigantic
+    pages would come from ``alloc_contig_pages()`` outside CMA.
+    """
+    kib = {"1G": 1 << 20, "2M": 2048}.get(size.upper())
+    if kib is None:
+        raise BadInput(f"hugetlb-cma: size={size!r}: use 1G or 2M")
+    pool = SYSFS_MM / "hugepages" / f"hugepages-{kib}kB" / "nr_hugepages"
+    if not pool.exists():
+        raise EnvironmentProblem(f"no {pool} (CONFIG_HUGETLB_PAGE off, or no {size} pages)")
+    cmdline = Path("/proc/cmdline").read_text() if Path("/proc/cmdline").exists() else ""
+    has_area = (SYSFS_MM / "cma").is_dir() and any(
+        p.name.startswith("hugetlb") for p in (SYSFS_MM / "cma").iterdir()
+    )
+    if "hugetlb_cma=" not in cmdline and not has_area:
+        raise EnvironmentProblem(
+            "hugetlb-cma: the kernel was not booted with hugetlb_cma=SIZE (no hugetlb CMA "
+            "area): use cmaprof vm run --hugetlb-cma SIZE"
+        )
+    before = int(pool.read_text())
+    try:
+        pool.write_text(f"{before + count}\n")
+        got = int(pool.read_text()) - before
+        yield f"{got} of {count} {size} pages allocated, held until the end"
+    finally:
+        pool.write_text(f"{before}\n")
+
+
+# ----------------------------------------------------------------------- snapshot
+
+
+def page_owner_records(base_pfn: int, count: int) -> Iterator[str]:
+    """The kernel's page_owner records for allocated pages in [base_pfn, base_pfn+count).
+
+    ``read_page_owner()`` (mm/page_owner.c) takes the file position as the pfn to
+    start from and returns one record per read, so seeking to ``base_pfn`` reads
+    only the range. Needs ``page_owner=on``.
+    """
+    path = DEBUGFS / "page_owner"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        os.lseek(fd, base_pfn, os.SEEK_SET)
+        while True:
+            try:
+                b = os.read(fd, 1 << 16)
+            except OSError as exc:
+                raise EnvironmentProblem(
+                    f"reading {path}: {exc.strerror} (boot with page_owner=on)"
+                ) from None
+            if not b:
+                return
+            text = b.decode(errors="replace")
+            m = re.search(r"^PFN (\d+)", text, re.MULTILINE)
+            if m is None or int(m.group(1)) >= base_pfn + count:
+                return
+            yield text
+    finally:
+        os.close(fd)
+
+
+_OWNER_HEAD = re.compile(r"order (\d+), mask (0x[0-9a-f]+)\(([^)]*)\), pid (\d+)(?:, tgid \d+)?")
+_OWNER_PFN = re.compile(r"^PFN (\d+) type (\S+) Block (\d+) type (\S+) Flags (\S+)", re.MULTILINE)
+#: Stack frames that mark a page allocated for buffer heads of a block device.
+BH_FRAMES = ("grow_dev_page", "__getblk", "folio_create_buffers", "grow_buffers")
+
+
+def parse_page_owner(text: str) -> dict[str, Any] | None:
+    """One page_owner record -> pfn, order, gfp (mask and text), pid, types, buffer_head."""
+    head, pfn = _OWNER_HEAD.search(text), _OWNER_PFN.search(text)
+    if head is None or pfn is None:
+        return None
+    return {
+        "pfn": int(pfn.group(1)),
+        "order": int(head.group(1)),
+        "gfp_mask": head.group(2),
+        "gfp": head.group(3),
+        "pid": int(head.group(4)),
+        "page_type": pfn.group(2),
+        "block_type": pfn.group(4),
+        "flags": pfn.group(5),
+        "buffer_head": any(f in text for f in BH_FRAMES),
+    }
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with contextlib.suppress(OSError):
+        dst.write_bytes(src.read_bytes())
+
+
+@contextlib.contextmanager
+def snapshot(dir: str | None = None, owners: bool = True) -> Iterator[str]:
+    """Save the kernel's own counters at this point of the command, for cross-checks.
+
+    Writes ``<dir>/<n>/`` (n counts the snapshots already there) with /proc/vmstat,
+    /proc/meminfo, each CMA area's sysfs ``alloc_pages_*`` and debugfs ``used``,
+    ``count`` and ``base_pfn``, and, with ``owners`` and ``page_owner=on``,
+    ``page_owner-<area>.tsv``: one line per allocated page block of the area (pfn,
+    order, gfp mask, gfp text, pid, pageblock type, allocated for buffer heads). None of
+    it comes from cmaprof's probes. ``dir`` defaults to $CMAPROF_SNAPSHOT_DIR, else
+    ./cmaprof-snapshots.
+    """
+    root = Path(dir or os.environ.get("CMAPROF_SNAPSHOT_DIR") or "cmaprof-snapshots")
+    root.mkdir(parents=True, exist_ok=True)
+    n = len([p for p in root.iterdir() if p.name.isdigit()])
+    out = root / f"{n:02d}"
+    out.mkdir()
+    for name in ("vmstat", "meminfo", "zoneinfo", "pagetypeinfo"):
+        _copy(Path("/proc") / name, out / name)
+    notes = []
+    cma = DEBUGFS / "cma"
+    for d in sorted(cma.iterdir()) if cma.is_dir() else []:
+        for f in ("count", "used", "base_pfn", "maxchunk"):
+            _copy(d / f, out / f"cma-{d.name}-{f}")
+        sysd = SYSFS_MM / "cma" / d.name
+        for f in ("alloc_pages_success", "alloc_pages_fail"):
+            _copy(sysd / f, out / f"cma-{d.name}-{f}")
+        if owners and (DEBUGFS / "page_owner").exists():
+            try:
+                base = int((d / "base_pfn").read_text())
+                count = int((d / "count").read_text())
+                rows = [parse_page_owner(t) for t in page_owner_records(base, count)]
+            except (EnvironmentProblem, OSError, ValueError) as exc:
+                notes.append(f"page_owner {d.name}: {exc}")
+                continue
+            lines = ["pfn\torder\tgfp_mask\tgfp\tpid\tblock_type\tbuffer_head"]
+            for r in rows:
+                if r is not None:
+                    lines.append(
+                        f"{r['pfn']}\t{r['order']}\t{r['gfp_mask']}\t{r['gfp']}\t{r['pid']}"
+                        f"\t{r['block_type']}\t{int(r['buffer_head'])}"
+                    )
+            (out / f"page_owner-{d.name}.tsv").write_text("\n".join(lines) + "\n")
+    if notes:
+        (out / "notes").write_text("\n".join(notes) + "\n")
+    yield f"kernel counters saved in {out}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+# ----------------------------------------------------------------------- registry
+
+
+def _bool(v: str) -> bool:
+    if v.lower() in ("1", "yes", "true", "on", "y"):
+        return True
+    if v.lower() in ("0", "no", "false", "off", "n", ""):
+        return False
+    raise ValueError(f"{v!r} is not a boolean (1/0, yes/no)")
+
+
+def _mib(v: str) -> int:
+    n = int(v)
+    if not 1 <= n <= 1 << 20:
+        raise ValueError("must be between 1 and 1048576 MiB")
+    return n
+
+
+def _positive_int(v: str) -> int:
+    n = int(v)
+    if n <= 0:
+        raise ValueError("must be positive")
+    return n
+
+
+def _seconds(v: str) -> float:
+    x = float(v)
+    if not 0 <= x <= 24 * 3600:
+        raise ValueError("must be between 0 and 86400 seconds")
+    return x
+
+
+def _list(v: str) -> list[str]:
+    items = [s for s in v.split("+") if s]
+    if not items:
+        raise ValueError("empty list")
+    return items
+
+
 @dataclass(frozen=True)
-class Workload:
+class Param:
     name: str
-    run: Callable[[int], int]
-    default_mib: int
+    parse: Callable[[str], Any]
     help: str
 
 
-WORKLOADS = {
-    "anon": Workload("anon", anon, 512, "touch N MiB of anonymous memory (no THP)"),
-    "pagecache": Workload(
-        "pagecache",
-        pagecache,
-        256,
-        "write, drop and re-read an N MiB file (about 2N MiB of page cache)",
-    ),
-    "bulk": Workload(
-        "bulk", bulk, 64, "N MiB through the bulk page allocator (splice, else threads)"
-    ),
+@dataclass(frozen=True)
+class Workload:
+    """A workload: its factory (a context manager), main parameter and parameters."""
+
+    name: str
+    factory: Callable[..., contextlib.AbstractContextManager[str]]
+    params: tuple[Param, ...]
+    help: str
+    main: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_MIB = "size in MiB"
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload(
+            "anon",
+            anon,
+            (
+                Param("size", _mib, _MIB),
+                Param("hold", _bool, "keep it mapped until the command ends"),
+                Param("thp", _bool, "allow transparent huge pages"),
+            ),
+            "touch N MiB of anonymous memory (no THP)",
+            main="size",
+            defaults={"size": 512},
+        ),
+        Workload(
+            "pagecache",
+            pagecache,
+            (
+                Param("size", _mib, _MIB),
+                Param("dir", str, "directory of the file"),
+                Param("keep", _bool, "keep the pages cached until the command ends"),
+            ),
+            "write, drop and re-read an N MiB file (about 2N MiB of page cache)",
+            main="size",
+            defaults={"size": 256},
+        ),
+        Workload(
+            "bulk",
+            bulk,
+            (Param("size", _mib, _MIB),),
+            "N MiB through the bulk page allocator (splice, else threads)",
+            main="size",
+            defaults={"size": 64},
+        ),
+        Workload(
+            "bdev-metadata",
+            bdev_metadata,
+            (
+                Param("size", _mib, "ext4 image size in MiB (default 256)"),
+                Param("files", _positive_int, "files per round (default 4000)"),
+                Param("seconds", _seconds, "churn time bound (default 60)"),
+                Param("dir", str, "where the image goes (default $TMPDIR or /tmp)"),
+            ),
+            "ext4 on a loop device: metadata churn via buffer heads; stays mounted",
+            main="size",
+        ),
+        Workload(
+            "bdev-read",
+            bdev_read,
+            (
+                Param("size", _mib, "MiB to read (default 256)"),
+                Param("device", str, "block device to read (default: a loop image)"),
+                Param("dir", str, "where the loop image goes"),
+                Param("hold", _bool, "keep the pages cached until the command ends"),
+            ),
+            "buffered reads of a block device",
+            main="size",
+        ),
+        Workload(
+            "cma-alloc",
+            cma_alloc,
+            (
+                Param("pages", _list, "pages per request, N or N% of the area, '+'-joined"),
+                Param("area", str, "CMA area name (default: the only one, or reserved)"),
+                Param("cycles", _positive_int, "times to repeat the requests (default 1)"),
+                Param("period", _seconds, "seconds between cycles (default 0)"),
+                Param("hold", _bool, "hold successful allocations until the command ends"),
+            ),
+            "cma_alloc() through debugfs alloc/free",
+            main="pages",
+        ),
+        Workload(
+            "hugetlb-cma",
+            hugetlb_cma,
+            (
+                Param("count", _positive_int, "gigantic pages (default 1)"),
+                Param("size", str, "page size, 1G (default) or 2M"),
+            ),
+            "gigantic pages from a hugetlb_cma= area, held until the command ends",
+            main="count",
+        ),
+        Workload(
+            "snapshot",
+            snapshot,
+            (
+                Param("dir", str, "where (default $CMAPROF_SNAPSHOT_DIR)"),
+                Param("owners", _bool, "page_owner of CMA pages (default 1)"),
+            ),
+            "save vmstat, CMA sysfs/debugfs and page_owner of CMA ranges",
+            main="dir",
+        ),
+    )
 }
 
 
-def parse_spec(spec: str) -> tuple[Workload, int]:
-    """``NAME[:MIB]`` -> (workload, MiB)."""
-    name, _, arg = spec.partition(":")
+@dataclass(frozen=True)
+class Spec:
+    """A parsed ``NAME[:ARGS]``: the workload and its keyword arguments."""
+
+    workload: Workload
+    kwargs: dict[str, Any]
+    text: str
+
+    @property
+    def name(self) -> str:
+        return self.workload.name
+
+    def open(self) -> contextlib.AbstractContextManager[str]:
+        return self.workload.factory(**self.kwargs)
+
+
+def parse_spec(spec: str) -> Spec:
+    """``NAME[:VALUE][,KEY=VALUE...]`` -> :class:`Spec`; :class:`BadInput` when wrong."""
+    name, _, args = spec.partition(":")
     wl = WORKLOADS.get(name)
     if wl is None:
         raise BadInput(f"unknown workload {name!r}; known: {', '.join(sorted(WORKLOADS))}")
-    if not arg:
-        return wl, wl.default_mib
-    try:
-        mib = int(arg)
-    except ValueError:
-        raise BadInput(f"workload {spec!r}: size must be a whole number of MiB")
-    if mib <= 0 or mib > 1 << 20:
-        raise BadInput(f"workload {spec!r}: size must be between 1 and 1048576 MiB")
-    return wl, mib
+    params = {p.name: p for p in wl.params}
+    kwargs: dict[str, Any] = dict(wl.defaults)
+    for i, item in enumerate(args.split(",") if args else []):
+        key, eq, val = item.partition("=")
+        if not eq:
+            if i or wl.main is None:
+                raise BadInput(f"workload {spec!r}: {item!r} is not KEY=VALUE")
+            key, val = wl.main, item
+        p = params.get(key)
+        if p is None:
+            raise BadInput(
+                f"workload {spec!r}: unknown parameter {key!r}; {name} takes {', '.join(params)}"
+            )
+        try:
+            kwargs[key] = p.parse(val)
+        except ValueError as exc:
+            raise BadInput(f"workload {spec!r}: {key}={val!r}: {exc}") from None
+    return Spec(wl, kwargs, spec)
+
+
+def help_text() -> str:
+    """The workloads and their parameters, for ``cmaprof workload --help``."""
+    lines = []
+    for wl in WORKLOADS.values():
+        lines.append(f"{wl.name}: {wl.help}")
+        for p in wl.params:
+            lead = " (the value after ':')" if p.name == wl.main else ""
+            lines.append(f"    {p.name}: {p.help}{lead}")
+    return "\n".join(lines)
+
+
+def run(specs: list[Spec], echo: Callable[[str], None] = lambda s: None) -> None:
+    """Enter ``specs`` in order, then leave them in reverse (state lasts until the end)."""
+    with contextlib.ExitStack() as stack:
+        for spec in specs:
+            t0 = time.monotonic()
+            summary = stack.enter_context(spec.open())
+            echo(f"cmaprof workload: {spec.text}: {summary} ({time.monotonic() - t0:.1f} s)")

@@ -1,0 +1,440 @@
+"""``cmaprof experiment``: every (kernel, layout) x iteration in a fresh guest, resumable.
+
+Each run boots a new guest with ``cmaprof vm run`` and runs ``cmaprof record [--probes
+...] -- cmaprof workload SPEC...`` inside it. The output directory (``-o DIR``) is laid
+out as follows; ``experiment.json`` is the manifest::
+
+    DIR/experiment.json                 parameters, and every run with its status
+    DIR/recordings/<side>/iter-NN/      the recording of each run; each <side> is a
+                                        directory of iterations, as `cmaprof compare`,
+                                        `cmaprof plot` and analysis.load_many() take it
+    DIR/runs/<side>/iter-NN/            run.json (written last: the run is complete),
+                                        console/console-*.log (the guest's console),
+                                        dmesg.txt, record.err (record and workload
+                                        stderr), record.status, guest.out, guest.err,
+                                        snapshots/NN/ (workload `snapshot`: the kernel's
+                                        own counters, for cross-checks)
+    DIR/runs/<side>/iter-NN.failed-K/   an earlier attempt that did not complete (kept,
+                                        with its partial recording in recording/)
+    DIR/compare.txt, DIR/compare.json   `cmaprof compare` over the sides, when it exists
+    DIR/plots/                          `cmaprof plot` over the sides, when it exists
+
+``<side>`` is ``<kernel label>-<layout>``; the kernel label is the bzImage name without
+its ``bzImage-`` prefix. Re-running the same command resumes: complete runs are
+skipped, incomplete or failed ones are moved aside and run again. A different set of
+parameters for an existing DIR is refused (only ``--iterations`` may grow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cmaprof.errors import BadInput, CmaprofError
+
+MANIFEST = "experiment.json"
+MANIFEST_VERSION = 1
+LAYOUTS = {"stock": "--cma", "movable": "--cma-in-movable"}
+
+#: The script each guest runs: ``sh -c GUEST_SCRIPT sh RUN_DIR REC_DIR CMAPROF PROBES
+#: SPEC...``. Snapshots of the kernel's counters are taken by the `snapshot` workload;
+#: dmesg is saved whatever happens.
+GUEST_SCRIPT = r"""
+run=$1; rec=$2; cmaprof=$3; probes=$4; shift 4
+export CMAPROF_SNAPSHOT_DIR="$run/snapshots"
+set -- "$cmaprof" record -o "$rec" ${probes:+--probes "$probes"} -- "$cmaprof" workload "$@"
+"$@" 2>"$run/record.err"
+status=$?
+echo $status >"$run/record.status"
+dmesg >"$run/dmesg.txt" 2>&1
+exit $status
+"""
+
+
+@dataclass(frozen=True)
+class Params:
+    """What an experiment runs; stored in the manifest and compared on resume."""
+
+    kernels: list[str]
+    layouts: list[str]
+    workloads: list[str]
+    iterations: int
+    memory: str = "2G"
+    cma: str = "256M"
+    cpus: int = 2
+    append: list[str] = field(default_factory=list)
+    probes: str | None = None
+    timeout_s: float = 1800.0
+
+    def same_experiment(self, other: Params) -> list[str]:
+        """Names of the parameters that differ, apart from ``iterations``."""
+        a, b = asdict(self), asdict(other)
+        return [k for k in a if k not in ("iterations", "timeout_s") and a[k] != b[k]]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One guest boot: a kernel, a layout and an iteration (1-based)."""
+
+    kernel: str
+    label: str
+    layout: str
+    iteration: int
+
+    @property
+    def side(self) -> str:
+        return f"{self.label}-{self.layout}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.side}/iter-{self.iteration:02d}"
+
+    def rec_dir(self, root: Path) -> Path:
+        return root / "recordings" / self.side / f"iter-{self.iteration:02d}"
+
+    def run_dir(self, root: Path) -> Path:
+        return root / "runs" / self.side / f"iter-{self.iteration:02d}"
+
+
+def kernel_labels(kernels: list[str]) -> list[str]:
+    """File-system-safe, distinct labels: ``bzImage-6.1.192-cma`` -> ``6.1.192-cma``."""
+    labels: list[str] = []
+    for k in kernels:
+        base = re.sub(r"^(bzImage|vmlinuz)-", "", Path(k).name) or "kernel"
+        base = re.sub(r"[^A-Za-z0-9._+-]", "_", base)
+        label, n = base, 2
+        while label in labels:
+            label, n = f"{base}.{n}", n + 1
+        labels.append(label)
+    return labels
+
+
+def plan(p: Params) -> list[Run]:
+    """Every (kernel, layout) x iteration, iterations outermost (interleaved, so a drift
+    of the host over time hits every side alike)."""
+    if not p.kernels:
+        raise BadInput("experiment: no kernel (give --kernel, or build a test kernel)")
+    if not p.layouts:
+        raise BadInput("experiment: no layout")
+    for lay in p.layouts:
+        if lay not in LAYOUTS:
+            raise BadInput(f"experiment: unknown layout {lay!r}; known: {', '.join(LAYOUTS)}")
+    if len(set(p.layouts)) != len(p.layouts) or len(set(p.kernels)) != len(p.kernels):
+        raise BadInput("experiment: a kernel or layout is given twice")
+    if p.iterations < 1:
+        raise BadInput("experiment: --iterations must be at least 1")
+    if not p.workloads:
+        raise BadInput("experiment: give at least one --workload NAME[:ARGS]")
+    labels = kernel_labels(p.kernels)
+    return [
+        Run(k, lab, lay, i)
+        for i in range(1, p.iterations + 1)
+        for k, lab in zip(p.kernels, labels)
+        for lay in p.layouts
+    ]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (temporary name, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with _open_w(tmp) as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _open_w(path: Path) -> Any:
+    """Open ``path`` for writing without following a planted symlink."""
+    if path.is_symlink():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    return os.fdopen(fd, "w")
+
+
+def run_complete(root: Path, run: Run) -> bool:
+    """A run is complete when its run.json says ok and its recording has metadata."""
+    try:
+        info = json.loads((run.run_dir(root) / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return info.get("status") == "ok" and (run.rec_dir(root) / "metadata.json").is_file()
+
+
+def set_aside(root: Path, run: Run) -> Path | None:
+    """Move what an incomplete attempt left to ``iter-NN.failed-K``; its path, or None."""
+    rdir, rec = run.run_dir(root), run.rec_dir(root)
+    if not rdir.exists() and not rec.exists():
+        return None
+    k = 1
+    while (dest := rdir.with_name(f"{rdir.name}.failed-{k}")).exists():
+        k += 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if rdir.exists():
+        rdir.rename(dest)
+    else:
+        dest.mkdir()
+    if rec.exists():
+        rec.rename(dest / "recording")
+    return dest
+
+
+def load_or_create(root: Path, p: Params) -> dict[str, Any]:
+    """The manifest of ``root``: created for ``p``, or checked against ``p`` on resume."""
+    path = root / MANIFEST
+    if path.exists():
+        try:
+            man = json.loads(path.read_text())
+            old = Params(**man["params"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"{path}: not an experiment manifest ({exc})") from None
+        diff = old.same_experiment(p)
+        if diff:
+            raise BadInput(
+                f"{root} holds an experiment with other {', '.join(diff)}: resume it with "
+                "the same parameters, or use another -o"
+            )
+        man["params"] = asdict(p)
+        return man
+    if root.exists() and any(root.iterdir()):
+        raise BadInput(f"{root} exists and is not an experiment directory: use another -o")
+    root.mkdir(parents=True, exist_ok=True)
+    return {"version": MANIFEST_VERSION, "params": asdict(p), "runs": {}}
+
+
+@dataclass
+class Outcome:
+    """What one guest run gave."""
+
+    status: str  # ok | failed
+    reason: str
+    seconds: float
+    vm_status: int | None = None
+    record_status: int | None = None
+
+
+def cmaprof_argv() -> list[str]:
+    """The cmaprof command, the same path on the host and in the guest (shared root)."""
+    script = Path(sys.executable).with_name("cmaprof")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cmaprof"]
+
+
+def vm_argv(root: Path, p: Params, run: Run) -> list[str]:
+    """The ``cmaprof vm run`` command line of ``run``."""
+    rdir, rec = run.run_dir(root), run.rec_dir(root)
+    cmaprof = cmaprof_argv()
+    argv = cmaprof + [
+        "vm",
+        "run",
+        "--kernel",
+        run.kernel,
+        "--memory",
+        p.memory,
+        "--cpus",
+        str(p.cpus),
+        LAYOUTS[run.layout],
+        p.cma,
+        "--out",
+        str(root.resolve()),
+        "--log-dir",
+        str(rdir.resolve() / "console"),
+        "--timeout",
+        str(p.timeout_s),
+    ]
+    for word in p.append:
+        argv += ["--append", word]
+    # the guest runs the cmaprof of this host (its root is ours, read-only)
+    guest_cmaprof = cmaprof[0] if len(cmaprof) == 1 else "cmaprof"
+    return argv + [
+        "--",
+        "sh",
+        "-c",
+        GUEST_SCRIPT,
+        "sh",
+        str(rdir.resolve()),
+        str(rec.resolve()),
+        guest_cmaprof,
+        p.probes or "",
+        *p.workloads,
+    ]
+
+
+def guest_run(root: Path, p: Params, run: Run) -> Outcome:
+    """Boot one guest for ``run``; what came of it."""
+    rdir, rec = run.run_dir(root), run.rec_dir(root)
+    rdir.mkdir(parents=True)
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    argv = vm_argv(root, p, run)
+    (rdir / "argv.json").write_text(json.dumps(argv, indent=1) + "\n")
+    t0 = time.monotonic()
+    with open(rdir / "guest.out", "wb") as out, open(rdir / "guest.err", "wb") as err:
+        try:
+            proc = subprocess.run(argv, stdout=out, stderr=err, check=False)
+        except OSError as exc:
+            return Outcome("failed", f"cannot start cmaprof vm run: {exc}", 0.0)
+    secs = time.monotonic() - t0
+    try:
+        rstatus: int | None = int((rdir / "record.status").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        rstatus = None
+    if proc.returncode != 0:
+        tail = (rdir / "guest.err").read_text(errors="replace").strip().splitlines()[-3:]
+        return Outcome(
+            "failed",
+            f"cmaprof vm run exited {proc.returncode}: {' / '.join(tail)}",
+            secs,
+            proc.returncode,
+            rstatus,
+        )
+    if not (rec / "metadata.json").is_file():
+        return Outcome("failed", "no recording written", secs, proc.returncode, rstatus)
+    return Outcome("ok", "", secs, proc.returncode, rstatus)
+
+
+def _fmt_s(s: float) -> str:
+    return f"{int(s) // 60}m{int(s) % 60:02d}s"
+
+
+def execute(
+    root: Path,
+    p: Params,
+    runner: Callable[[Path, Params, Run], Outcome] | None = None,
+    echo: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Run what is not complete yet in ``root``; the manifest, also written to disk.
+
+    Progress (run n of N, time taken, estimate of the rest) goes to ``echo``;
+    ``runner`` boots one guest (default :func:`guest_run`).
+    """
+    runner = runner or guest_run
+    runs = plan(p)
+    man = load_or_create(root, p)
+    todo = [r for r in runs if not run_complete(root, r)]
+    done = len(runs) - len(todo)
+    if done:
+        echo(f"cmaprof experiment: resuming {root}: {done} of {len(runs)} runs complete")
+    for r in runs:
+        if run_complete(root, r):
+            man["runs"].setdefault(r.name, {})["status"] = "ok"
+    _write_json(root / MANIFEST, man)
+    took: list[float] = []
+    for n, r in enumerate(todo, 1):
+        moved = set_aside(root, r)
+        if moved:
+            echo(f"cmaprof experiment: earlier attempt of {r.name} kept in {moved}")
+        entry = man["runs"].setdefault(r.name, {})
+        entry.update(
+            {
+                "kernel": r.kernel,
+                "layout": r.layout,
+                "iteration": r.iteration,
+                "recording": str(r.rec_dir(root).relative_to(root)),
+                "run_dir": str(r.run_dir(root).relative_to(root)),
+                "status": "running",
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+        entry["attempts"] = entry.get("attempts", 0) + 1
+        _write_json(root / MANIFEST, man)
+        eta = ""
+        if took:
+            eta = f", about {_fmt_s(sum(took) / len(took) * (len(todo) - n + 1))} left"
+        echo(f"cmaprof experiment: [{done + n}/{len(runs)}] {r.name}: booting{eta}")
+        out = runner(root, p, r)
+        took.append(out.seconds)
+        entry.update(
+            {
+                "status": out.status,
+                "reason": out.reason,
+                "seconds": round(out.seconds, 1),
+                "vm_status": out.vm_status,
+                "record_status": out.record_status,
+            }
+        )
+        if r.run_dir(root).is_dir():
+            _write_json(r.run_dir(root) / "run.json", entry)
+        _write_json(root / MANIFEST, man)
+        echo(
+            f"cmaprof experiment: [{done + n}/{len(runs)}] {r.name}: {out.status} in "
+            f"{_fmt_s(out.seconds)}" + (f" ({out.reason})" if out.reason else "")
+        )
+    return man
+
+
+def cli_has(command: str) -> bool:
+    """Whether this cmaprof has the top-level command ``command``."""
+    from cmaprof.cli import cli
+
+    return command in getattr(cli, "commands", {})
+
+
+def summarise(
+    root: Path, p: Params, echo: Callable[[str], None] = lambda s: None
+) -> dict[str, str]:
+    """Run ``cmaprof compare`` and ``cmaprof plot`` over the sides, if they exist.
+
+    Returns what was done for each (written file, or why not), also kept in the
+    manifest under ``summary``.
+    """
+    sides = list(dict.fromkeys(r.side for r in plan(p)))
+    dirs = [str(root / "recordings" / s) for s in sides]
+    result: dict[str, str] = {}
+    cmd = cmaprof_argv()
+    if len(dirs) < 2:
+        result["compare"] = "one side only: nothing to compare"
+    elif not cli_has("compare"):
+        result["compare"] = "cmaprof compare does not exist in this cmaprof yet"
+    else:
+        for fmt, name in (("text", "compare.txt"), ("json", "compare.json")):
+            proc = subprocess.run(
+                cmd + ["compare", *dirs, "--format", fmt], capture_output=True, check=False
+            )
+            if proc.returncode == 0:
+                (root / name).write_bytes(proc.stdout)
+                result[f"compare_{fmt}"] = name
+            else:
+                result[f"compare_{fmt}"] = "failed: " + proc.stderr.decode(errors="replace")[-300:]
+    if not cli_has("plot"):
+        result["plot"] = "cmaprof plot does not exist in this cmaprof yet"
+    else:
+        proc = subprocess.run(
+            cmd + ["plot", *dirs, "-o", str(root / "plots")], capture_output=True, check=False
+        )
+        result["plot"] = (
+            "plots"
+            if proc.returncode == 0
+            else "failed: " + proc.stderr.decode(errors="replace")[-300:]
+        )
+    for k, v in result.items():
+        echo(f"cmaprof experiment: {k}: {v}")
+    man = json.loads((root / MANIFEST).read_text())
+    man["summary"] = result
+    _write_json(root / MANIFEST, man)
+    return result
+
+
+def experiment(root: Path, p: Params, echo: Callable[[str], None] = lambda s: None) -> None:
+    """Run, resume and summarise an experiment; :class:`CmaprofError` if a run failed."""
+    man = execute(root, p, echo=echo)
+    failed = [k for k, v in man["runs"].items() if v.get("status") != "ok"]
+    summarise(root, p, echo=echo)
+    if failed:
+        raise CmaprofError(
+            f"{len(failed)} run(s) failed: {', '.join(failed)}; see {root}/runs/*/*/guest.err; "
+            "run the same command again to retry them"
+        )
+
+
+def kernel_default() -> str | None:
+    from cmaprof.vm import default_test_kernel
+
+    k = default_test_kernel()
+    return str(k) if k else None
