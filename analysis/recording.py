@@ -236,6 +236,13 @@ class Recording:
 
         return stream.df_page_alloc_events(self, columns)
 
+    def df_page_alloc_events(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """One row per streamed allocation (``record --events``), decoded; empty without
+        streaming. See :mod:`cmaprof.analysis.stream`."""
+        from cmaprof.analysis import stream
+
+        return stream.df_page_alloc_events(self, columns)
+
 
 def _one_line(exc: BaseException) -> str:
     """An exception's text on one line, shortened (Arrow errors can span lines)."""
@@ -436,6 +443,18 @@ def _validate_v1(path: Path, meta: dict[str, Any]) -> None:
             raise v.bad("imported.vmstat_window", "must be true or false")
         if "events" in imp:
             v.dict_of("imported.events", count, "event name to count", imp["events"] or {})
+    st = meta.get("stream")
+    if st is not None:
+        if not isinstance(st, dict):
+            raise v.bad("stream", "must be an object")
+        per_cpu = st.get("per_cpu", [])
+        if not isinstance(per_cpu, list) or not all(
+            isinstance(r, dict) and all(count(x) for x in r.values()) for r in per_cpu
+        ):
+            raise v.bad("stream.per_cpu", "must be a list of objects of counts")
+        v.dict_of("stream", count, "counter name to count", st.get("totals") or {})
+        if "balanced" in st and not isinstance(st["balanced"], bool):
+            raise v.bad("stream.balanced", "must be true or false")
     st = meta.get("stream")
     if st is not None:
         if not isinstance(st, dict):

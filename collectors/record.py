@@ -61,6 +61,8 @@ class RecordOptions:
     command: list[str] = field(default_factory=list)
     probes: list[str] | None = None
     probe_options: dict[str, int] = field(default_factory=dict)
+    #: ``--events`` specs (collectors/stream.py syntax): per-event streams to record.
+    events: list[str] = field(default_factory=list)
 
 
 class _StopFlag:
@@ -166,7 +168,7 @@ def _choose_probes(tfs: Path, meta: dict[str, Any], wanted: list[str] | None) ->
     available = features.available_probes(tfs)
     skipped = {}
     for p in probes.PROBES.values():
-        if p.name not in available:
+        if p.name not in available and not p.opt_in:
             reason = (
                 f"kernel lacks {' and '.join(p.tracepoints)}"
                 if p.tracepoints
@@ -190,6 +192,28 @@ def _choose_probes(tfs: Path, meta: dict[str, Any], wanted: list[str] | None) ->
     return chosen
 
 
+def _stream_request(events: list[str], tfs: Path) -> tuple[Any, Any]:
+    """Parse and resolve ``--events`` against this kernel's zones and GFP names, before
+    any file is created; (None, None) without ``--events``.
+
+    :raises BadInput: bad syntax, unknown zone or flag, more than one stream.
+    """
+    if not events:
+        return None, None
+    from cmaprof.analysis import formats
+    from cmaprof.collectors import stream
+
+    if len(events) > 1:
+        raise BadInput(f"--events given {len(events)} times; one stream per recording (page_alloc)")
+    spec = stream.parse_events(events[0])
+    zones = procfs.parse_zoneinfo(
+        procfs.read_text(Path("/"), "proc/zoneinfo") or "", "/proc/zoneinfo"
+    )
+    fmt = features.event_format(tfs, "kmem/mm_page_alloc")
+    entries = formats.gfp_table(fmt).entries if fmt is not None else ()
+    return spec, stream.resolve_filter(spec, procfs.zone_names(zones), entries)
+
+
 class _Session:
     """The collectors of one recording around one compiled BPF module."""
 
@@ -204,13 +228,18 @@ class _Session:
             from cmaprof.collectors.bulk import BulkCollector
 
             self.bulk = BulkCollector(bpf, symbol)
+        self.stream: Any = None  # StreamCollector, set by _record with --events
 
     def attach(self) -> None:
         self.page.attach()
+        if self.stream is not None:
+            self.stream.attach()
         if self.bulk is not None:
             self.bulk.attach()
 
     def close(self) -> None:
+        if self.stream is not None:
+            self.stream.detach()
         self.page.close()
         if self.bulk is not None:
             self.bulk.detach()
@@ -239,6 +268,9 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     tfs, mounted = tracefs.ensure_mounted()
     meta: dict[str, Any] = system_metadata()
     names = _choose_probes(tfs, meta, opts.probes)
+    stream_spec, stream_filter = _stream_request(opts.events, tfs)
+    if stream_spec is not None:
+        names = [n for n in probes.PROBES if n in names or n == "stream"]
     from cmaprof.collectors.bccload import import_bcc
 
     import_bcc()  # a clear error before any file is created
@@ -292,6 +324,12 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
         if not flag.stop:
             bpf = probes.load(names, defines)
             session = _Session(bpf, names, zones, cma_areas)
+            if stream_spec is not None and stream_filter is not None:
+                from cmaprof.collectors.stream import StreamCollector
+
+                batch = defines.get("STREAM_BATCH") or probes.get("stream").options["STREAM_BATCH"]
+                session.stream = StreamCollector(bpf, writer, stream_spec, int(batch))
+                session.stream.configure(stream_filter)
         if not flag.stop and session is not None:
             cal = session.page.calibrate()
             meta["page_alloc"] = cal.as_metadata()
@@ -311,6 +349,8 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
         vm_start = _snapshot(writer, "start")
         if session.cma is not None:
             session.cma.open(t0)
+        if session.stream is not None:
+            session.stream.open(t0)
         writer.append_series(
             "vmstat", schema.to_table("vmstat", _vmstat_rows(0, vm_start), series=True)
         )
@@ -350,6 +390,8 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
         while True:
             if session.cma is not None:
                 session.cma.poll()
+            if session.stream is not None:
+                session.stream.poll()
             if flag.stop:
                 stop_reason = f"signal {flag.name}"
                 break
@@ -380,6 +422,8 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
 
         vm_end = _snapshot(writer, "end", lambda: session.page.set_enabled(False))
         t_end = time.monotonic_ns()
+        if session.stream is not None:
+            meta["stream"] = session.stream.finish()
         if session.cma is not None:
             session.cma.poll()
         cube = session.page.read_cube()

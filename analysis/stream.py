@@ -1,0 +1,225 @@
+"""Per-event tables of ``record --events``: loading, decoding, accounting, report text.
+
+Contract (see :mod:`cmaprof.analysis.schema` ``EVENT_SCHEMAS``): a finished recording
+holds ``events/page_alloc.parquet``; a recording killed while streaming holds the
+Arrow IPC chunks ``events/page_alloc/chunk-NNNNNN.arrow`` written so far (each one
+complete: written under a temporary name and renamed). The Parquet file wins when
+both exist (a kill between writing it and removing the chunks).
+
+Decoded frames carry the stored columns plus ``zone``, ``migratetype``, ``gfp`` and
+``cma_area`` as categoricals (one decode per distinct value, not per row), named from
+the recording's own format files and /proc copies, as the cube is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cmaprof.analysis import schema
+from cmaprof.errors import BadInput
+
+if TYPE_CHECKING:
+    from cmaprof.analysis.recording import Recording
+
+EVENTS_DIR = "events"
+
+
+def event_files(path: Path, name: str = "page_alloc") -> tuple[Path | None, list[Path]]:
+    """The Parquet file (or None) and the IPC chunks of stream ``name``."""
+    parquet = path / EVENTS_DIR / f"{name}.parquet"
+    d = path / EVENTS_DIR / name
+    chunks = sorted(d.glob("chunk-*.arrow")) if d.is_dir() else []
+    return (parquet if parquet.exists() else None), chunks
+
+
+def has_events(path: Path, name: str = "page_alloc") -> bool:
+    parquet, chunks = event_files(path, name)
+    return parquet is not None or bool(chunks)
+
+
+def read_chunk(path: Path, want: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+    """One IPC chunk, checked against the schema.
+
+    :raises BadInput: truncated or not an Arrow IPC file of this schema.
+    """
+    try:
+        with pa.memory_map(str(path)) as src:
+            t = pa.ipc.open_file(src).read_all()
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInput(
+            f"{path}: unreadable Arrow IPC chunk ({' '.join(str(exc).split())[:160]}); "
+            f"the file is truncated or corrupt (remove it to read the others)"
+        ) from None
+    if t.schema != want:
+        raise BadInput(f"{path}: columns {t.schema.names} are not the {want.names} of this format")
+    return t.select(columns) if columns else t
+
+
+def events_table(
+    rec: Recording, name: str = "page_alloc", columns: list[str] | None = None
+) -> pa.Table:
+    """The raw per-event table of stream ``name`` (empty when the recording has none)."""
+    want = schema.EVENT_SCHEMAS[name]
+    cols = columns or want.names
+    parquet, chunks = event_files(rec.path, name)
+    if parquet is not None:
+        try:
+            f = pq.ParquetFile(parquet)
+            have = f.schema_arrow
+            for fld in want:
+                if have.get_field_index(fld.name) < 0 or have.field(fld.name).type != fld.type:
+                    raise BadInput(
+                        f"{parquet}: column {fld.name!r} missing or not {fld.type}; "
+                        f"not a cmaprof event table of this format version"
+                    )
+            return f.read(columns=cols)
+        except (pa.ArrowException, OSError) as exc:
+            raise BadInput(
+                f"{parquet}: unreadable Parquet ({' '.join(str(exc).split())[:160]}); "
+                f"the file is corrupt or truncated"
+            ) from None
+    if not chunks:
+        return want.empty_table().select(cols)
+    return pa.concat_tables([read_chunk(c, want, cols) for c in chunks])
+
+
+def _categorical(codes_src: np.ndarray, labels: dict[int, str | None]) -> pd.Categorical:
+    """Categorical from integer values and a value -> label map (None: missing)."""
+    values = np.unique(codes_src)
+    names = [labels.get(int(v)) for v in values]
+    cats = list(dict.fromkeys(n for n in names if n is not None))
+    lut = np.full(int(values.max()) + 1 if len(values) else 1, -1, dtype=np.int32)
+    for v, n in zip(values, names):
+        lut[int(v)] = cats.index(n) if n is not None else -1
+    return pd.Categorical.from_codes(lut[codes_src.astype(np.int64)], categories=cats)
+
+
+def decode(rec: Recording, t: pa.Table) -> pd.DataFrame:
+    """Typed frame of an event table with zone, migratetype, gfp, cma_area added."""
+    df = t.to_pandas()
+    if "zone_idx" in df:
+        zn = rec.zone_names
+        z = df["zone_idx"].to_numpy()
+        df["zone"] = _categorical(
+            z, {int(v): zn.get(int(v), f"zone{int(v)}") for v in np.unique(z)}
+        )
+    if "migratetype_id" in df:
+        mt = rec.migratetype_names
+        m = df["migratetype_id"].to_numpy()
+        df["migratetype"] = _categorical(
+            m, {int(v): mt[int(v)] if int(v) < len(mt) else f"mt{int(v)}" for v in np.unique(m)}
+        )
+    if "gfp_flags" in df:
+        g = df["gfp_flags"].to_numpy()
+        uniq, inverse = np.unique(g, return_inverse=True)
+        labels = [rec.gfp_table.decode(int(v)) for v in uniq] if len(uniq) else []
+        cats = list(dict.fromkeys(labels))
+        lut = np.array([cats.index(lbl) for lbl in labels], dtype=np.int32)
+        df["gfp"] = pd.Categorical.from_codes(
+            lut[inverse] if len(uniq) else np.empty(0, np.int32), categories=cats
+        )
+    if "cma_area_idx" in df:
+        names = rec.cma_area_names
+        c = df["cma_area_idx"].to_numpy()
+        df["cma_area"] = _categorical(
+            c,
+            {
+                int(v): None
+                if int(v) == schema.CMA_AREA_NONE
+                else (names[int(v)] if int(v) < len(names) else f"cma{int(v)}")
+                for v in np.unique(c)
+            },
+        )
+    return df
+
+
+def df_page_alloc_events(rec: Recording, columns: list[str] | None = None) -> pd.DataFrame:
+    """One row per streamed allocation, decoded (``t_ns`` since the recording start)."""
+    return decode(rec, events_table(rec, "page_alloc", columns))
+
+
+def df_stream_accounting(rec: Recording) -> pd.DataFrame:
+    """Per CPU: examined, filtered, sampled_out, unreadable, selected, written, dropped
+    (``record --events``; empty when the recording streamed nothing)."""
+    st = rec.meta.get("stream") or {}
+    rows = st.get("per_cpu") or []
+    cols = ["cpu", "examined", "filtered", "sampled_out", "unreadable", "selected"]
+    cols += ["written", "dropped"]
+    return pd.DataFrame([{c: r.get(c, 0) for c in cols} for r in rows], columns=cols)
+
+
+def df_events_by_zone(rec: Recording) -> pd.DataFrame:
+    """Streamed events and pages per node and zone (computed in Arrow, not per row)."""
+    t = events_table(rec, "page_alloc", ["node", "zone_idx", "order"])
+    if t.num_rows == 0:
+        return pd.DataFrame(columns=["node", "zone", "events", "pages"])
+    pages = pc.shift_left(pa.scalar(1, pa.uint64()), pc.cast(t.column("order"), pa.uint64()))
+    t = t.append_column("pages", pages)
+    g = t.group_by(["node", "zone_idx"]).aggregate([("pages", "count"), ("pages", "sum")])
+    df = g.to_pandas().rename(columns={"pages_count": "events", "pages_sum": "pages"})
+    zn = rec.zone_names
+    df["zone"] = [zn.get(int(i), f"zone{int(i)}") for i in df["zone_idx"]]
+    return df.sort_values(["node", "zone_idx"])[["node", "zone", "events", "pages"]]
+
+
+def table_stream(rec: Recording) -> str:
+    """Report section: what was streamed and whether every event is accounted for."""
+    st = rec.meta.get("stream")
+    chunks_only = event_files(rec.path)[0] is None and has_events(rec.path)
+    if not st and not has_events(rec.path):
+        return ""
+    out = []
+    if st:
+        tot = st.get("totals") or {}
+        out.append(f"Streamed events: {st.get('spec', 'page_alloc')}")
+        out.append(
+            f"{'cpu':>4} {'examined':>11} {'filtered':>10} {'sampled':>10} {'selected':>11} "
+            f"{'written':>11} {'dropped':>9}"
+        )
+        acc = df_stream_accounting(rec)
+        rows = list(acc.itertuples(index=False)) + (
+            [("all",) + tuple(tot.get(c, 0) for c in acc.columns[1:])] if len(acc) > 1 else []
+        )
+        for r in rows:
+            d = dict(zip(acc.columns, r))
+            out.append(
+                f"{d['cpu']!s:>4} {d['examined']:>11} {d['filtered'] + d['unreadable']:>10} "
+                f"{d['sampled_out']:>10} {d['selected']:>11} {d['written']:>11} {d['dropped']:>9}"
+            )
+        ok = st.get("balanced")
+        out.append(
+            "selected = written + dropped on every CPU"
+            if ok
+            else "WARNING: selected != written + dropped (events unaccounted for)"
+        )
+    else:
+        out.append("Streamed events: page_alloc (recording killed: accounting not written)")
+    if chunks_only:
+        chunks = event_files(rec.path)[1]
+        out.append(f"events in {len(chunks)} Arrow IPC chunks (not converted: recording killed)")
+    by_zone = df_events_by_zone(rec)
+    for r in by_zone.itertuples(index=False):
+        out.append(
+            f"  node {r.node} {r.zone!s:<8} {int(r.events):>11} events {int(r.pages):>11} pages"
+        )
+    return "\n".join(out)
+
+
+def stream_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    """Totals for the JSON report's ``recording`` row (empty without streaming)."""
+    st = meta.get("stream") or {}
+    tot = st.get("totals") or {}
+    if not tot:
+        return {}
+    return {
+        "stream_selected": tot.get("selected"),
+        "stream_written": tot.get("written"),
+        "stream_dropped": tot.get("dropped"),
+    }
