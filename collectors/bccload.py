@@ -113,6 +113,11 @@ def import_bcc() -> ModuleType:
             f"BCC's Python bindings were found but libbcc could not be loaded ({exc})",
             "apt-get install --reinstall libbpfcc python3-bpfcc",
         ) from exc
+    if getattr(bcc, "__file__", None) is None and not hasattr(bcc, "BPF"):
+        # A directory without __init__.py imports as a namespace package: what a
+        # half-removed python3-bpfcc (or an empty directory mounted over it) leaves.
+        sys.modules.pop("bcc", None)
+        raise _explain_missing(ImportError(f"{_module_file(bcc)} has no __init__.py"))
     if not hasattr(bcc, "BPF"):
         raise BccProblem(
             f"the module `bcc` imported from {_module_file(bcc)} is not BCC (it has no "

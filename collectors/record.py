@@ -52,6 +52,9 @@ class RecordOptions:
     :param interval_s: series interval; when given, a live table is printed on stderr too.
     :param command: argument list run while recording (never through a shell).
     :param probes: probes to run (page_alloc is always one); None: all this kernel supports.
+    :param skip_unavailable: a probe named in ``probes`` that this kernel cannot run is
+        left out (its reason kept in the metadata and shown by ``report``) instead of
+        being an error.
     """
 
     output: Path
@@ -61,6 +64,7 @@ class RecordOptions:
     command: list[str] = field(default_factory=list)
     probes: list[str] | None = None
     probe_options: dict[str, int] = field(default_factory=dict)
+    skip_unavailable: bool = False
     #: ``--events`` specs (collectors/stream.py syntax): per-event streams to record.
     events: list[str] = field(default_factory=list)
 
@@ -158,10 +162,13 @@ def _live_line(
     return f"[{t_s:7.1f}s] pages " + ("; ".join(cells) or "none")
 
 
-def _choose_probes(tfs: Path, meta: dict[str, Any], wanted: list[str] | None) -> list[str]:
+def _choose_probes(
+    tfs: Path, meta: dict[str, Any], wanted: list[str] | None, skip_unavailable: bool = False
+) -> list[str]:
     """page_alloc always; the other probes asked for, or all that the kernel supports.
 
-    :raises EnvironmentProblem: a probe asked for by name cannot run on this kernel.
+    :raises EnvironmentProblem: a probe asked for by name cannot run on this kernel
+        (unless ``skip_unavailable``: then it is left out, its reason kept).
     """
     page = probes.get("page_alloc")
     tracefs.require_events(tfs, page.tracepoints, page.name)
@@ -176,13 +183,16 @@ def _choose_probes(tfs: Path, meta: dict[str, Any], wanted: list[str] | None) ->
             )
             if p.name == "bulk":
                 reason = features.bulk_unavailable_reason(tfs) or reason
+            if p.name == "blockers":
+                reason = features.blockers_unavailable_reason(tfs) or reason
             skipped[p.name] = reason
     if wanted is not None:
         for name in wanted:
             probes.get(name)
-            if name in skipped:
+            if name in skipped and not skip_unavailable:
                 raise EnvironmentProblem(
-                    f"probe {name} cannot run here: {skipped[name]}; leave it out of --probes"
+                    f"probe {name} cannot run here: {skipped[name]}; leave it out of "
+                    f"--probes, or add --skip-unavailable to record without it"
                 )
         chosen = [n for n in available if n in wanted or n == "page_alloc"]
         skipped.update({n: "not asked for (--probes)" for n in available if n not in chosen})
@@ -222,6 +232,11 @@ class _Session:
         self.page = PageAllocCollector(bpf, zones, cma_areas)
         self.cma = CmaCollector(bpf, cma_areas) if "cma" in names else None
         self.migrate = MigrateCollector(bpf) if "migrate" in names else None
+        self.blockers: Any = None
+        if "blockers" in names:
+            from cmaprof.collectors.blockers import BlockersCollector
+
+            self.blockers = BlockersCollector(bpf, cma_areas)
         self.bulk: Any = None
         symbol = features.bulk_symbol() if "bulk" in names else None
         if symbol is not None:
@@ -266,8 +281,15 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
 def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     _check_command(opts.command)
     tfs, mounted = tracefs.ensure_mounted()
+    from cmaprof.collectors import doctor
+
+    warnings = doctor.preflight()  # the doctor's fail rows, before any file is created
     meta: dict[str, Any] = system_metadata()
-    names = _choose_probes(tfs, meta, opts.probes)
+    meta["environment_warnings"] = {c.name: c.detail for c in warnings}
+    names = _choose_probes(tfs, meta, opts.probes, opts.skip_unavailable)
+    if opts.probes is not None:
+        meta["probes_requested"] = list(opts.probes)
+        meta["skip_unavailable"] = opts.skip_unavailable
     stream_spec, stream_filter = _stream_request(opts.events, tfs)
     if stream_spec is not None:
         names = [n for n in probes.PROBES if n in names or n == "stream"]
@@ -336,6 +358,8 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
             if cal.zone_source != "page_flags":
                 print(f"cmaprof: warning: {cal.zone_reason}", file=err)
             session.page.configure()
+            if session.blockers is not None:
+                session.blockers.configure()
             session.attach()
             stats_fd = bpfmodule.enable_stats()
         if flag.stop or session is None:
@@ -349,6 +373,8 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
         vm_start = _snapshot(writer, "start")
         if session.cma is not None:
             session.cma.open(t0)
+        if session.blockers is not None:
+            session.blockers.open(t0)
         if session.stream is not None:
             session.stream.open(t0)
         writer.append_series(
@@ -390,6 +416,8 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
         while True:
             if session.cma is not None:
                 session.cma.poll()
+            if session.blockers is not None:
+                session.blockers.poll()
             if session.stream is not None:
                 session.stream.poll()
             if flag.stop:
@@ -426,6 +454,8 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
             meta["stream"] = session.stream.finish()
         if session.cma is not None:
             session.cma.poll()
+        if session.blockers is not None:
+            session.blockers.poll()
         cube = session.page.read_cube()
         _write_interval(
             writer, session, cube_delta(cube, prev_cube), (prev_t - t0, t_end - t0), vm_end
@@ -479,6 +509,10 @@ def _write_interval(
         calls = session.cma.new_rows_table()
         if calls is not None:
             writer.append_series("cma_alloc", calls)
+    if session.blockers is not None:
+        rows = session.blockers.new_rows_table()
+        if rows is not None:
+            writer.append_series("cma_blockers", rows)
 
 
 def _snapshot(
@@ -516,6 +550,17 @@ def _finish(
             writer.write_table("cma_release", session.cma.release_table())
         if session.migrate is not None:
             writer.write_table("migrate", session.migrate.table())
+        if session.blockers is not None:
+            from cmaprof.analysis import blockers as blk
+
+            raw = session.blockers.table()
+            writer.write_table("cma_blockers", raw)
+            writer.write_table("cma_failures", blk.failures_table(raw.to_pandas()))
+            writer.write_table("cma_blockers_origin", blk.origin_table(raw.to_pandas()))
+            meta["blockers"] = session.blockers.metadata(
+                meta.get("defines") or {},
+                bool((meta.get("headers") or {}).get("matches_running_kernel")),
+            )
         meta["dropped"] = bpfmodule.read_drops(bpf)
         meta["bpf_stats"] = bpfmodule.prog_stats(bpf)
         meta["lost"] = {

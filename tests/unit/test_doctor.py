@@ -425,3 +425,116 @@ def test_real_machine():
     text = doctor.table_checks(checks)
     assert max(len(line) for line in text.splitlines()) <= 80
     assert isinstance(doctor.recording_possible(checks), bool)
+
+
+# --- every environment failure: one doctor row, and the same text from record's preflight
+
+
+def _preflight_error(m: FakeMachine) -> str:
+    from cmaprof.errors import EnvironmentProblem
+
+    checks = list(m.run().values())
+    with pytest.raises(EnvironmentProblem) as exc:
+        doctor.preflight(checks)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+def _break_not_root(m):
+    m.euid = 1000
+
+
+def _break_no_bcc(m):
+    m.bcc_error = bccload.BccProblem(
+        "BCC's Python bindings are not installed", "apt-get install python3-bpfcc"
+    )
+
+
+def _break_pypi_bcc(m):
+    m.bcc_error = bccload.BccProblem(
+        "the module `bcc` imported from /x/bcc/__init__.py is not BCC (it has no bcc.BPF)",
+        "python -m pip uninstall bcc",
+    )
+
+
+def _break_no_headers(m):
+    (m.root / f"lib/modules/{HOST_REL}/build").unlink()
+    (m.root / f"lib/modules/{HOST_REL}/source").unlink()
+
+
+def _break_lockdown(m):
+    m.write("/sys/kernel/security/lockdown", "none integrity [confidentiality]\n")
+
+
+def _break_no_kmem(m):
+    import shutil
+
+    shutil.rmtree(m.root / "sys/kernel/tracing/events/kmem")
+
+
+def _break_no_tracefs(m):
+    import shutil
+
+    shutil.rmtree(m.root / "sys/kernel/tracing")
+
+
+@pytest.mark.parametrize(
+    "breaker, row, words",
+    [
+        (_break_not_root, "root", ("uid 1000", "sudo")),
+        (_break_no_bcc, "bcc", ("not installed", "python3-bpfcc")),
+        (_break_pypi_bcc, "bcc", ("not BCC", "pip uninstall bcc")),
+        (_break_no_headers, "headers", ("no kernel headers", "CONFIG_IKHEADERS")),
+        (_break_lockdown, "lockdown", ("confidentiality", "lockdown=none")),
+        (_break_no_kmem, "events/kmem", ("mm_page_alloc", "CONFIG_TRACEPOINTS")),
+        (_break_no_tracefs, "tracefs", ("not mounted", "mount -t tracefs")),
+    ],
+)
+def test_preflight_says_what_the_doctor_row_says(host, breaker, row, words):
+    breaker(host)
+    checks = host.run()
+    c = checks[row]
+    assert c.status == "fail" and c.required and c.fix
+    msg = _preflight_error(host)
+    assert msg.startswith(f"{row}: {c.detail}; fix: {c.fix}"), msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_preflight_passes_with_warnings(host):
+    """The host as it is: linked 6.1 headers, lockdown integrity, no CMA, no kprobes."""
+    warned = doctor.preflight(list(host.run().values()))
+    names = {c.name for c in warned}
+    assert {"headers", "lockdown", "events/cma", "cma_areas", "kprobes"} <= names
+
+
+def test_preflight_names_how_many_failed(host):
+    _break_not_root(host)
+    _break_lockdown(host)
+    msg = _preflight_error(host)
+    assert msg.startswith("root: ") and "and 1 more: run cmaprof doctor" in msg
+
+
+def test_lockdown_integrity_is_a_warning(host):
+    # the development host's real state (/sys/kernel/security/lockdown)
+    c = host.run()["lockdown"]
+    assert c.status == "warn" and "integrity" in c.detail and "debugfs" in c.detail
+    assert doctor.recording_possible(list(host.run().values()))
+
+
+@pytest.mark.parametrize(
+    "value, words", [("0", "shows addresses"), ("1", "CAP_SYSLOG"), ("2", "root included")]
+)
+def test_kptr_restrict_explained(host, value, words):
+    host.write("/proc/sys/kernel/kptr_restrict", value + "\n")
+    c = host.run()["kptr_restrict"]
+    assert c.status == "ok" and c.detail.startswith(value + ": ") and words in c.detail
+    assert "recording works" in c.detail
+
+
+def test_no_cma_is_a_warning_that_names_the_fix(host):
+    checks = host.run()
+    assert checks["events/cma"].status == "warn" and "CONFIG_CMA" in checks["events/cma"].detail
+    assert checks["cma_areas"].status == "warn" and "cma=" in checks["cma_areas"].fix
+    assert doctor.recording_possible(list(checks.values()))
