@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from cmaprof.analysis.formats import FlagTable
 from cmaprof.analysis.recording import Recording
 from cmaprof.errors import BadInput
 
@@ -48,17 +49,34 @@ class ZoneCmaRule:
         return (int(gfp_flags) & both) == both
 
 
-def rule_of(rec: Recording) -> ZoneCmaRule:
-    """The admission rule with the bit values from ``rec``'s mm_page_alloc format file."""
-    table = rec.gfp_table
-    movable, highmem = table.mask_of("__GFP_MOVABLE"), table.mask_of("__GFP_HIGHMEM")
+def rule_from_table(table: FlagTable, where: str = "the GFP table") -> ZoneCmaRule:
+    """The admission rule from a decoded ``__print_flags`` GFP table.
+
+    :raises BadInput: the table lacks ``__GFP_MOVABLE`` or ``__GFP_HIGHMEM``
+    """
+    # Before v4.5 the table printed single bits without the underscores ("GFP_MOVABLE").
+    movable = table.mask_of("__GFP_MOVABLE") or table.mask_of("GFP_MOVABLE")
+    highmem = table.mask_of("__GFP_HIGHMEM") or table.mask_of("GFP_HIGHMEM")
+    # Older tables (v4.1) list no __GFP_HIGHMEM entry: take the bits from the composites
+    # the kernel defines with them (GFP_HIGHUSER = GFP_USER | __GFP_HIGHMEM,
+    # GFP_HIGHUSER_MOVABLE = GFP_HIGHUSER | __GFP_MOVABLE), still from the same table.
+    user, hu, hum = (table.mask_of(n) for n in ("GFP_USER", "GFP_HIGHUSER", "GFP_HIGHUSER_MOVABLE"))
+    if not highmem and user and hu and (hu & ~user):
+        highmem = hu & ~user
+    if not movable and hu and hum and (hum & ~hu):
+        movable = hum & ~hu
     if not movable or not highmem:
         missing = [n for n, v in (("__GFP_MOVABLE", movable), ("__GFP_HIGHMEM", highmem)) if not v]
         raise BadInput(
-            f"{rec.path / 'formats/kmem/mm_page_alloc/format'}: no {' or '.join(missing)} "
-            f"entry in the GFP table; cannot apply the ZONE_CMA rule"
+            f"{where}: no {' or '.join(missing)} entry in the GFP table; "
+            f"cannot apply the ZONE_CMA rule"
         )
     return ZoneCmaRule(movable, highmem)
+
+
+def rule_of(rec: Recording) -> ZoneCmaRule:
+    """The admission rule with the bit values from ``rec``'s mm_page_alloc format file."""
+    return rule_from_table(rec.gfp_table, str(rec.path / "formats/kmem/mm_page_alloc/format"))
 
 
 def has_cma(rec: Recording) -> bool:
