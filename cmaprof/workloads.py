@@ -43,6 +43,14 @@ SYSFS_MM = Path("/sys/kernel/mm")
 # --------------------------------------------------------------------------- anon
 
 
+def _meminfo_kib(key: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name == key:
+            return int(rest.split()[0])
+    raise EnvironmentProblem(f"/proc/meminfo has no {key}")
+
+
 MADV_POPULATE_WRITE = 23  # include/uapi/asm-generic/mman-common.h, Linux 5.14+
 
 
@@ -67,15 +75,25 @@ def _populate_write(m: mmap.mmap, nbytes: int) -> bool:
 
 
 @contextlib.contextmanager
-def anon(size: int, hold: bool = False, thp: bool = False) -> Iterator[str]:
+def anon(
+    size: int | None = None, hold: bool = False, thp: bool = False, leave: int | None = None
+) -> Iterator[str]:
     """Map ``size`` MiB of anonymous memory and write one byte per 4 KiB page.
+
+    With ``leave`` instead of ``size``, the size is MemFree (/proc/meminfo) minus
+    ``leave`` MiB: memory filled up to a known free amount whatever else runs.
 
     With ``thp`` False the range is ``MADV_NOHUGEPAGE``, so every page is an order-0
     ``GFP_HIGHUSER_MOVABLE`` allocation. With ``hold`` the memory stays mapped until
     the workload is left (the later workloads of the command run with it in place);
     without, it is unmapped at once.
     """
-    nbytes = size << 20
+    if leave is not None:
+        free_mib = _meminfo_kib("MemFree") >> 10
+        size = free_mib - leave
+        if size <= 0:
+            raise EnvironmentProblem(f"anon: leave={leave} MiB, but only {free_mib} MiB free")
+    nbytes = (size or 512) << 20
     m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         if not thp and hasattr(mmap, "MADV_NOHUGEPAGE"):
@@ -368,22 +386,33 @@ def _area_dir(area: str | None) -> tuple[str, Path]:
     return area, areas[area]
 
 
-def _pages(spec: str, count: int) -> int:
-    if spec.endswith("%"):
+def _pages(spec: str, count: int, used: int) -> int:
+    """``N`` pages, ``N%`` of the area's ``count`` pages, or ``N%free`` of its free pages."""
+    if spec.endswith(("%", "%free")):
+        free = spec.endswith("%free")
         try:
-            pct = float(spec[:-1])
+            pct = float(spec.removesuffix("free")[:-1])
         except ValueError:
             raise BadInput(f"cma-alloc: pages={spec!r} is not a percentage") from None
         if not 0 < pct <= 100:
             raise BadInput(f"cma-alloc: pages={spec!r} must be in (0, 100]%")
-        return max(1, int(count * pct / 100))
+        return max(1, int((count - used if free else count) * pct / 100))
     try:
         n = int(spec)
     except ValueError:
-        raise BadInput(f"cma-alloc: pages={spec!r} is not a number of pages or N%") from None
+        raise BadInput(
+            f"cma-alloc: pages={spec!r} is not a number of pages, N% or N%free"
+        ) from None
     if n <= 0:
         raise BadInput(f"cma-alloc: pages={spec!r} must be positive")
     return n
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 @dataclass
@@ -423,20 +452,27 @@ def cma_alloc(
 ) -> Iterator[str]:
     """``cma_alloc()`` through debugfs: write each of ``pages`` to ``<area>/alloc``.
 
-    ``pages`` are page counts or percentages of the area (``90%``: most of it), tried
+    ``pages`` are page counts, percentages of the area (``90%``: most of it) or of its
+    free pages when the request is made (``100%free``: all that is free, so the one
+    position ``cma_alloc()`` can try), tried
     in order, ``cycles`` times, ``period`` seconds apart; each successful allocation
     is freed again (``<area>/free``) before the next request, or held until the
     workload is left with ``hold``. A refused request (``cma_alloc()`` returned NULL)
     is counted, not an error: failures are what the scenario records.
     """
     name, d = _area_dir(area)
-    count = int((d / "count").read_text().split()[0])
-    sizes = [_pages(p, count) for p in (pages or ["23"])]
+    count = _read_int(d / "count")
+    specs = pages or ["23"]
+    for p in specs:
+        _pages(p, count, 0)  # a bad size fails before any allocation
     res = CmaAllocResult(area=name)
+    asked: list[int] = []
     try:
         for cycle in range(cycles):
-            for n in sizes:
+            for p in specs:
+                n = _pages(p, count, _read_int(d / "used"))
                 ok = _cma_write(d / "alloc", n)
+                asked.append(n)
                 res.calls += 1
                 res.requests.append((n, ok))
                 if ok:
@@ -449,6 +485,7 @@ def cma_alloc(
                     res.failed += 1
             if period and cycle + 1 < cycles:
                 time.sleep(period)
+        sizes = list(dict.fromkeys(asked))
         yield (
             f"area {name}: {res.calls} calls ({'+'.join(map(str, sizes))} pages), "
             f"{res.succeeded} succeeded, {res.failed} failed"
@@ -675,6 +712,7 @@ WORKLOADS: dict[str, Workload] = {
                 Param("size", _mib, _MIB),
                 Param("hold", _bool, "keep it mapped until the command ends"),
                 Param("thp", _bool, "allow transparent huge pages"),
+                Param("leave", _mib, "instead of size: fill until MemFree is N MiB"),
             ),
             "touch N MiB of anonymous memory (no THP)",
             main="size",
@@ -728,7 +766,7 @@ WORKLOADS: dict[str, Workload] = {
             "cma-alloc",
             cma_alloc,
             (
-                Param("pages", _list, "pages per request, N or N% of the area, '+'-joined"),
+                Param("pages", _list, "pages per request: N, N% of the area or N%free; '+'-joined"),
                 Param("area", str, "CMA area name (default: the only one, or reserved)"),
                 Param("cycles", _positive_int, "times to repeat the requests (default 1)"),
                 Param("period", _seconds, "seconds between cycles (default 0)"),

@@ -211,3 +211,27 @@ def test_snapshot_writes_numbered_directories(tmp_path, monkeypatch):
         pass
     assert s1.endswith("s/00") and s2.endswith("s/01")
     assert (tmp_path / "s" / "01" / "vmstat").read_text().startswith("nr_free_pages")
+
+
+def test_cma_alloc_percent_of_free_is_read_at_request_time(fake_cma, monkeypatch):
+    writes: list[tuple[str, int]] = []
+
+    def fake(p, n):
+        writes.append((Path(p).name, n))
+        if Path(p).name == "alloc":
+            (fake_cma / "used").write_text(f"{int((fake_cma / 'used').read_text()) + n}\n")
+        return True
+
+    (fake_cma / "used").write_text("138\n")
+    monkeypatch.setattr(wl, "_cma_write", fake)
+    with wl.cma_alloc(pages=["100%free", "50%free"], hold=True):
+        pass
+    assert writes == [("alloc", 65398), ("alloc", 1), ("free", 65399)]
+
+
+def test_anon_leave_sizes_from_memfree(monkeypatch):
+    monkeypatch.setattr(wl, "_meminfo_kib", lambda key: 100 << 10)
+    with wl.anon(leave=96) as summary:
+        assert summary == "1024 pages touched and unmapped"
+    with pytest.raises(EnvironmentProblem, match="only 100 MiB free"), wl.anon(leave=200):
+        pass
