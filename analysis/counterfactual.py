@@ -18,6 +18,7 @@ share of those placements.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 import pandas as pd
@@ -142,6 +143,15 @@ def table_counterfactual(rec: Recording, top: int = 8) -> str:
     ]
     df = df_counterfactual(rec)
     refused = df[df["refused"].astype(bool)].head(top)
+    if len(refused):
+        out.append(f"{'pages':>10} {'share':>6}  GFP class refused (share of CMA pages)")
     for r in refused.itertuples(index=False):
-        out.append(f"{r.pages:>10} {r.cma_share:>6.1%}  {r.gfp}"[:80])
-    return "\n".join(out)
+        out.extend(
+            textwrap.wrap(
+                f"{r.pages:>10} {r.cma_share:>6.1%}  {r.gfp.replace('|', '| ')}",
+                80,
+                subsequent_indent=" " * 19,
+                break_on_hyphens=False,
+            )
+        )
+    return "\n".join(line.replace("| ", "|") for line in out)

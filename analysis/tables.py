@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from cmaprof.analysis import check, cma, migrate, page_alloc, stream
+from cmaprof.analysis import blockers, check, cma, migrate, page_alloc, stream
+from cmaprof.analysis.counterfactual import table_counterfactual
 from cmaprof.analysis.recording import Recording
 
 WIDTH = 80
@@ -256,12 +257,24 @@ def table_footer(rec: Recording) -> str:
     return "\n".join(out)
 
 
-def table_report(rec: Recording) -> str:
-    """The whole text report: header, per-zone GFP classes, CMA, migration, check, footer."""
+def table_report(rec: Recording, redact: bool = False) -> str:
+    """The whole text report: header, per-zone GFP classes, CMA, migration, check, footer.
+
+    :param redact: hide pfns, pids and local paths (:mod:`cmaprof.analysis.redact`).
+    """
+    if redact:
+        from cmaprof.analysis import redact as rd
+
+        with rd.active():
+            text = table_report(rd.view(rec))
+        return rd.redact_text(text, rec)
     parts = [
         table_header(rec),
         table_zone_gfp(rec),
         table_cma(rec),
+        blockers.table_cma_failures(rec),
+        blockers.table_cma_blockers_origin(rec),
+        table_counterfactual(rec),
         table_migrate(rec),
         stream.table_stream(rec),
         table_check(rec),
@@ -270,8 +283,16 @@ def table_report(rec: Recording) -> str:
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def report_tables(rec: Recording) -> dict[str, pd.DataFrame]:
-    """The tables of ``cmaprof report --format json|csv``, by name."""
+def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFrame]:
+    """The tables of ``cmaprof report --format json|csv``, by name.
+
+    :param redact: pfn, pid and tgid columns null, paths cut to their last component
+        (:mod:`cmaprof.analysis.redact`).
+    """
+    if redact:
+        from cmaprof.analysis import redact as rd
+
+        return rd.redact_tables(report_tables(rd.view(rec)))
     m = rec.meta
     summary = pd.DataFrame(
         [
@@ -296,6 +317,8 @@ def report_tables(rec: Recording) -> dict[str, pd.DataFrame]:
         "cma_alloc": cma.df_cma_summary(rec),
         "migrate": migrate.df_migrate(rec),
         "check": check.df_check(rec),
+        "cma_failures": blockers.df_cma_failures(rec),
+        "cma_blockers_origin": blockers.df_cma_blockers_origin(rec),
     }
 
 
@@ -307,10 +330,10 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def report_json(rec: Recording) -> str:
+def report_json(rec: Recording, redact: bool = False) -> str:
     """One JSON object: table name -> list of row objects."""
     obj = {}
-    for name, df in report_tables(rec).items():
+    for name, df in report_tables(rec, redact).items():
         obj[name] = [
             {k: _jsonable(v) for k, v in row.items()}
             for row in df.astype(object).to_dict(orient="records")
@@ -318,10 +341,10 @@ def report_json(rec: Recording) -> str:
     return json.dumps(obj, indent=2) + "\n"
 
 
-def report_csv(rec: Recording) -> str:
+def report_csv(rec: Recording, redact: bool = False) -> str:
     """Every table as CSV, each preceded by a ``# table: NAME`` line."""
     buf = io.StringIO()
-    for name, df in report_tables(rec).items():
+    for name, df in report_tables(rec, redact).items():
         buf.write(f"# table: {name}\n")
         df.to_csv(buf, index=False)
         buf.write("\n")
