@@ -308,7 +308,7 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
             }
         ]
     )
-    return {
+    out = {
         "recording": summary,
         "zones": page_alloc.df_zones(rec),
         "zone_gfp": page_alloc.df_zone_gfp(rec),
@@ -317,9 +317,11 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
         "cma_alloc": cma.df_cma_summary(rec),
         "migrate": migrate.df_migrate(rec),
         "check": check.df_check(rec),
-        "cma_failures": blockers.df_cma_failures(rec),
-        "cma_blockers_origin": blockers.df_cma_blockers_origin(rec),
     }
+    if blockers.has_blockers(rec):  # absent: not measured; empty: none seen
+        out["cma_failures"] = blockers.df_cma_failures(rec)
+        out["cma_blockers_origin"] = blockers.df_cma_blockers_origin(rec)
+    return out
 
 
 def _jsonable(v: Any) -> Any:

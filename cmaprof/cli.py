@@ -119,14 +119,19 @@ def record(
 @cli.command()
 @click.argument("recording", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text")
-def report(recording: Path, fmt: str) -> None:
+@click.option(
+    "--redact",
+    is_flag=True,
+    help="for a public post: hide pfns, pids and local paths (comm and counts are kept)",
+)
+def report(recording: Path, fmt: str, redact: bool) -> None:
     """Tables of a recording: per-zone GFP classes and the check against the kernel."""
     from cmaprof.analysis import tables
     from cmaprof.analysis.recording import load
 
     rec = load(recording)
     out = {"text": tables.table_report, "json": tables.report_json, "csv": tables.report_csv}[fmt](
-        rec
+        rec, redact
     )
     click.echo(out, nl=False)
 
@@ -163,6 +168,12 @@ def report(recording: Path, fmt: str) -> None:
 )
 @click.option("--vmstat-start", type=click.Path(path_type=Path), help="/proc/vmstat before")
 @click.option("--vmstat-end", type=click.Path(path_type=Path), help="/proc/vmstat after")
+@click.option(
+    "--window",
+    type=(float, float),
+    metavar="START END",
+    help="keep events with START <= timestamp <= END (seconds, as the trace prints them)",
+)
 def import_(
     inputs: tuple[Path, ...],
     output: Path,
@@ -174,6 +185,7 @@ def import_(
     cma_ranges: tuple[str, ...],
     vmstat_start: Path | None,
     vmstat_end: Path | None,
+    window: tuple[float, float] | None,
 ) -> None:
     """Turn captured trace text into a recording (tracefs, trace-cmd report, perf script).
 
@@ -193,6 +205,7 @@ def import_(
         cma_ranges=list(cma_ranges) or None,
         vmstat_start=vmstat_start,
         vmstat_end=vmstat_end,
+        window=window,
         force=force,
     )
     click.echo(importer.summary(meta), err=True)
