@@ -84,7 +84,9 @@ def anon(
     ``leave`` MiB: memory filled up to a known free amount whatever else runs.
 
     With ``thp`` False the range is ``MADV_NOHUGEPAGE``, so every page is an order-0
-    ``GFP_HIGHUSER_MOVABLE`` allocation. With ``hold`` the memory stays mapped until
+    ``GFP_HIGHUSER_MOVABLE`` allocation; with ``thp`` it is ``MADV_HUGEPAGE`` (order-9
+    allocations where the kernel can: 512 times fewer faults, which counts under TCG
+    with ``page_owner=on`` saving a stack per allocation). With ``hold`` the memory stays mapped until
     the workload is left (the later workloads of the command run with it in place);
     without, it is unmapped at once.
     """
@@ -98,6 +100,8 @@ def anon(
     try:
         if not thp and hasattr(mmap, "MADV_NOHUGEPAGE"):
             m.madvise(mmap.MADV_NOHUGEPAGE)
+        elif thp and hasattr(mmap, "MADV_HUGEPAGE"):
+            m.madvise(mmap.MADV_HUGEPAGE)
         if not _populate_write(m, nbytes):
             for off in range(0, nbytes, PAGE_SIZE):
                 m[off] = 1
@@ -534,36 +538,31 @@ def hugetlb_cma(count: int = 1, size: str = "1G") -> Iterator[str]:
 # ----------------------------------------------------------------------- snapshot
 
 
-def page_owner_records(base_pfn: int, count: int) -> Iterator[str]:
-    """The kernel's page_owner records for allocated pages in [base_pfn, base_pfn+count).
+def dump_page_owner(base_pfn: int, count: int, dest: Path) -> None:
+    """Save the kernel's page_owner records from pfn ``base_pfn`` on, unmodified, to ``dest``.
 
-    ``read_page_owner()`` (mm/page_owner.c) takes the file position as the pfn to
-    start from and returns one record per read, so seeking to ``base_pfn`` reads
-    only the range. Needs ``page_owner=on``.
+    ``read_page_owner()`` (mm/page_owner.c, 6.1) takes the file position as the pfn
+    to start from and returns one record (one allocated page block) per read, so
+    seeking to ``base_pfn`` skips the memory below. At most ``count`` records are
+    read, which covers the range [base_pfn, base_pfn + count) and may run past it:
+    :func:`page_owner_table` keeps only the range. ``dd`` does the reads: one
+    Python iteration per record costs minutes under QEMU's TCG. Needs
+    ``page_owner=on``.
     """
-    path = DEBUGFS / "page_owner"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot open {path}: {exc.strerror}") from None
-    try:
-        os.lseek(fd, base_pfn, os.SEEK_SET)
-        while True:
-            try:
-                b = os.read(fd, 1 << 16)
-            except OSError as exc:
-                raise EnvironmentProblem(
-                    f"reading {path}: {exc.strerror} (boot with page_owner=on)"
-                ) from None
-            if not b:
-                return
-            text = b.decode(errors="replace")
-            m = re.search(r"^PFN (\d+)", text, re.MULTILINE)
-            if m is None or int(m.group(1)) >= base_pfn + count:
-                return
-            yield text
-    finally:
-        os.close(fd)
+    src = DEBUGFS / "page_owner"
+    dd = _tool("dd", "coreutils")
+    argv = [dd, f"if={src}", f"of={dest}", "bs=4096", "iflag=skip_bytes"]
+    _sh([*argv, f"skip={base_pfn}", f"count={count}", "status=none"], "reading page_owner")
+
+
+def page_owner_table(path: Path, base_pfn: int, count: int) -> list[dict[str, Any]]:
+    """Parse a :func:`dump_page_owner` file: the records inside [base_pfn, +count)."""
+    out = []
+    for text in path.read_text(errors="replace").split("\n\n"):
+        r = parse_page_owner(text)
+        if r is not None and base_pfn <= r["pfn"] < base_pfn + count:
+            out.append(r)
+    return out
 
 
 _OWNER_HEAD = re.compile(r"order (\d+), mask (0x[0-9a-f]+)\(([^)]*)\), pid (\d+)(?:, tgid \d+)?")
@@ -602,9 +601,9 @@ def snapshot(dir: str | None = None, owners: bool = True) -> Iterator[str]:
     Writes ``<dir>/<n>/`` (n counts the snapshots already there) with /proc/vmstat,
     /proc/meminfo, each CMA area's sysfs ``alloc_pages_*`` and debugfs ``used``,
     ``count`` and ``base_pfn``, and, with ``owners`` and ``page_owner=on``,
-    ``page_owner-<area>.tsv``: one line per allocated page block of the area (pfn,
-    order, gfp mask, gfp text, pid, pageblock type, allocated for buffer heads). None of
-    it comes from cmaprof's probes. ``dir`` defaults to $CMAPROF_SNAPSHOT_DIR, else
+    ``page_owner-<area>.txt``: the kernel's page_owner records from the area's base
+    on (gfp, order, pid, pageblock type and allocation stack of each allocated page;
+    :func:`page_owner_table` parses them). None of it comes from cmaprof's probes. ``dir`` defaults to $CMAPROF_SNAPSHOT_DIR, else
     ./cmaprof-snapshots.
     """
     root = Path(dir or os.environ.get("CMAPROF_SNAPSHOT_DIR") or "cmaprof-snapshots")
@@ -626,18 +625,9 @@ def snapshot(dir: str | None = None, owners: bool = True) -> Iterator[str]:
             try:
                 base = int((d / "base_pfn").read_text())
                 count = int((d / "count").read_text())
-                rows = [parse_page_owner(t) for t in page_owner_records(base, count)]
+                dump_page_owner(base, count, out / f"page_owner-{d.name}.txt")
             except (EnvironmentProblem, OSError, ValueError) as exc:
                 notes.append(f"page_owner {d.name}: {exc}")
-                continue
-            lines = ["pfn\torder\tgfp_mask\tgfp\tpid\tblock_type\tbuffer_head"]
-            for r in rows:
-                if r is not None:
-                    lines.append(
-                        f"{r['pfn']}\t{r['order']}\t{r['gfp_mask']}\t{r['gfp']}\t{r['pid']}"
-                        f"\t{r['block_type']}\t{int(r['buffer_head'])}"
-                    )
-            (out / f"page_owner-{d.name}.tsv").write_text("\n".join(lines) + "\n")
     if notes:
         (out / "notes").write_text("\n".join(notes) + "\n")
     yield f"kernel counters saved in {out}" + (f" ({'; '.join(notes)})" if notes else "")

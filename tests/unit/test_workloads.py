@@ -235,3 +235,12 @@ def test_anon_leave_sizes_from_memfree(monkeypatch):
         assert summary == "1024 pages touched and unmapped"
     with pytest.raises(EnvironmentProblem, match="only 100 MiB free"), wl.anon(leave=200):
         pass
+
+
+def test_page_owner_table_keeps_the_range(tmp_path):
+    other = OWNER.replace("PFN 460001", "PFN 600000").replace("__getblk_gfp", "shmem_alloc")
+    f = tmp_path / "page_owner.txt"
+    f.write_text(OWNER + "\n" + other + "\n")
+    (row,) = wl.page_owner_table(f, 458240, 65536)
+    assert row["pfn"] == 460001 and row["buffer_head"]
+    assert [r["pfn"] for r in wl.page_owner_table(f, 0, 1 << 30)] == [460001, 600000]

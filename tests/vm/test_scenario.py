@@ -25,7 +25,6 @@ against them.
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import time
@@ -44,8 +43,8 @@ GUEST_TIMEOUT_S = 900
 AREA = "reserved"
 WORKLOADS = [
     "snapshot:owners=0",
-    "anon:leave=400,hold=1",
-    "bdev-metadata:size=256,files=2000,seconds=30",
+    "anon:leave=400,hold=1,thp=1",
+    "bdev-metadata:size=256,files=1000,seconds=30",
     "snapshot",
     "cma-alloc:pages=100%free,hold=1",
     "snapshot:owners=0",
@@ -122,10 +121,12 @@ class Side:
     def cma(self, i: int, name: str) -> int:
         return int((self.snaps[i] / f"cma-{AREA}-{name}").read_text().split()[0])
 
-    def owners(self) -> list[dict[str, str]]:
+    def owners(self) -> list[dict]:
         """page_owner rows of the CMA area, before the cma_alloc() (snapshot 1)."""
-        with open(self.snaps[1] / f"page_owner-{AREA}.tsv") as f:
-            return list(csv.DictReader(f, delimiter="\t"))
+        from cmaprof.workloads import page_owner_table
+
+        base, count = self.cma(1, "base_pfn"), self.cma(1, "count")
+        return page_owner_table(self.snaps[1] / f"page_owner-{AREA}.txt", base, count)
 
     def report(self) -> dict:
         proc = run_cli("report", str(self.rec), "--format", "json")
@@ -163,7 +164,7 @@ def test_every_run_kept_its_recording_logs_and_manifest(exp, stock, movable):
 def test_stock_buffer_heads_land_in_cma_with_their_gfp(stock):
     """page_owner: block-device buffer_head pages in the CMA range, movable not highmem."""
     rows = stock.owners()
-    bh = [r for r in rows if r["buffer_head"] == "1"]
+    bh = [r for r in rows if r["buffer_head"]]
     assert bh, f"no buffer_head page in the CMA area among {len(rows)} allocated pages"
     assert all(_bh_like(r["gfp"]) for r in bh), {r["gfp"] for r in bh}
     assert all(r["block_type"] == "CMA" for r in bh)
@@ -188,7 +189,7 @@ def test_stock_cmaprof_sees_the_failure_and_the_placement(stock):
         assert checks[name]["traced"] == checks[name]["kernel"], checks[name]
     placed = [r for r in rep["zone_gfp"] if r["cma_area"] == AREA and _bh_like(r["gfp"])]
     assert sum(r["pages"] for r in placed) > 0, "no movable-not-highmem pages placed in CMA"
-    owner_gfps = {r["gfp"] for r in stock.owners() if r["buffer_head"] == "1"}
+    owner_gfps = {r["gfp"] for r in stock.owners() if r["buffer_head"]}
     traced_gfps = {r["gfp"] for r in placed}
     assert owner_gfps & traced_gfps, (owner_gfps, traced_gfps)
 
@@ -196,7 +197,7 @@ def test_stock_cmaprof_sees_the_failure_and_the_placement(stock):
 def test_movable_keeps_buffer_heads_out_of_cma(movable):
     rows = movable.owners()
     assert rows, "nothing allocated in the CMA area: the scenario did not fill it"
-    assert not [r for r in rows if r["buffer_head"] == "1"]
+    assert not [r for r in rows if r["buffer_head"]]
     rep = movable.report()
     placed = [r for r in rep["zone_gfp"] if r["cma_area"] == AREA]
     assert placed and not [r for r in placed if _bh_like(r["gfp"])], placed
