@@ -9,7 +9,7 @@ PYTEST  := $(VENV)/bin/pytest
 # Checked by lint: the cmaprof package and the three trees installed under it.
 SOURCES := cmaprof probes collectors analysis
 
-.PHONY: all setup demo test unit lint fuzz clean
+.PHONY: all setup demo test unit lint fuzz clean bench
 
 all: test
 
@@ -27,6 +27,11 @@ test: setup
 # 10k mutated recordings (make test runs 300); about 20 minutes.
 fuzz: setup
 	CMAPROF_FUZZ_EXAMPLES=10000 $(PYTEST) tests/unit/test_fuzz_recording.py -q
+
+# Overhead against untraced, bpftrace and perf; start-up; analysis at scale (bench/).
+# BENCH_ROUNDS=3 for a quick pass; results in bench/results/ (or BENCH_OUT=FILE).
+bench: setup
+	$(PY) -m bench
 
 unit: setup
 	$(PYTEST) tests/unit -q

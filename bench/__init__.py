@@ -1,0 +1,1 @@
+"""Benchmarks of cmaprof against an untraced run, bpftrace and perf (``make bench``)."""

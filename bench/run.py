@@ -1,0 +1,182 @@
+"""Interleaved rounds of the page-fault microbenchmark under each tracer.
+
+A round runs every mode once (the order rotates from round to round, so no mode
+always follows another); in each mode the tracer is started, waited for until it
+counts, then the microbenchmark runs with one thread and with one thread per CPU,
+then the tracer is stopped. The ratio of a mode is the median over rounds of
+(mode's ns per fault / untraced ns per fault of the same round): paired, so that a
+load change on the shared machine moves both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import tracers
+
+MODES = ("untraced", "aggregate", "stream", "bpftrace", "perf")
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def build(out: Path) -> Path:
+    """Compile pagefault.c (gcc -O2 -pthread) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    binary = out / "pagefault"
+    subprocess.run(
+        ["gcc", "-O2", "-Wall", "-pthread", "-o", str(binary), str(BENCH_DIR / "pagefault.c")],
+        check=True,
+    )
+    return binary
+
+
+def microbench(binary: Path, mib: int, iterations: int, threads: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [str(binary), str(mib), str(iterations), str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def uptime() -> str:
+    return Path("/proc/loadavg").read_text().strip()
+
+
+def run_rounds(
+    rounds: int,
+    modes: tuple[str, ...],
+    mib: int,
+    iterations: int,
+    thread_counts: tuple[int, ...],
+    log: Any = print,
+) -> list[dict[str, Any]]:
+    """Every (round, mode) as a row: timings per thread count and the tracer's numbers."""
+    from cmaprof.collectors import bpfmodule
+
+    rows: list[dict[str, Any]] = []
+    work = Path(tempfile.mkdtemp(prefix="cmaprof-bench-"))
+    binary = build(work / "bin")
+    stats_fd = bpfmodule.enable_stats()  # same bpf_stats cost for every BPF tool
+    try:
+        for r in range(rounds):
+            order = modes[r % len(modes) :] + modes[: r % len(modes)]
+            for mode in order:
+                d = work / f"r{r}-{mode}"
+                d.mkdir()
+                tr = tracers.make(mode, d)
+                load_before = uptime()
+                if tr is not None:
+                    tr.start()
+                timings = {t: microbench(binary, mib, iterations, t) for t in thread_counts}
+                res = tr.stop() if tr is not None else tracers.Result()
+                row = {
+                    "round": r,
+                    "mode": mode,
+                    "loadavg_before": load_before,
+                    "loadavg_after": uptime(),
+                    **{f"ns_per_fault_t{t}": v["ns_per_fault"] for t, v in timings.items()},
+                    **{f"faults_t{t}": v["faults"] for t, v in timings.items()},
+                    **asdict(res),
+                    "bpf_ns_per_event": res.bpf_ns_per_event,
+                }
+                rows.append(row)
+                log(
+                    f"round {r + 1}/{rounds} {mode:<9} "
+                    + " ".join(f"t{t}={v['ns_per_fault']:.0f}ns" for t, v in timings.items())
+                    + (f" ready={res.ready_s:.2f}s" if res.ready_s is not None else "")
+                    + f" load {load_before.split()[0]}"
+                )
+                shutil.rmtree(d, ignore_errors=True)
+    finally:
+        if stats_fd is not None:
+            os.close(stats_fd)
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]], thread_counts: tuple[int, ...]) -> pd.DataFrame:
+    """Per mode: median ns per fault, paired ratio to untraced, tracer numbers."""
+    df = pd.DataFrame(rows)
+    base = df[df["mode"] == "untraced"].set_index("round")
+    out = []
+    for mode, g in df.groupby("mode", sort=False):
+        row: dict[str, Any] = {"mode": mode, "rounds": len(g)}
+        for t in thread_counts:
+            col = f"ns_per_fault_t{t}"
+            row[f"median_ns_t{t}"] = float(g[col].median())
+            paired = g.set_index("round")[col] / base[col].reindex(g["round"]).to_numpy()
+            row[f"ratio_t{t}"] = float(np.nanmedian(paired.to_numpy()))
+            q1, q3 = np.nanpercentile(paired.to_numpy(), [25, 75])
+            row[f"ratio_iqr_t{t}"] = (float(q1), float(q3))
+        for c in ("ready_s", "bpf_ns_per_event", "peak_rss_kib", "cpu_s"):
+            vals = pd.to_numeric(g[c], errors="coerce").dropna()
+            row[c] = float(vals.median()) if len(vals) else None
+        for c in ("events_seen", "events_written", "events_lost", "events_dropped"):
+            vals = pd.to_numeric(g[c], errors="coerce").dropna()
+            row[c] = int(vals.sum()) if len(vals) else None
+        win = pd.to_numeric(g["window_s"], errors="coerce").dropna()
+        seen = pd.to_numeric(g["events_written"], errors="coerce")
+        row["events_per_s"] = float((seen / g["window_s"]).median()) if len(win) else None
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def table(summary: pd.DataFrame, thread_counts: tuple[int, ...]) -> str:
+    """The summary as fixed-width text (<= 80 columns: two blocks)."""
+    lines = []
+    hdr = f"{'mode':<10}" + "".join(
+        f" {'ns/flt t' + str(t):>11} {'ratio':>6} {'IQR':>11}" for t in thread_counts
+    )
+    lines.append(hdr)
+    for r in summary.itertuples(index=False):
+        d = r._asdict()
+        cells = ""
+        for t in thread_counts:
+            lo, hi = d[f"ratio_iqr_t{t}"]
+            cells += f" {d[f'median_ns_t{t}']:>11.0f} {d[f'ratio_t{t}']:>6.3f} {f'{lo:.2f}-{hi:.2f}':>11}"
+        lines.append(f"{d['mode']:<10}{cells}")
+    lines.append("")
+    lines.append(
+        f"{'mode':<10} {'ready_s':>7} {'bpf_ns/ev':>9} {'rss_MiB':>7} {'seen':>10} "
+        f"{'written':>10} {'lost':>6} {'dropped':>7}"
+    )
+
+    def f(v: Any, fmt: str) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "-"
+        return format(int(v) if fmt == "d" else v, fmt)
+
+    for r in summary.itertuples(index=False):
+        d = r._asdict()
+        if d["mode"] == "untraced":
+            continue
+        rss = d["peak_rss_kib"] / 1024 if d["peak_rss_kib"] is not None else None
+        lines.append(
+            f"{d['mode']:<10} {f(d['ready_s'], '.2f'):>7} {f(d['bpf_ns_per_event'], '.0f'):>9} "
+            f"{f(rss, '.0f'):>7} {f(d['events_seen'], 'd'):>10} {f(d['events_written'], 'd'):>10} "
+            f"{f(d['events_lost'], 'd'):>6} {f(d['events_dropped'], 'd'):>7}"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    u = os.uname()
+    return {
+        "kernel": u.release,
+        "cpus": os.cpu_count(),
+        "loadavg": uptime(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "thp": Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip(),
+    }

@@ -1,0 +1,311 @@
+"""The tracers the benchmark compares, each started once per round and stopped after.
+
+Every tracer is started, waited for until it counts (``ready_s``: command start to
+the moment events are counted), the timed workload runs, then it is stopped with
+SIGINT and its own numbers are read back: events seen, written and lost, BPF run
+time per event (``bpf_stats``, which the bench keeps on for the whole run so that
+every BPF tool pays the same two clock reads per program run), and the tracer's
+peak RSS (``wait4`` rusage of the process the bench started).
+
+- ``aggregate``: ``cmaprof record --probes page_alloc`` (the per-CPU cube).
+- ``stream``: the same plus ``--events page_alloc`` (every allocation as a row).
+- ``bpftrace``: a per-CPU count map on ``tracepoint:kmem:mm_page_alloc`` keyed by a
+  zone from the pfn (the host's DMA/DMA32/Normal boundaries), order, gfp flags and
+  migratetype: what our cube holds, minus node and CMA area.
+- ``perf``: ``perf record -a -e kmem:mm_page_alloc`` (every event to perf.data),
+  started with its events disabled and enabled through its control FIFO, so that
+  "ready" is perf's own acknowledgement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CMAPROF = REPO / ".venv" / "bin" / "cmaprof"
+
+#: bpftrace's closest equivalent of the cube (bpftrace 0.17 has no page->flags walk:
+#: the zone comes from the pfn and the x86-64 DMA/DMA32 limits, 16 MiB and 4 GiB).
+BPFTRACE_PROG = (
+    "tracepoint:kmem:mm_page_alloc { "
+    "$z = args->pfn < 4096 ? 0 : (args->pfn < 1048576 ? 1 : 2); "
+    "@[$z, args->order, args->gfp_flags, args->migratetype] = count(); }"
+)
+
+
+@dataclass
+class Result:
+    """What one traced round measured, besides the workload's own timings."""
+
+    ready_s: float | None = None
+    events_seen: int | None = None
+    events_written: int | None = None
+    events_lost: int | None = None
+    events_dropped: int | None = None
+    bpf_run_cnt: int | None = None
+    bpf_run_time_ns: int | None = None
+    peak_rss_kib: int | None = None
+    cpu_s: float | None = None
+    window_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bpf_ns_per_event(self) -> float | None:
+        if self.bpf_run_cnt and self.bpf_run_time_ns:
+            return self.bpf_run_time_ns / self.bpf_run_cnt
+        return None
+
+
+def bpf_progs() -> dict[int, dict[str, Any]]:
+    """Loaded BPF programs by id (``bpftool prog show -j``)."""
+    out = subprocess.run(
+        ["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True
+    ).stdout
+    return {p["id"]: p for p in json.loads(out or "[]")}
+
+
+class _LineWatch:
+    """Reads a pipe in a thread, keeps the text, notes when a pattern first appears."""
+
+    def __init__(self, pipe: Any, pattern: str | None) -> None:
+        self.text: list[str] = []
+        self.pattern = re.compile(pattern) if pattern else None
+        self.seen_at: float | None = None
+        self.event = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _run(self, pipe: Any) -> None:
+        for line in iter(pipe.readline, ""):
+            self.text.append(line)
+            if self.pattern and self.seen_at is None and self.pattern.search(line):
+                self.seen_at = time.monotonic()
+                self.event.set()
+        self.event.set()
+
+
+class Tracer:
+    """Base: start, wait until counting, stop, read back numbers."""
+
+    name = ""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+        self.t_start = 0.0
+        self.result = Result()
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 300.0) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> Result:
+        raise NotImplementedError
+
+    def _wait_exit(self, timeout_s: float = 300.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pid, status, ru = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid:
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self.result.peak_rss_kib = ru.ru_maxrss
+                self.result.cpu_s = ru.ru_utime + ru.ru_stime
+                return
+            time.sleep(0.05)
+        self.proc.kill()
+        raise RuntimeError(f"{self.name} did not exit within {timeout_s:.0f} s of SIGINT")
+
+
+class Cmaprof(Tracer):
+    """cmaprof record, aggregate (``stream=False``) or streaming mode."""
+
+    def __init__(self, workdir: Path, stream: bool) -> None:
+        super().__init__(workdir)
+        self.stream = stream
+        self.name = "stream" if stream else "aggregate"
+        self.out = workdir / f"rec-{self.name}"
+
+    def argv(self) -> list[str]:
+        a = [str(CMAPROF), "record", "-o", str(self.out), "--probes", "page_alloc"]
+        return a + (["--events", "page_alloc"] if self.stream else [])
+
+    def start(self, timeout_s: float = 300.0) -> None:
+        self.t_start = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self.err = _LineWatch(self.proc.stderr, r"cmaprof: recording system-wide")
+        if not self.err.event.wait(timeout_s) or self.err.seen_at is None:
+            self.proc.kill()
+            raise RuntimeError(f"cmaprof did not start: {''.join(self.err.text)[-2000:]}")
+        self.result.ready_s = self.err.seen_at - self.t_start
+        self.t_ready = self.err.seen_at
+
+    def stop(self) -> Result:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        self._wait_exit()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"cmaprof exited {self.proc.returncode}: {''.join(self.err.text)}")
+        meta = json.loads((self.out / "metadata.json").read_text())
+        r = self.result
+        r.window_s = (meta.get("duration_ns") or 0) / 1e9
+        st = meta.get("bpf_stats") or {}
+        progs = ["page_alloc_raw"] + (["stream_raw"] if self.stream else [])
+        r.bpf_run_cnt = st.get("page_alloc_raw", {}).get("run_cnt")
+        r.bpf_run_time_ns = sum(st.get(p, {}).get("run_time_ns", 0) for p in progs)
+        r.events_lost = sum((meta.get("lost") or {}).values())
+        r.events_dropped = sum((meta.get("dropped") or {}).values())
+        import pyarrow.parquet as pq
+
+        cube = pq.read_table(self.out / "tables" / "page_alloc.parquet", columns=["allocs"])
+        r.events_seen = int(sum(cube.column("allocs").to_pylist()))
+        if self.stream:
+            tot = (meta.get("stream") or {}).get("totals") or {}
+            r.events_seen = tot.get("selected")
+            r.events_written = tot.get("written")
+            r.events_dropped = (r.events_dropped or 0) + (tot.get("dropped") or 0)
+            if not (meta.get("stream") or {}).get("balanced"):
+                r.notes.append("stream accounting NOT balanced")
+        else:
+            r.events_written = r.events_seen
+        return r
+
+
+class Bpftrace(Tracer):
+    name = "bpftrace"
+
+    def argv(self) -> list[str]:
+        return ["bpftrace", "-e", BPFTRACE_PROG]
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        before = set(bpf_progs())
+        self.t_start = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.out = _LineWatch(self.proc.stdout, None)
+        deadline = self.t_start + timeout_s
+        while time.monotonic() < deadline:
+            new = {i: p for i, p in bpf_progs().items() if i not in before}
+            ran = [i for i, p in new.items() if p.get("run_cnt")]
+            if ran:
+                self.result.ready_s = time.monotonic() - self.t_start
+                self.prog_ids = list(new)
+                self.t_ready = time.monotonic()
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        self.proc.kill()
+        raise RuntimeError(f"bpftrace did not attach: {''.join(self.out.text)[-2000:]}")
+
+    def stop(self) -> Result:
+        assert self.proc is not None
+        progs = bpf_progs()
+        r = self.result
+        r.window_s = time.monotonic() - self.t_ready
+        r.bpf_run_cnt = sum(progs[i].get("run_cnt", 0) for i in self.prog_ids if i in progs)
+        r.bpf_run_time_ns = sum(progs[i].get("run_time_ns", 0) for i in self.prog_ids if i in progs)
+        self.proc.send_signal(signal.SIGINT)
+        self._wait_exit()
+        self.out.thread.join(10)
+        counts = [
+            int(m) for m in re.findall(r"\]:\s*(\d+)\s*$", "".join(self.out.text), re.MULTILINE)
+        ]
+        r.events_seen = sum(counts)
+        r.events_written = r.events_seen
+        r.notes.append(f"{len(counts)} map keys; bpftrace reports no lost count for maps")
+        return r
+
+
+class Perf(Tracer):
+    name = "perf"
+
+    def argv(self) -> list[str]:
+        d = self.workdir
+        return [
+            "perf",
+            "record",
+            "-a",
+            "-e",
+            "kmem:mm_page_alloc",
+            "-o",
+            str(d / "perf.data"),
+            "-D",
+            "-1",
+            "--control",
+            f"fifo:{d / 'perf.ctl'},{d / 'perf.ack'}",
+        ]
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        for f in ("perf.ctl", "perf.ack"):
+            p = self.workdir / f
+            if p.exists():
+                p.unlink()
+            os.mkfifo(p)
+        self.t_start = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self.err = _LineWatch(self.proc.stderr, None)
+        ctl = os.open(self.workdir / "perf.ctl", os.O_RDWR)
+        ack = os.open(self.workdir / "perf.ack", os.O_RDWR)
+        try:
+            os.write(ctl, b"enable\n")
+            deadline = time.monotonic() + timeout_s
+            got = b""
+            os.set_blocking(ack, False)
+            while b"ack" not in got and time.monotonic() < deadline:
+                try:
+                    got += os.read(ack, 64)
+                except BlockingIOError:
+                    time.sleep(0.005)
+            if b"ack" not in got:
+                self.proc.kill()
+                raise RuntimeError(f"perf did not acknowledge enable: {''.join(self.err.text)}")
+        finally:
+            os.close(ctl)
+            os.close(ack)
+        self.t_ready = time.monotonic()
+        self.result.ready_s = self.t_ready - self.t_start
+
+    def stop(self) -> Result:
+        assert self.proc is not None
+        r = self.result
+        r.window_s = time.monotonic() - self.t_ready
+        self.proc.send_signal(signal.SIGINT)
+        self._wait_exit()
+        self.err.thread.join(10)
+        text = "".join(self.err.text)
+        m = re.search(r"\((\d+) samples\)", text)
+        r.events_written = int(m.group(1)) if m else None
+        lost = re.findall(r"lost (\d+) chunks", text)
+        r.events_lost = sum(int(x) for x in lost) if lost else 0
+        r.events_seen = r.events_written
+        r.notes.append("perf: lost = chunks reported lost by perf record (0 if none)")
+        size = (self.workdir / "perf.data").stat().st_size
+        r.notes.append(f"perf.data {size} bytes")
+        (self.workdir / "perf.data").unlink()
+        return r
+
+
+def make(mode: str, workdir: Path) -> Tracer | None:
+    """The tracer of ``mode`` (None for ``untraced``)."""
+    if mode == "untraced":
+        return None
+    if mode in ("aggregate", "stream"):
+        return Cmaprof(workdir, stream=mode == "stream")
+    return {"bpftrace": Bpftrace, "perf": Perf}[mode](workdir)
