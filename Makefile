@@ -9,7 +9,7 @@ PYTEST  := $(VENV)/bin/pytest
 # Checked by lint: the cmaprof package and the three trees installed under it.
 SOURCES := cmaprof probes collectors analysis
 
-.PHONY: all setup demo test unit lint fuzz clean bench
+.PHONY: all setup demo test unit lint fuzz soak clean bench
 
 all: test
 
@@ -23,6 +23,11 @@ demo: setup
 # CMAPROF_REQUIRE_LIVE=1 turns skips of live/vm tests into failures where they can run.
 test: setup
 	CMAPROF_REQUIRE_LIVE=1 $(PYTEST) tests -q
+
+# cmaprof record for 10 minutes under the highest allocation rate of every CPU: RSS growth
+# under 5%, no loss, vmstat check, size per interval (make test runs a 75 s version).
+soak: setup
+	$(PY) scripts/soak.py --duration 600 --out out/soak --force --json out/soak.json
 
 # 10k mutated recordings (make test runs 300); about 20 minutes.
 fuzz: setup
