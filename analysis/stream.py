@@ -90,52 +90,53 @@ def events_table(
     return pa.concat_tables([read_chunk(c, want, cols) for c in chunks])
 
 
-def _categorical(codes_src: np.ndarray, labels: dict[int, str | None]) -> pd.Categorical:
-    """Categorical from integer values and a value -> label map (None: missing)."""
-    values = np.unique(codes_src)
-    names = [labels.get(int(v)) for v in values]
-    cats = list(dict.fromkeys(n for n in names if n is not None))
-    lut = np.full(int(values.max()) + 1 if len(values) else 1, -1, dtype=np.int32)
-    for v, n in zip(values, names):
-        lut[int(v)] = cats.index(n) if n is not None else -1
-    return pd.Categorical.from_codes(lut[codes_src.astype(np.int64)], categories=cats)
+def _codes(t: pa.Table, col: str) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, index of each row's value): Arrow's hash dictionary encoding,
+    linear in rows (numpy's unique sorts)."""
+    arr = t.column(col).combine_chunks()
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    return arr.dictionary.to_numpy(zero_copy_only=False), arr.indices.to_numpy(zero_copy_only=False)
+
+
+def _categorical(values: np.ndarray, idx: np.ndarray, labels: list[str | None]) -> pd.Categorical:
+    """Categorical of rows whose value is ``values[idx]``, labelled ``labels[k]`` for
+    ``values[k]`` (None: missing)."""
+    cats = list(dict.fromkeys(lbl for lbl in labels if lbl is not None))
+    lut = np.array([cats.index(lbl) if lbl is not None else -1 for lbl in labels] or [-1])
+    return pd.Categorical.from_codes(lut[idx].astype(np.int32), categories=cats)
 
 
 def decode(rec: Recording, t: pa.Table) -> pd.DataFrame:
     """Typed frame of an event table with zone, migratetype, gfp, cma_area added."""
     df = t.to_pandas()
-    if "zone_idx" in df:
+    names = t.column_names
+    if "zone_idx" in names:
         zn = rec.zone_names
-        z = df["zone_idx"].to_numpy()
-        df["zone"] = _categorical(
-            z, {int(v): zn.get(int(v), f"zone{int(v)}") for v in np.unique(z)}
-        )
-    if "migratetype_id" in df:
+        v, i = _codes(t, "zone_idx")
+        df["zone"] = _categorical(v, i, [zn.get(int(x), f"zone{int(x)}") for x in v])
+    if "migratetype_id" in names:
         mt = rec.migratetype_names
-        m = df["migratetype_id"].to_numpy()
+        v, i = _codes(t, "migratetype_id")
         df["migratetype"] = _categorical(
-            m, {int(v): mt[int(v)] if int(v) < len(mt) else f"mt{int(v)}" for v in np.unique(m)}
+            v, i, [mt[int(x)] if int(x) < len(mt) else f"mt{int(x)}" for x in v]
         )
-    if "gfp_flags" in df:
-        g = df["gfp_flags"].to_numpy()
-        uniq, inverse = np.unique(g, return_inverse=True)
-        labels = [rec.gfp_table.decode(int(v)) for v in uniq] if len(uniq) else []
-        cats = list(dict.fromkeys(labels))
-        lut = np.array([cats.index(lbl) for lbl in labels], dtype=np.int32)
-        df["gfp"] = pd.Categorical.from_codes(
-            lut[inverse] if len(uniq) else np.empty(0, np.int32), categories=cats
-        )
-    if "cma_area_idx" in df:
-        names = rec.cma_area_names
-        c = df["cma_area_idx"].to_numpy()
+    if "gfp_flags" in names:
+        v, i = _codes(t, "gfp_flags")
+        table = rec.gfp_table if len(v) else None
+        df["gfp"] = _categorical(v, i, [table.decode(int(x)) for x in v] if table else [])
+    if "cma_area_idx" in names:
+        an = rec.cma_area_names
+        v, i = _codes(t, "cma_area_idx")
         df["cma_area"] = _categorical(
-            c,
-            {
-                int(v): None
-                if int(v) == schema.CMA_AREA_NONE
-                else (names[int(v)] if int(v) < len(names) else f"cma{int(v)}")
-                for v in np.unique(c)
-            },
+            v,
+            i,
+            [
+                None
+                if int(x) == schema.CMA_AREA_NONE
+                else (an[int(x)] if int(x) < len(an) else f"cma{int(x)}")
+                for x in v
+            ],
         )
     return df
 
