@@ -164,7 +164,10 @@ def _has_cma_probe(rec: Recording) -> bool:
 def _failures_frame(rec: Recording) -> pd.DataFrame | None:
     """Engineer B's ``cma_failures`` table (area, cause, pages, events), None if not recorded."""
     fn = getattr(rec, "df_cma_failures", None)
-    if fn is None or not (rec.path / "tables/cma_failures.parquet").exists():
+    recorded = "blockers" in (rec.meta.get("probes") or {}) or any(
+        (rec.path / f"tables/{t}.parquet").exists() for t in ("cma_failures", "cma_blockers")
+    )
+    if fn is None or not recorded:
         return None
     df = fn()
     return df if isinstance(df, pd.DataFrame) else None

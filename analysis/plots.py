@@ -109,6 +109,10 @@ def save_all(rec: Recording, outdir: Path, fmt: str = "png") -> list[Path]:
 # what ``cmaprof plot SIDE... -o OUTDIR`` writes.
 
 
+def _page_mib(rec: Recording) -> float:
+    return int(rec.meta.get("page_size") or 4096) / (1 << 20)
+
+
 def _side_label(side: Side) -> str:
     return f"{side.name}: {side.kernel}, {side.layout}, n={len(side.recordings)}"
 
@@ -202,7 +206,7 @@ def plot_zone_gfp_sides(sides: list[Side]) -> Figure:
     pivot = df.pivot_table(index="bar", columns="class", values="pages", aggfunc="sum").fillna(0)
     pivot = pivot.reindex(bars)
     classes = [c for c in [*top.index, "other"] if c in pivot.columns]
-    page_mib = 4096 / (1 << 20)
+    page_mib = _page_mib(sides[0].recordings[0])
     bottom = np.zeros(len(pivot))
     for cls in classes:
         vals = pivot[cls].to_numpy() * page_mib
@@ -259,7 +263,7 @@ def plot_cma_utilisation(sides: list[Side]) -> Figure:
                     .sort_values("t_start_ns")
                 )
                 if len(g):
-                    rate = g["pages"] / ((g["t_end_ns"] - g["t_start_ns"]) / 1e9) * 4096 / (1 << 20)
+                    rate = g["pages"] / ((g["t_end_ns"] - g["t_start_ns"]) / 1e9) * _page_mib(rec)
                     edges = [g["t_start_ns"].iloc[0] / 1e9, *(g["t_end_ns"] / 1e9)]
                     bottom.stairs(rate.to_numpy(), edges, color=color, linewidth=1.2)
                     any_rate = True
