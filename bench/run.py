@@ -87,6 +87,7 @@ def run_rounds(
                     "loadavg_before": load_before,
                     "loadavg_after": uptime(),
                     **{f"ns_per_fault_t{t}": v["ns_per_fault"] for t, v in timings.items()},
+                    **{f"cpu_ns_per_fault_t{t}": v["cpu_ns_per_fault"] for t, v in timings.items()},
                     **{f"faults_t{t}": v["faults"] for t, v in timings.items()},
                     **asdict(res),
                     "bpf_ns_per_event": res.bpf_ns_per_event,
@@ -94,7 +95,10 @@ def run_rounds(
                 rows.append(row)
                 log(
                     f"round {r + 1}/{rounds} {mode:<9} "
-                    + " ".join(f"t{t}={v['ns_per_fault']:.0f}ns" for t, v in timings.items())
+                    + " ".join(
+                        f"t{t}={v['ns_per_fault']:.0f}ns cpu={v['cpu_ns_per_fault']:.0f}ns"
+                        for t, v in timings.items()
+                    )
                     + (f" ready={res.ready_s:.2f}s" if res.ready_s is not None else "")
                     + f" load {load_before.split()[0]}"
                 )
@@ -114,12 +118,12 @@ def summarize(rows: list[dict[str, Any]], thread_counts: tuple[int, ...]) -> pd.
     for mode, g in df.groupby("mode", sort=False):
         row: dict[str, Any] = {"mode": mode, "rounds": len(g)}
         for t in thread_counts:
-            col = f"ns_per_fault_t{t}"
-            row[f"median_ns_t{t}"] = float(g[col].median())
-            paired = g.set_index("round")[col] / base[col].reindex(g["round"]).to_numpy()
-            row[f"ratio_t{t}"] = float(np.nanmedian(paired.to_numpy()))
-            q1, q3 = np.nanpercentile(paired.to_numpy(), [25, 75])
-            row[f"ratio_iqr_t{t}"] = (float(q1), float(q3))
+            for kind, col in (("", f"ns_per_fault_t{t}"), ("cpu_", f"cpu_ns_per_fault_t{t}")):
+                row[f"{kind}median_ns_t{t}"] = float(g[col].median())
+                paired = g.set_index("round")[col] / base[col].reindex(g["round"]).to_numpy()
+                row[f"{kind}ratio_t{t}"] = float(np.nanmedian(paired.to_numpy()))
+                q1, q3 = np.nanpercentile(paired.to_numpy(), [25, 75])
+                row[f"{kind}ratio_iqr_t{t}"] = (float(q1), float(q3))
         for c in ("ready_s", "bpf_ns_per_event", "peak_rss_kib", "cpu_s"):
             vals = pd.to_numeric(g[c], errors="coerce").dropna()
             row[c] = float(vals.median()) if len(vals) else None
@@ -136,18 +140,22 @@ def summarize(rows: list[dict[str, Any]], thread_counts: tuple[int, ...]) -> pd.
 def table(summary: pd.DataFrame, thread_counts: tuple[int, ...]) -> str:
     """The summary as fixed-width text (<= 80 columns: two blocks)."""
     lines = []
-    hdr = f"{'mode':<10}" + "".join(
-        f" {'ns/flt t' + str(t):>11} {'ratio':>6} {'IQR':>11}" for t in thread_counts
-    )
-    lines.append(hdr)
-    for r in summary.itertuples(index=False):
-        d = r._asdict()
-        cells = ""
-        for t in thread_counts:
-            lo, hi = d[f"ratio_iqr_t{t}"]
-            cells += f" {d[f'median_ns_t{t}']:>11.0f} {d[f'ratio_t{t}']:>6.3f} {f'{lo:.2f}-{hi:.2f}':>11}"
-        lines.append(f"{d['mode']:<10}{cells}")
-    lines.append("")
+    for kind, what in (("cpu_", "CPU time per fault"), ("", "wall time per fault")):
+        lines.append(f"{what} (ns) and its ratio to untraced (IQR of the ratio)")
+        lines.append(
+            f"{'mode':<10}"
+            + "".join(f" {'t' + str(t):>11} {'ratio':>6} {'IQR':>11}" for t in thread_counts)
+        )
+        for r in summary.to_dict(orient="records"):
+            cells = ""
+            for t in thread_counts:
+                lo, hi = r[f"{kind}ratio_iqr_t{t}"]
+                cells += (
+                    f" {r[f'{kind}median_ns_t{t}']:>11.0f} {r[f'{kind}ratio_t{t}']:>6.3f}"
+                    f" {f'{lo:.2f}-{hi:.2f}':>11}"
+                )
+            lines.append(f"{r['mode']:<10}{cells}")
+        lines.append("")
     lines.append(
         f"{'mode':<10} {'ready_s':>7} {'bpf_ns/ev':>9} {'rss_MiB':>7} {'seen':>10} "
         f"{'written':>10} {'lost':>6} {'dropped':>7}"
