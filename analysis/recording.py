@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +275,24 @@ def _check_schema(path: Path, have: pa.Schema, want: pa.Schema) -> None:
             )
 
 
+#: metadata.json of a real recording is a few KiB.
+_MAX_METADATA_BYTES = 16 << 20
+
+
+def _only_regular_files(path: Path) -> None:
+    """Refuse a recording holding a FIFO, socket or device (reading one would block or
+    read a device), found by stat(2), which never blocks."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames + dirnames:
+            p = Path(dirpath, name)
+            try:
+                mode = p.stat().st_mode
+            except OSError:
+                continue  # dangling link, loop: reported by whoever reads it
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise BadInput(f"{p}: not a regular file; the recording is damaged or foreign")
+
+
 def _read_metadata(path: Path) -> dict[str, Any]:
     mpath = path / "metadata.json"
     if not path.exists():
@@ -281,7 +301,14 @@ def _read_metadata(path: Path) -> dict[str, Any]:
         raise BadInput(
             f"{path}: not a directory; a recording is a directory made by `cmaprof record -o DIR`"
         )
+    _only_regular_files(path)
     try:
+        st = mpath.stat()
+        if stat.S_ISREG(st.st_mode) and st.st_size > _MAX_METADATA_BYTES:
+            raise BadInput(
+                f"{mpath}: {st.st_size} bytes, more than a metadata file can be "
+                f"({_MAX_METADATA_BYTES}); the recording is corrupt"
+            )
         raw = mpath.read_bytes()
     except FileNotFoundError:
         raise BadInput(f"{mpath}: missing; {path} is not a cmaprof recording")

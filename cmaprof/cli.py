@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -462,6 +463,13 @@ def main() -> None:
     except CmaprofError as exc:
         click.echo(f"cmaprof: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except BrokenPipeError:  # cmaprof report | head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+    except OSError as exc:  # e.g. plot -o onto a file or into a read-only directory
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"cmaprof: error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("cmaprof: interrupted", err=True)
         sys.exit(130)
