@@ -100,7 +100,7 @@ static __always_inline int span_lookup(struct cmaprof_config *cfg, __u64 pfn, __
 }
 
 /*
- * Node and zone of an allocated page, as page_alloc.bpf.c computes them: from
+ * Node and zone of an allocated page, as the page_alloc probe computes them: from
  * page->flags, or from the pfn-span map (cfg->zone_source). 0, or the DROP_* cause.
  */
 static __always_inline int page_node_zone(struct cmaprof_config *cfg, __u64 page, __u64 pfn,
