@@ -96,7 +96,7 @@ def mwu(base: list[float], other: list[float], alpha: float = ALPHA) -> TestResu
 
 def quantile_testable(n: int, q: float) -> bool:
     """Whether a sample of ``n`` has enough observations beyond quantile ``q``."""
-    return n * min(q, 1.0 - q) >= TAIL_MIN
+    return n * min(q, 1.0 - q) >= TAIL_MIN - 1e-9
 
 
 def bootstrap_quantile_diff(
@@ -114,7 +114,7 @@ def bootstrap_quantile_diff(
     a = np.asarray(base, dtype=float)
     b = np.asarray(other, dtype=float)
     if not (quantile_testable(len(a), q) and quantile_testable(len(b), q)):
-        need = math.ceil(TAIL_MIN / min(q, 1.0 - q))
+        need = math.ceil(TAIL_MIN / min(q, 1.0 - q) - 1e-9)
         return TestResult(
             "none",
             False,
