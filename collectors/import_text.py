@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
+from cmaprof.analysis.formats import EventFormat
 from cmaprof.errors import BadInput
 
 SOURCES = ("tracefs", "trace-cmd", "perf")
@@ -48,8 +50,8 @@ _PERF_RE = (
     r"(?:\d+\s+)?(?P<sys>\w+):(?P<event>\w+):\s*(?P<fields>.*)$"
 )
 _LINE_RES = {"tracefs": _FTRACE_RE, "trace-cmd": _FTRACE_RE, "perf": _PERF_RE}
-_COMMENT_RE = r"^\s*(#.*|cpus=\d+|version\s*=\s*\S+|CPU \d+ is empty|)\s*$"
-_LOST_RE = r"^\s*CPU:\s*(?P<cpu>\d+)\s+\[LOST (?P<n>\d+) EVENTS\]\s*$"
+_COMMENT = re.compile(r"^\s*(#.*|cpus=\d+|version\s*=\s*\S+|CPU \d+ is empty|)\s*$")
+_LOST = re.compile(r"^\s*CPU:\s*(?P<cpu>\d+)\s+\[LOST (?P<n>\d+) EVENTS\]\s*$")
 _ENTRIES_RE = re.compile(r"entries-in-buffer/entries-written:\s*(\d+)/(\d+)")
 _CPUS_RE = re.compile(r"^(?:#.*#P:|cpus=)(\d+)")
 _FAILED = "[FAILED TO PARSE]"
@@ -80,10 +82,11 @@ class ParsedText:
     cpus: int | None = None
 
 
-def read_lines(path: Path) -> list[str]:
-    """The lines of a text file (``.xz`` decompressed), as text.
+def read_array(path: Path) -> pa.StringArray:
+    """The lines of a text file (``.xz`` decompressed) as one Arrow string array;
+    element ``i`` is line ``i + 1`` (empty lines kept).
 
-    :raises BadInput: unreadable, or not text
+    :raises BadInput: unreadable, or binary
     """
     try:
         data = path.read_bytes()
@@ -98,28 +101,116 @@ def read_lines(path: Path) -> list[str]:
             f"{path}: binary data, not trace text (for trace.dat run `trace-cmd report`, "
             f"for perf.data `perf script`, and import their output)"
         )
-    return data.decode("utf-8", errors="replace").splitlines()
+    if len(data) < 4096 and not data.strip():
+        raise BadInput(f"{path}: empty; nothing to import")
+    try:
+        # Arrow's CSV reader splits lines in C++ (one column: no delimiter, no quoting).
+        t = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(column_names=["line"], block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(
+                delimiter="\x1f", quote_char=False, escape_char=False, ignore_empty_lines=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"line": pa.string()}, strings_can_be_null=False
+            ),
+        )
+        arr = t["line"].combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # odd bytes (invalid UTF-8, the separator): split in Python instead
+        arr = pa.array(data.decode("utf-8", errors="replace").splitlines(), pa.string())
+    return arr
 
 
-def detect_source(lines: list[str], where: str) -> str:
+def detect_source(lines: pa.Array, where: str) -> str:
     """Which tool printed ``lines``: the format whose line shape matches most of the
     first 2000 lines; trace-cmd is told from tracefs by its ``cpus=``/``version =``
     header."""
-    sample = pa.array(lines[:2000], pa.string())
+    sample = lines.slice(0, 2000)
     perf = pc.sum(pc.match_substring_regex(sample, _PERF_RE)).as_py() or 0
     ftrace = pc.sum(pc.match_substring_regex(sample, _FTRACE_RE)).as_py() or 0
     if not perf and not ftrace:
-        first = next((ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")), "")
+        first = next(
+            (ln for ln in sample.to_pylist() if ln.strip() and not ln.lstrip().startswith("#")), ""
+        )
         what = f"first line {first[:100]!r}" if first else "no event lines"
         raise BadInput(
             f"{where}: not trace text from tracefs, trace-cmd report or perf script ({what})"
         )
     if perf > ftrace:
         return "perf"
-    head = [ln.strip() for ln in lines[:20]]
+    head = [str(h).strip() for h in sample.slice(0, 20).to_pylist()]
     if any(h.startswith(("cpus=", "version =")) for h in head):
         return "trace-cmd"
     return "tracefs"
+
+
+def _parts(
+    arr: pa.Array, pattern: str, k: int, reverse: bool = False
+) -> tuple[list[pa.Array], np.ndarray]:
+    """Split each string into exactly ``k`` parts at ``pattern`` (from the right when
+    ``reverse``); rows that do not give ``k`` parts are masked out (their parts are
+    placeholders)."""
+    n = len(arr)
+    lists = pc.split_pattern(arr, pattern, max_splits=k - 1, reverse=reverse)
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    ok = lengths == k
+    values = lists.values
+    if len(values) == 0:
+        return [pa.array([""] * n, pa.string()) for _ in range(k)], np.zeros(n, bool)
+    starts = np.frombuffer(lists.buffers()[1], dtype=np.int32)[lists.offset : lists.offset + n]
+    out = []
+    for j in range(k):
+        idx = np.where(ok, starts + j, 0)
+        out.append(values.take(pa.array(idx)))
+    return out, ok
+
+
+def _digits(arr: pa.Array, pattern: str = r"^\d+$") -> np.ndarray:
+    return pc.fill_null(pc.match_substring_regex(arr, pattern), False).to_numpy(
+        zero_copy_only=False
+    )
+
+
+def split_lines(arr: pa.Array, src: str) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """Split event lines into comm, pid, cpu, ts, sys, event, fields with string
+    kernels (no per-line Python, no regex capture over the whole line).
+
+    :returns: the columns (placeholders where not ok) and the mask of rows split
+    """
+    (head, event, fields), ok = _parts(arr, ": ", 3)
+    (rest, ts), ok2 = _parts(pc.utf8_rtrim_whitespace(head), " ", 2, reverse=True)
+    ok &= ok2 & _digits(ts, r"^\d+\.\d+$")
+    (who, cpu_part), ok3 = _parts(rest, "[", 2, reverse=True)
+    ok &= ok3
+    (cpu, _flags), ok4 = _parts(cpu_part, "]", 2)
+    ok &= ok4 & _digits(cpu)
+    who = pc.utf8_trim_whitespace(who)
+    if src == "perf":
+        (comm, pid), ok5 = _parts(who, " ", 2, reverse=True)
+        (_, pid), _ = _parts(pc.binary_join_element_wise("0/", pid, ""), "/", 2, reverse=True)
+        (sysname, event), ok6 = _parts(event, ":", 2)
+        ok &= ok6
+    else:
+        tgid = pc.ends_with(who, ")").to_numpy(zero_copy_only=False)
+        if tgid.any():  # "comm-pid (tgid)" with the record-tgid option
+            (no_tgid, _), _ = _parts(who, "(", 2, reverse=True)
+            who = pc.if_else(pa.array(tgid), pc.utf8_rtrim_whitespace(no_tgid), who)
+        (comm, pid), ok5 = _parts(who, "-", 2, reverse=True)
+        sysname = pa.array([""] * len(arr), pa.string())
+    ok &= ok5 & _digits(pid) & _digits(event, r"^\w+$")
+    cols = {
+        "comm": pc.utf8_trim_whitespace(comm),
+        "pid": pid,
+        "cpu": cpu,
+        "ts": ts,
+        "sys": sysname,
+        "event": event,
+        "fields": pc.utf8_trim_whitespace(fields),
+    }
+    return cols, ok
 
 
 def parse_files(paths: list[Path], source: str = "auto") -> ParsedText:
@@ -137,54 +228,64 @@ def parse_files(paths: list[Path], source: str = "auto") -> ParsedText:
     cpus: int | None = None
     sources = set()
     for i, path in enumerate(paths):
-        lines = read_lines(path)
-        if not any(ln.strip() for ln in lines):
-            raise BadInput(f"{path}: empty; nothing to import")
-        src = detect_source(lines, str(path)) if source == "auto" else source
+        arr = read_array(path)
+        src = detect_source(arr, str(path)) if source == "auto" else source
         sources.add(src)
-        total += len(lines)
-        arr = pa.array(lines, pa.string())
-        parts = pc.extract_regex(arr, _LINE_RES[src])
-        ok = parts.is_valid()
-        comment = pc.match_substring_regex(arr, _COMMENT_RE)
-        lost_mask = pc.match_substring_regex(arr, _LOST_RE)
-        bad = pc.and_(pc.invert(ok), pc.invert(pc.or_(comment, lost_mask)))
-        nbad = pc.sum(bad).as_py() or 0
-        if nbad:
-            idx = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
+        total += len(arr)
+        cols, ok = split_lines(arr, src)
+        if not ok.all():
+            # odd lines (a comm with ": " in it...): the full line pattern, row by row
+            rest = np.flatnonzero(~ok)
+            got = pc.extract_regex(arr.take(pa.array(rest)), _LINE_RES[src])
+            hit = got.is_valid().to_numpy(zero_copy_only=False)
+            if hit.any():
+                gcols = dict(zip([f.name for f in got.type], got.flatten()))
+                order = np.arange(len(arr))
+                order[rest[hit]] = len(arr) + np.arange(int(hit.sum()))
+                for k in cols:
+                    extra = pc.filter(gcols[k], pa.array(hit))
+                    cols[k] = pa.concat_arrays([cols[k], extra.cast(pa.string())]).take(
+                        pa.array(order)
+                    )
+                ok[rest[hit]] = True
+        # the few lines that are not events: headers, loss markers, or malformed
+        for bad_idx in np.flatnonzero(~ok):
+            idx = int(bad_idx)
+            ln = arr[idx].as_py()
+            if _COMMENT.match(ln):
+                c = _CPUS_RE.match(ln.strip())
+                if c:
+                    cpus = max(cpus or 0, int(c.group(1)))
+                m = _ENTRIES_RE.search(ln)
+                if m and int(m.group(2)) > int(m.group(1)):
+                    # the ring buffer overwrote the oldest events (tracefs overrun)
+                    lost += int(m.group(2)) - int(m.group(1))
+                    notes.append(
+                        f"{path}: entries-in-buffer/entries-written {m.group(1)}/{m.group(2)}"
+                    )
+                continue
+            m = _LOST.match(ln)
+            if m:
+                lost += int(m.group("n"))
+                notes.append(f"{path}:{idx + 1}: {ln.strip()}")
+                continue
+            malformed += 1
             if first_bad is None:
-                first_bad = f"{path}:{idx + 1}: {lines[idx][:160]}"
-            malformed += nbad
-        if pc.any(lost_mask).as_py():
-            for ln in pc.filter(arr, lost_mask).to_pylist():
-                m = re.match(_LOST_RE, ln)
-                if m:
-                    lost += int(m.group("n"))
-            notes.append(f"{path}: [LOST N EVENTS] markers")
-        for ln in lines[:20]:
-            c = _CPUS_RE.match(ln.strip())
-            if c:
-                cpus = max(cpus or 0, int(c.group(1)))
-            m = _ENTRIES_RE.search(ln)
-            if m and int(m.group(2)) > int(m.group(1)):
-                # the ring buffer overwrote the oldest events (tracefs overrun)
-                lost += int(m.group(2)) - int(m.group(1))
-                notes.append(f"{path}: entries-in-buffer/entries-written {m.group(1)}/{m.group(2)}")
-        ev = pc.filter(parts, ok)
-        if len(ev) == 0:
+                first_bad = f"{path}:{idx + 1}: {ln[:160]}"
+        mask = pa.array(ok)
+        nev = int(ok.sum())
+        if nev == 0:
             raise BadInput(
                 f"{path}: no {src} event lines found"
                 + (f" (first line not understood: {first_bad})" if first_bad else "")
             )
-        line_no = pc.filter(pa.array(np.arange(1, len(lines) + 1, dtype=np.int64)), ok)
-        flat = ev.flatten()
-        names = [f.name for f in ev.type]
-        cols = dict(zip(names, flat))
+        line_no = np.flatnonzero(ok).astype(np.int64) + 1
+        cols = {k: pc.filter(v, mask) for k, v in cols.items()}
         tables.append(
             pa.table(
                 {
-                    "file": pa.array(np.full(len(ev), i, dtype=np.int32)),
-                    "line": line_no,
+                    "file": pa.array(np.full(nev, i, dtype=np.int32)),
+                    "line": pa.array(line_no),
                     "comm": cols["comm"],
                     "pid": pc.cast(cols["pid"], pa.int64()),
                     "cpu": pc.cast(cols["cpu"], pa.int32()),
@@ -223,3 +324,135 @@ def key_values(text: str) -> dict[str, str]:
 def extract_field(fields: pa.Array, name: str) -> pa.Array:
     """The value text of ``name=`` in each event text (null where absent)."""
     return pc.struct_field(pc.extract_regex(fields, rf"(?:^|\s){name}=(?P<v>\S*)"), [0])
+
+
+_CONV = re.compile(r"%%|%[-+ #0]*\d*(?:\.\d+)?(?:hh|h|ll|l|z|j|t|L)*(p[A-Za-z]*|[a-zA-Z])")
+_QUOTED = re.compile(r'^\s*"((?:[^"\\]|\\.)*)"')
+
+
+def format_regex(fmt: EventFormat) -> tuple[str, dict[str, str]]:
+    """An anchored RE2 pattern for the text the kernel prints for ``fmt``, built from
+    its print fmt's format string: every conversion becomes a named group, named after
+    the ``name=`` before it (``pfn=0x%lx`` -> group ``pfn``, hex digits only).
+
+    :returns: the pattern, and each group's conversion letter (``x``, ``d``, ``s``, ``p``)
+    """
+    m = _QUOTED.match(fmt.print_fmt)
+    text = m.group(1) if m else ""
+    out = ["^"]
+    convs: dict[str, str] = {}
+    pos = 0
+    for c in _CONV.finditer(text):
+        lit = text[pos : c.start()]
+        out.append(re.escape(lit.replace("\\n", "")).replace("\\ ", " "))
+        pos = c.end()
+        if c.group(0) == "%%":
+            out.append("%")
+            continue
+        key = re.search(r"(\w+)=(?:0x)?$", lit)
+        name = key.group(1) if key else f"arg{len(convs)}"
+        while name in convs:
+            name += "_"
+        convs[name] = c.group(1)[0]
+        out.append(rf"(?P<{name}>\S*)")
+    out.append(re.escape(text[pos:].replace("\\n", "")).replace("\\ ", " "))
+    out.append(r"\s*$")
+    return "".join(out), convs
+
+
+def failed_regex(fmt: EventFormat) -> str:
+    """The pattern of libtraceevent's fallback for an event whose print fmt it cannot
+    evaluate: ``[FAILED TO PARSE] f1=v1 f2=v2 ...`` with the raw fields (decimal) in
+    format-file order, ``common_*`` fields left out."""
+    names = [n for n in fmt.fields if not n.startswith("common_")]
+    body = " ".join(rf"{n}=(?P<{n}>\S*)" for n in names)
+    return rf"^\s*\[FAILED TO PARSE\] {body}\s*$"
+
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+
+
+def parse_uint(arr: pa.Array, base: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unsigned integers from text in ``base`` 16 (``0x`` optional) or 10, vectorised.
+
+    :returns: uint64 values and a mask of the elements that parsed (null, empty,
+        too long or non-digit text does not)
+    """
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, bool)
+    arr = pc.fill_null(arr.cast(pa.string()), "")
+    if base == 10:
+        ok = pc.match_substring_regex(arr, r"^\d{1,20}$").to_numpy(zero_copy_only=False)
+        vals = pc.cast(pc.if_else(pa.array(ok), arr, "0"), pa.uint64(), safe=False)
+        out = vals.to_numpy(zero_copy_only=False).astype(np.uint64)
+        return out, ok
+    arr = pc.replace_substring_regex(arr, r"^0[xX]", "")
+    length = pc.utf8_length(arr).to_numpy(zero_copy_only=False)
+    padded = pc.utf8_lpad(pc.if_else(pa.array(length <= 16), arr, ""), 16, "0")
+    padded = padded.combine_chunks() if isinstance(padded, pa.ChunkedArray) else padded
+    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int32)[padded.offset :][: n + 1]
+    data = np.frombuffer(padded.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + 16 * n]
+    digits = _HEX[data.reshape(n, 16)]
+    ok = (digits != 255).all(axis=1) & (length >= 1) & (length <= 16)
+    digits = np.where(digits == 255, 0, digits).astype(np.uint64)
+    shifts = np.arange(60, -4, -4, dtype=np.uint64)
+    out = (digits << shifts).sum(axis=1, dtype=np.uint64)
+    return out, ok
+
+
+def format_tokens(fmt: EventFormat) -> list[tuple[str, str | None, str, str]] | None:
+    """The print fmt's format string as space-separated tokens ``(prefix, name,
+    conversion, suffix)``: ``pfn=0x%lx`` -> ``("pfn=0x", "pfn", "x", "")``; a literal
+    token has name None. None when a token holds two conversions or a ``%s`` could
+    print spaces in an unknown place (then :func:`format_regex` is used)."""
+    m = _QUOTED.match(fmt.print_fmt)
+    if not m:
+        return None
+    out: list[tuple[str, str | None, str, str]] = []
+    for tok in m.group(1).replace("\\n", "").split():
+        convs = [c for c in _CONV.finditer(tok) if c.group(0) != "%%"]
+        if len(convs) > 1:
+            return None
+        if not convs:
+            out.append((tok.replace("%%", "%"), None, "", ""))
+            continue
+        c = convs[0]
+        prefix, suffix = tok[: c.start()], tok[c.end() :]
+        key = re.search(r"(\w+)=(?:0x)?$", prefix)
+        out.append((prefix, key.group(1) if key else f"arg{len(out)}", c.group(1)[0], suffix))
+    return out
+
+
+def failed_tokens(fmt: EventFormat) -> list[tuple[str, str | None, str, str]]:
+    """Tokens of libtraceevent's ``[FAILED TO PARSE] f1=v1 ...`` (raw decimal fields)."""
+    lits: list[tuple[str, str | None, str, str]] = [
+        ("[FAILED", None, "", ""),
+        ("TO", None, "", ""),
+        ("PARSE]", None, "", ""),
+    ]
+    return lits + [(f"{n}=", n, "u", "") for n in fmt.fields if not n.startswith("common_")]
+
+
+def match_tokens(
+    fields: pa.Array, tokens: list[tuple[str, str | None, str, str]]
+) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """Values of each named token of ``tokens`` in each event text, and the mask of
+    the texts that have exactly these tokens."""
+    parts, ok = _parts(fields, " ", len(tokens))
+    # a text with more tokens than the template puts the rest into the last part
+    ok &= ~pc.fill_null(pc.match_substring(parts[-1], " "), False).to_numpy(zero_copy_only=False)
+    out: dict[str, pa.Array] = {}
+    for part, (prefix, name, _conv, suffix) in zip(parts, tokens):
+        if name is None:
+            ok &= pc.fill_null(pc.equal(part, prefix), False).to_numpy(zero_copy_only=False)
+            continue
+        ok &= pc.starts_with(part, prefix).to_numpy(zero_copy_only=False)
+        if suffix:
+            ok &= pc.ends_with(part, suffix).to_numpy(zero_copy_only=False)
+        stop = -len(suffix) if suffix else None
+        out[name] = pc.utf8_slice_codeunits(part, len(prefix), stop if stop else 2**31 - 1)
+    return out, ok

@@ -44,7 +44,17 @@ import pyarrow.compute as pc
 
 from cmaprof.analysis import formats, schema
 from cmaprof.collectors import procfs
-from cmaprof.collectors.import_text import ParsedText, extract_field, key_values, parse_files
+from cmaprof.collectors.import_text import (
+    ParsedText,
+    failed_regex,
+    failed_tokens,
+    format_regex,
+    format_tokens,
+    key_values,
+    match_tokens,
+    parse_files,
+    parse_uint,
+)
 from cmaprof.collectors.recording import RecordingWriter
 from cmaprof.errors import BadInput
 
@@ -74,7 +84,9 @@ def parse_cma_ranges(specs: list[str]) -> list[CmaRange]:
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            dirs = [p] if (p / "base_pfn").exists() else sorted(p.iterdir())
+            dirs = (
+                [p] if (p / "base_pfn").exists() else sorted(d for d in p.iterdir() if d.is_dir())
+            )
             for d in dirs:
                 try:
                     base = int((d / "base_pfn").read_text().split()[0], 0)
@@ -126,8 +138,8 @@ class _Encoder:
         self.flags = fmt.flag_table(field)
         self.symbols = fmt.symbolic_table(field)
         self.where = where
+        self.by_name: dict[str, int] = {}
         if self.flags:
-            self.by_name = {}
             for mask, name in self.flags.entries:
                 self.by_name.setdefault(name, mask)
         elif self.symbols:
@@ -185,18 +197,6 @@ class _Bad:
             self.first = f"{self.inputs[file]}:{line}: {why}: {text[:120]}"
 
 
-def _ints(texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-    """C-notation integers (``0x..`` or decimal, ``-1``) as uint64; and a validity mask."""
-    out = np.zeros(len(texts), dtype=np.uint64)
-    ok = np.ones(len(texts), dtype=bool)
-    for i, t in enumerate(texts):
-        try:
-            out[i] = int(t, 0) & _U64  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            ok[i] = False
-    return out, ok
-
-
 def _zone_of(pfns: np.ndarray, zones: list[procfs.Zone]) -> tuple[np.ndarray, np.ndarray]:
     """Zone index and node of each pfn from zone spans; unknown where no span or
     several spans hold it (overlapping spans: ZONE_MOVABLE beside Normal, multi-node)."""
@@ -205,7 +205,8 @@ def _zone_of(pfns: np.ndarray, zones: list[procfs.Zone]) -> tuple[np.ndarray, np
     zone = np.full(len(pfns), ZONE_UNKNOWN, dtype=np.uint8)
     node = np.full(len(pfns), NODE_UNKNOWN, dtype=np.uint16)
     for z in spans:
-        inside = (pfns >= z.start_pfn) & (pfns < z.start_pfn + z.spanned)
+        start = int(z.start_pfn or 0)
+        inside = (pfns >= start) & (pfns < start + z.spanned)
         hits += inside
         zone[inside] = z.idx
         node[inside] = z.node
@@ -228,6 +229,95 @@ def _select(ev: pa.Table, name: str) -> pa.Table:
     return ev.filter(pc.equal(ev["event"], name))
 
 
+def _int_col(arr: pa.Array, conv: str) -> tuple[np.ndarray, np.ndarray]:
+    if conv in ("x", "X", "p"):
+        return parse_uint(arr, 16)
+    neg = pc.starts_with(pc.fill_null(arr, ""), "-").to_numpy(zero_copy_only=False)
+    vals, ok = parse_uint(pc.utf8_ltrim(pc.fill_null(arr, ""), "-"), 10)
+    vals = np.where(neg, (-vals.astype(np.int64)).astype(np.uint64), vals)
+    return vals, ok
+
+
+def _alloc_values(f: pa.Array, fmt: formats.EventFormat) -> dict[str, np.ndarray]:
+    """pfn, order, migratetype, gfp (raw) and page_null per mm_page_alloc text, from
+    the print-fmt rendering or libtraceevent's ``[FAILED TO PARSE]`` raw fields;
+    ``ok`` marks the rows that gave all of them."""
+    n = len(f)
+    out = {
+        "pfn": np.zeros(n, np.uint64),
+        "order": np.zeros(n, np.uint64),
+        "migratetype": np.zeros(n, np.uint64),
+        "gfp": np.zeros(n, np.uint64),
+        "page_null": np.zeros(n, bool),
+        "ok": np.zeros(n, bool),
+        "gfp_text": np.empty(n, dtype=object),
+    }
+    need = ("pfn", "order", "migratetype", "gfp_flags")
+    # (token template or regex, conversions, raw values?): fast string kernels first
+    shapes: list[tuple[Any, dict[str, str], bool]] = []
+    toks = format_tokens(fmt)
+    if toks:
+        shapes.append((toks, {t[1]: t[2] for t in toks if t[1]}, False))
+    pat, convs = format_regex(fmt)
+    shapes.append((pat, convs, False))
+    raw = failed_tokens(fmt)
+    shapes.append((raw, {t[1]: t[2] for t in raw if t[1]}, True))
+    shapes.append((failed_regex(fmt), {t[1]: t[2] for t in raw if t[1]}, True))
+    left = np.ones(n, bool)
+    enc = _Encoder(fmt, "gfp_flags", fmt.source)
+    for pattern, cv, is_raw in shapes:
+        if not left.any() or not all(k in cv for k in need):
+            continue
+        idx = np.flatnonzero(left)
+        sub = f.take(pa.array(idx)) if len(idx) != n else f
+        if isinstance(pattern, list):
+            cols, hit = match_tokens(sub, pattern)
+        else:
+            got = pc.extract_regex(sub, pattern)
+            hit = got.is_valid().to_numpy(zero_copy_only=False)
+            cols = dict(zip([t.name for t in got.type], got.flatten()))
+        if not hit.any():
+            continue
+        rows = idx[hit]
+        hit_a = pa.array(hit)
+        ok = np.ones(len(rows), bool)
+        for k, dst in (("pfn", "pfn"), ("order", "order"), ("migratetype", "migratetype")):
+            v, o = _int_col(pc.filter(cols[k], hit_a), cv[k])
+            out[dst][rows] = v
+            ok &= o
+        g = pc.filter(cols["gfp_flags"], hit_a)
+        if is_raw:
+            v, o = parse_uint(g, 10)
+            out["gfp"][rows] = v
+            ok &= o
+        else:
+            d = (
+                pc.dictionary_encode(g).combine_chunks()
+                if isinstance(g, pa.ChunkedArray)
+                else pc.dictionary_encode(g)
+            )
+            codes = [enc(t) for t in d.dictionary.to_pylist()]
+            ix = d.indices.to_numpy(zero_copy_only=False)
+            known = np.array([c is not None for c in codes] + [False], bool)
+            vals = np.array([c or 0 for c in codes] + [0], dtype=np.uint64)
+            ix = np.where(ix < 0, len(codes), ix)
+            out["gfp"][rows] = vals[ix]
+            ok &= known[ix]
+            bad_gfp = ~known[ix]
+            if bad_gfp.any():
+                out["gfp_text"][rows[bad_gfp]] = np.array(d.dictionary.to_pylist(), dtype=object)[
+                    ix[bad_gfp]
+                ]
+        if "page" in cols and not is_raw:
+            zero = out["pfn"][rows] == 0
+            if zero.any():
+                pages = pc.filter(cols["page"], hit_a).to_numpy(zero_copy_only=False)
+                out["page_null"][rows[zero]] = [p in _NULL_PTRS for p in pages[zero]]
+        out["ok"][rows] = ok
+        left[rows] = False
+    return out
+
+
 def build_page_alloc(
     ev: pa.Table,
     fmt: formats.EventFormat,
@@ -237,71 +327,45 @@ def build_page_alloc(
 ) -> tuple[pa.Table, pa.Table]:
     """The ``page_alloc`` cube and ``page_alloc_fail`` table of the mm_page_alloc events."""
     alloc = _select(ev, "mm_page_alloc")
-    n = alloc.num_rows
     f = alloc["fields"].combine_chunks()
-    pfn_t = extract_field(f, "pfn").to_pylist()
-    order_t = extract_field(f, "order")
-    mt_t = extract_field(f, "migratetype")
-    gfp_t = extract_field(f, "gfp_flags")
-    page_t = extract_field(f, "page")
-    pfn, ok = _ints(pfn_t)
-    order = pc.cast(
-        pc.if_else(pc.match_substring_regex(order_t, r"^\d+$"), order_t, None), pa.int64()
-    )
-    mt = pc.cast(pc.if_else(pc.match_substring_regex(mt_t, r"^-?\d+$"), mt_t, None), pa.int64())
-    enc = _Encoder(fmt, "gfp_flags", fmt.source)
-    gfp_list = gfp_t.to_pylist()
-    uniq = {g: enc(g) for g in set(gfp_list) if g is not None}
-    gfp = np.array([uniq.get(g) if g is not None else None for g in gfp_list], dtype=object)
-    ok &= order.is_valid().to_numpy(zero_copy_only=False)
-    ok &= mt.is_valid().to_numpy(zero_copy_only=False)
-    ok &= np.array([g is not None for g in gfp], dtype=bool)
-    order_np = order.fill_null(0).to_numpy(zero_copy_only=False)
-    ok &= order_np < 64
+    v = _alloc_values(f, fmt)
+    ok = v["ok"] & (v["order"] < 64) & (v["migratetype"] < 256)
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
-        g = gfp_list[i]
+        g = v["gfp_text"][i]
         why = (
             f"gfp_flags {g!r} not in {fmt.source}'s table"
-            if g is not None and gfp[i] is None
+            if g is not None
             else "mm_page_alloc without readable pfn/order/migratetype/gfp_flags"
         )
         bad.add(
-            int((~ok).sum()),
-            alloc["file"][i].as_py(),
-            alloc["line"][i].as_py(),
-            f[i].as_py(),
-            why,
+            int((~ok).sum()), alloc["file"][i].as_py(), alloc["line"][i].as_py(), f[i].as_py(), why
         )
-    # a failed allocation: pfn -1 (raw) or the 6.1+ rendering pfn=0x0 with a NULL page
-    page = page_t.to_pylist()
-    failed = (pfn == np.uint64(_U64)) | (
-        (pfn == 0) & np.array([p is None or p in _NULL_PTRS for p in page], dtype=bool)
-    )
+    pfn = v["pfn"]
+    # a failed allocation: pfn -1 (raw) or 6.1+'s rendering pfn=0x0 with a NULL page
+    failed = ((pfn == np.uint64(_U64)) | ((pfn == 0) & v["page_null"]))[ok]
     df = pd.DataFrame(
         {
-            "gfp_flags": np.array([int(g) if g is not None else 0 for g in gfp], dtype=np.uint64),
-            "order": order_np.astype(np.uint8),
-            "migratetype_id": mt.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint8),
-            "pfn": pfn,
+            "gfp_flags": v["gfp"][ok],
+            "order": v["order"][ok].astype(np.uint8),
+            "migratetype_id": v["migratetype"][ok].astype(np.uint8),
+            "pfn": pfn[ok],
         }
-    )[ok]
-    failed = failed[ok]
-    df["pages"] = (np.uint64(1) << df["order"].astype(np.uint64)).astype(np.uint64)
+    )
+    df["pages"] = np.left_shift(np.uint64(1), df["order"].to_numpy(np.uint64))
     df["allocs"] = np.uint64(1)
-    good = df[~failed].copy()
+    good = df[~failed]
     pfns = good["pfn"].to_numpy(dtype=np.uint64)
+    good = good.assign(cma_area_idx=_cma_of(pfns, ranges))
     if zones is not None:
-        good["zone_idx"], good["node"] = _zone_of(pfns, zones)
+        zone, node = _zone_of(pfns, zones)
+        good = good.assign(zone_idx=zone, node=node)
     else:
-        good["zone_idx"] = np.uint8(ZONE_UNKNOWN)
-        good["node"] = np.uint16(NODE_UNKNOWN)
-    good["cma_area_idx"] = _cma_of(pfns, ranges)
+        good = good.assign(zone_idx=np.uint8(ZONE_UNKNOWN), node=np.uint16(NODE_UNKNOWN))
     keys = [k for k, _ in schema.PAGE_ALLOC_KEYS]
     cube = good.groupby(keys, sort=True)[["allocs", "pages"]].sum().reset_index()
     fail_keys = ["gfp_flags", "order", "migratetype_id"]
     fail = df[failed].groupby(fail_keys, sort=True)[["allocs", "pages"]].sum().reset_index()
-    del n
     return (
         pa.Table.from_pandas(cube, schema=schema.SCHEMAS["page_alloc"], preserve_index=False),
         pa.Table.from_pandas(fail, schema=schema.SCHEMAS["page_alloc_fail"], preserve_index=False),
@@ -467,6 +531,7 @@ def import_text(
     cma_ranges: list[str] | None = None,
     vmstat_start: Path | None = None,
     vmstat_end: Path | None = None,
+    window: tuple[float, float] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Import trace text into a new recording at ``output``; returns its metadata.
@@ -479,6 +544,8 @@ def import_text(
     :param cma_ranges: ``NAME:BASE_PFN:COUNT`` or debugfs ``cma`` directory copies
     :param vmstat_start: ``/proc/vmstat`` read right before the captured window
     :param vmstat_end: ``/proc/vmstat`` read right after it
+    :param window: keep only events with ``start <= timestamp <= end`` (seconds, in the
+        trace's own clock, as printed)
     :raises BadInput: unreadable, empty or foreign input; missing or bad format files
     """
     t_begin = time.monotonic()
@@ -503,11 +570,11 @@ def import_text(
             raise BadInput(f"{zoneinfo}: no zones; not a /proc/zoneinfo copy")
     ranges = parse_cma_ranges(cma_ranges) if cma_ranges else None
     vm = {}
-    for which, p in (("start", vmstat_start), ("end", vmstat_end)):
-        if p is not None:
-            text = _read(p)
-            if not procfs.parse_vmstat(text, str(p)):
-                raise BadInput(f"{p}: no counters; not a /proc/vmstat copy")
+    for which, vp in (("start", vmstat_start), ("end", vmstat_end)):
+        if vp is not None:
+            text = _read(vp)
+            if not procfs.parse_vmstat(text, str(vp)):
+                raise BadInput(f"{vp}: no counters; not a /proc/vmstat copy")
             vm[which] = text
     pti_text = _read(pagetypeinfo) if pagetypeinfo else None
     if pti_text is not None:
@@ -524,7 +591,11 @@ def import_text(
             f"{', '.join(sorted(set(ev['event'].to_pylist()))[:8])})"
         )
     bad = _Bad(parsed)
-    bad.count, bad.first = 0, None
+    if window is not None:
+        lo, hi = window
+        ev = ev.filter(pc.and_(pc.greater_equal(ev["ts"], lo), pc.less_equal(ev["ts"], hi)))
+        if ev.num_rows == 0:
+            raise BadInput(f"no event between {lo} and {hi} s (--window)")
     ts = ev["ts"].to_numpy()
     t0, t1 = float(ts.min()), float(ts.max())
     cube, fail = build_page_alloc(ev, page_fmt, zones, ranges, bad)
@@ -591,6 +662,7 @@ def import_text(
             "last_ts_s": t1,
             "time_span_ns": round((t1 - t0) * 1e9),
             "vmstat_window": bool(vm),
+            "window_s": list(window) if window is not None else None,
             "zone_source": "pfn_spans" if zones else "unknown",
             "cma_placement": "ranges" if ranges is not None else "unknown",
             "seconds": round(time.monotonic() - t_begin, 3),
