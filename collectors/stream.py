@@ -325,14 +325,14 @@ class StreamCollector:
 
     def configure(self, filt: ResolvedFilter) -> None:
         """Write the filter into the program's ``stream_filter`` map."""
-        leaf_t = self.bpf["stream_batch"].sLeaf  # one CPU's value
+        leaf_t = self.bpf[b"stream_batch"].sLeaf  # one CPU's value
         if ctypes.sizeof(leaf_t) != self.dtype.itemsize:
             raise EnvironmentProblem(
                 f"struct stream_batch is {ctypes.sizeof(leaf_t)} bytes in BPF, "
                 f"{self.dtype.itemsize} in collectors/stream.py: layouts differ"
             )
         self.filter = filt
-        t = self.bpf["stream_filter"]
+        t = self.bpf[b"stream_filter"]
         leaf = t.Leaf()
         for k, v in filt.as_metadata().items():
             setattr(leaf, {"cma": "cma"}.get(k, k), v)
@@ -355,7 +355,7 @@ class StreamCollector:
 
     def open(self, t0_ns: int) -> None:
         self.t0_ns = t0_ns
-        self.bpf["stream_ring"].open_ring_buffer(self._on_batch)
+        self.bpf[b"stream_ring"].open_ring_buffer(self._on_batch)
 
     def _on_batch(self, ctx: Any, data: Any, size: int) -> int:
         self._pending.append(ctypes.string_at(data, size))
@@ -395,7 +395,7 @@ class StreamCollector:
         self.poll(force=True)
         self.bpf.ring_buffer_consume()
         partial = b"".join(
-            bytes(leaf) for leaf in self.bpf["stream_batch"][self.bpf["stream_batch"].Key(0)]
+            bytes(leaf) for leaf in self.bpf[b"stream_batch"][self.bpf[b"stream_batch"].Key(0)]
         )
         parts = np.frombuffer(partial, dtype=self.dtype)
         # each CPU's remainder is its last batch: after everything it submitted
@@ -404,7 +404,7 @@ class StreamCollector:
         self._pending, self._pending_events = [], 0
         if raw:
             self._write_chunk(raw)
-        stats_t = self.bpf["stream_stats"]
+        stats_t = self.bpf[b"stream_stats"]
         per_cpu = []
         for i, name in enumerate(STAT_NAMES):
             vals = list(stats_t[stats_t.Key(i)])
