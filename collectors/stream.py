@@ -405,7 +405,7 @@ class StreamCollector:
         if raw:
             self._write_chunk(raw)
         stats_t = self.bpf[b"stream_stats"]
-        per_cpu = []
+        per_cpu: list[dict[str, int]] = []
         for i, name in enumerate(STAT_NAMES):
             vals = list(stats_t[stats_t.Key(i)])
             for cpu, v in enumerate(vals):
