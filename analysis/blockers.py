@@ -1,0 +1,432 @@
+"""Pages that blocked cma_alloc(): decoded rows, the failure and origin summaries, and
+a parser for the kernel's own view of the same pages (the ``dump_page()`` lines that
+``alloc_contig_dump_pages()`` prints with dynamic debug on, followed by the page_owner
+record when the kernel runs with ``page_owner=on``), used to cross-check the probe.
+
+Vocabulary (stages, causes, states): :mod:`cmaprof.analysis.schema`. The summaries
+count ``pages`` as distinct blocking pfns and ``events`` as observations: a page that
+fails to migrate and then stops the isolation test is one page, two events.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+
+from cmaprof.analysis import schema
+
+if TYPE_CHECKING:
+    from cmaprof.analysis.recording import Recording
+
+#: dev_t as the kernel keeps it (MINORBITS = 20).
+MINOR_BITS = 20
+#: ``origin`` text for a page whose placing allocation was not seen.
+ORIGIN_UNKNOWN = "origin unknown"
+
+
+def state_name(bits: int) -> str:
+    """The first state of :data:`schema.BLOCKER_STATES` set in ``bits``, or ``none``."""
+    for name, bit in schema.BLOCKER_STATES.items():
+        if bits & bit:
+            return name
+    return schema.BLOCKER_STATE_NONE
+
+
+def state_names(bits: int) -> str:
+    """Every state set in ``bits``, joined by ``|`` (``none`` when none is)."""
+    names = [n for n, b in schema.BLOCKER_STATES.items() if bits & b]
+    return "|".join(names) or schema.BLOCKER_STATE_NONE
+
+
+def _name(seq: tuple[str, ...], i: int) -> str:
+    return seq[i] if 0 <= i < len(seq) else f"?{i}"
+
+
+def with_names(raw: pd.DataFrame) -> pd.DataFrame:
+    """Add ``stage``, ``cause`` and ``state`` names to raw ``cma_blockers`` rows."""
+    df = raw.copy()
+    df["stage"] = [_name(schema.BLOCKER_STAGES, int(i)) for i in df["stage_id"]]
+    df["cause"] = [_name(schema.BLOCKER_CAUSES, int(i)) for i in df["cause_id"]]
+    df["state"] = [state_name(int(b)) for b in df["state_bits"]]
+    return df
+
+
+def failures_table(raw: pd.DataFrame) -> pa.Table:
+    """``cma_failures`` from raw ``cma_blockers`` rows: per (area, stage, cause, state),
+    distinct pfns, events and distinct cma_alloc() calls."""
+    rows: dict[str, list] = {f.name: [] for f in schema.SCHEMAS["cma_failures"]}
+    if len(raw):
+        df = with_names(raw)
+        df["call"] = list(zip(df["tid"], df["cma_start_ns"], strict=True))
+        for (area, stage, cause, state), g in df.groupby(
+            ["area", "stage", "cause", "state"], sort=True
+        ):
+            rows["area"].append(area)
+            rows["stage"].append(stage)
+            rows["cause"].append(cause)
+            rows["state"].append(state)
+            rows["pages"].append(int(g["pfn"].nunique()))
+            rows["events"].append(len(g))
+            rows["calls"].append(int(g["call"].nunique()))
+    return schema.to_table("cma_failures", rows)
+
+
+def origin_table(raw: pd.DataFrame) -> pa.Table:
+    """``cma_blockers_origin`` from raw ``cma_blockers`` rows: per (cause, state, gfp
+    of the placing allocation), distinct pfns and events; gfp null = origin unknown."""
+    rows: dict[str, list] = {f.name: [] for f in schema.SCHEMAS["cma_blockers_origin"]}
+    if len(raw):
+        df = with_names(raw)
+        df["gfp_key"] = [
+            int(g) if known else -1
+            for g, known in zip(df["origin_gfp"], df["origin_known"], strict=True)
+        ]
+        for (cause, state, gfp), g in df.groupby(["cause", "state", "gfp_key"], sort=True):
+            rows["cause"].append(cause)
+            rows["state"].append(state)
+            rows["origin_known"].append(gfp >= 0)
+            rows["origin_gfp_flags"].append(int(gfp) if gfp >= 0 else None)
+            rows["pages"].append(int(g["pfn"].nunique()))
+            rows["events"].append(len(g))
+    return schema.to_table("cma_blockers_origin", rows)
+
+
+def _raw_blockers(rec: Recording) -> pd.DataFrame:
+    t = rec.table("cma_blockers")
+    if t.num_rows == 0 and not (rec.path / "tables/cma_blockers.parquet").exists():
+        t = rec.series("cma_blockers")
+    return t.to_pandas()
+
+
+def page_flag_names(layout: dict[str, int] | None, flags: int) -> str:
+    """Names of the page flags of ``layout`` (bit numbers the probe was compiled with,
+    metadata ``blockers.layout``) set in ``flags``, in bit order."""
+    if not layout:
+        return ""
+    bits = sorted((v, k[3:]) for k, v in layout.items() if k.startswith("pg_"))
+    return "|".join(name for bit, name in bits if flags >> bit & 1)
+
+
+def df_cma_blockers(rec: Recording) -> pd.DataFrame:
+    """One row per blocking page seen, decoded.
+
+    Adds to the stored columns: ``stage``, ``cause``, ``state`` (first of
+    :data:`schema.BLOCKER_STATES`), ``states`` (all), ``page_flag_names``, ``dev_name``
+    (``major:minor`` of a file page's device), ``fs_magic_hex``, ``origin_gfp_text``
+    (decoded with the recording's format files; ``origin unknown`` when no allocation
+    was seen) and ``origin_migratetype``.
+    """
+    df = with_names(_raw_blockers(rec))
+    layout = (rec.meta.get("blockers") or {}).get("layout")
+    df["states"] = [state_names(int(b)) for b in df["state_bits"]]
+    df["page_flag_names"] = [page_flag_names(layout, int(f)) for f in df["page_flags"]]
+    df["dev_name"] = [
+        None if pd.isna(d) else f"{int(d) >> MINOR_BITS}:{int(d) & ((1 << MINOR_BITS) - 1)}"
+        for d in df["dev"]
+    ]
+    df["fs_magic_hex"] = [None if pd.isna(m) else f"0x{int(m):x}" for m in df["fs_magic"]]
+    df["origin_gfp_text"] = _decode_gfp(rec, df["origin_gfp"], df["origin_known"])
+    mt = rec.migratetype_names
+    df["origin_migratetype"] = [
+        None if pd.isna(i) else (mt[int(i)] if int(i) < len(mt) else f"mt{int(i)}")
+        for i in df["origin_migratetype_id"]
+    ]
+    return df
+
+
+def _decode_gfp(rec: Recording, gfps: Any, known: Any) -> list[str]:
+    if len(gfps) == 0:
+        return []
+    table = rec.gfp_table
+    return [
+        table.decode(int(g)) if k and not pd.isna(g) else ORIGIN_UNKNOWN
+        for g, k in zip(gfps, known, strict=True)
+    ]
+
+
+def df_cma_failures(rec: Recording) -> pd.DataFrame:
+    """Per (area, stage, cause, state): ``pages`` (distinct pfns), ``events``, ``calls``.
+
+    The stored ``tables/cma_failures``; for a recording stopped before it was written,
+    computed from the interval parts of ``cma_blockers``.
+    """
+    if (rec.path / "tables/cma_failures.parquet").exists():
+        return rec.table("cma_failures").to_pandas()
+    return failures_table(_raw_blockers(rec)).to_pandas()
+
+
+def df_cma_blockers_origin(rec: Recording) -> pd.DataFrame:
+    """Per (cause, state, gfp of the allocation that placed the page): pages, events;
+    ``gfp`` decoded from the recording's format files (``origin unknown`` when none)."""
+    if (rec.path / "tables/cma_blockers_origin.parquet").exists():
+        df = rec.table("cma_blockers_origin").to_pandas()
+    else:
+        df = origin_table(_raw_blockers(rec)).to_pandas()
+    df["gfp"] = _decode_gfp(rec, df["origin_gfp_flags"], df["origin_known"])
+    return df
+
+
+# ---- the kernel's views of the same pages ------------------------------------------
+
+_PAGE_RE = re.compile(
+    r"page:(?P<ptr>\S+) refcount:(?P<refcount>-?\d+) mapcount:(?P<mapcount>-?\d+) "
+    r"mapping:(?P<mapping>\S+) index:(?P<index>\S+) pfn:(?P<pfn>0x[0-9a-f]+)"
+)
+_FLAGS_RE = re.compile(
+    r"(?P<type>anon |ksm )?flags: (?P<raw>0x[0-9a-f]+)\((?P<names>[^)]*)\)(?P<cma> CMA)?"
+)
+_AOPS_RE = re.compile(r"aops:(?P<aops>\S+)(?: ino:(?P<ino>[0-9a-f]+))?")
+_REASON_RE = re.compile(r"page dumped because: (?P<reason>.*)")
+_DMESG_PREFIX = re.compile(r"^(?:<\d+>)?(?:\[\s*[\d.]+\]\s*)?")
+#: 6.1 mm/page_owner.c __dump_page_owner(), printed by dump_page() after the reason.
+_DUMP_OWNER_RE = re.compile(
+    r"page last allocated via order (?P<order>\d+), migratetype (?P<mt>[^,]+), "
+    r"gfp_mask (?P<mask>0x[0-9a-f]+)\((?P<gfp>[^)]*)\), pid (?P<pid>-?\d+), "
+    r"tgid (?P<tgid>-?\d+) \((?P<comm>[^)]*)\)"
+)
+
+DUMP_COLUMNS = [
+    "pfn",
+    "refcount",
+    "mapcount",
+    "has_mapping",
+    "type",
+    "aops",
+    "ino",
+    "flags",
+    "flag_names",
+    "cma",
+    "reason",
+    "cause",
+    "owner_order",
+    "owner_gfp_mask",
+    "owner_gfp",
+    "owner_pid",
+    "owner_comm",
+    "owner_migrated",
+]
+
+
+def dump_cause(d: dict[str, Any]) -> str:
+    """Our cause for one ``dump_page()`` record, from what the kernel printed only:
+    ``aops:def_blk_aops`` is block-device page cache (with ``private``: buffer heads),
+    ``anon``/``ksm`` anonymous, other aops a file; without a mapping the flags decide."""
+    names = set(filter(None, d["flag_names"].split("|")))
+    if "buddy" in names:
+        return "free"
+    if "reserved" in names:
+        return "reserved"
+    if "slab" in names:
+        return "slab"
+    if d["type"] in ("anon", "ksm"):
+        return "anon"
+    if d["aops"] == "def_blk_aops":
+        return "bdev_buffer_head" if "private" in names else "bdev"
+    if d["aops"]:
+        return "file"
+    if d["has_mapping"]:
+        return "movable_kernel"
+    if "lru" in names:
+        return "unknown"
+    return "free" if d["refcount"] == 0 else "unmovable_kernel"
+
+
+def _hex_or_null(text: str) -> int:
+    return 0 if text == "(null)" else int(text, 16)
+
+
+def parse_dump_pages(text: str) -> pd.DataFrame:
+    """The ``dump_page()`` records in a dmesg capture (6.1 mm/debug.c ``__dump_page()``,
+    fs/inode.c ``dump_mapping()``, mm/page_owner.c ``__dump_page_owner()``), one row
+    each, with :func:`dump_cause`.
+
+    A record starts with ``page:... pfn:0x...``; its ``page dumped because:`` line gives
+    the reason the caller passed (``migration failure`` from
+    ``alloc_contig_dump_pages()``); the page_owner lines after it (``page_owner=on``)
+    give the allocation the kernel itself remembers (``owner_*``). Timestamps and
+    log-level prefixes are ignored.
+    """
+    rows: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None  # the finished record page_owner lines belong to
+    for line in text.splitlines():
+        line = _DMESG_PREFIX.sub("", line).strip()
+        m = _PAGE_RE.search(line)
+        if m:
+            last = None
+            cur = {
+                "pfn": int(m["pfn"], 16),
+                "refcount": int(m["refcount"]),
+                "mapcount": int(m["mapcount"]),
+                "has_mapping": _hex_or_null(m["mapping"]) != 0,
+                "type": "",
+                "aops": "",
+                "ino": None,
+                "flags": None,
+                "flag_names": "",
+                "cma": False,
+                "reason": "",
+                "owner_order": None,
+                "owner_gfp_mask": None,
+                "owner_gfp": None,
+                "owner_pid": None,
+                "owner_comm": None,
+                "owner_migrated": False,
+            }
+            continue
+        if last is not None:
+            m = _DUMP_OWNER_RE.search(line)
+            if m:
+                last["owner_order"] = int(m["order"])
+                last["owner_gfp_mask"] = int(m["mask"], 16)
+                last["owner_gfp"] = m["gfp"]
+                last["owner_pid"] = int(m["pid"])
+                last["owner_comm"] = m["comm"]
+            elif line.startswith("page has been migrated"):
+                last["owner_migrated"] = True
+            continue
+        if cur is None:
+            continue
+        m = _AOPS_RE.match(line)
+        if m:
+            cur["aops"] = m["aops"]
+            cur["ino"] = int(m["ino"], 16) if m["ino"] else None
+            continue
+        m = _FLAGS_RE.match(line)
+        if m:
+            cur["type"] = (m["type"] or "").strip()
+            cur["flags"] = int(m["raw"], 16)
+            cur["flag_names"] = "|".join(
+                n for n in m["names"].split("|") if not n.startswith(("zone=", "node="))
+            )
+            cur["cma"] = bool(m["cma"])
+            continue
+        m = _REASON_RE.match(line)
+        if m:
+            cur["reason"] = m["reason"]
+            cur["cause"] = dump_cause(cur)
+            rows.append(cur)
+            last, cur = cur, None
+    return pd.DataFrame(rows, columns=DUMP_COLUMNS)
+
+
+def compare_with_dump(blockers: pd.DataFrame, dump: pd.DataFrame) -> pd.DataFrame:
+    """The migrate-stage blockers and the kernel's dump records of the same pfns, side by
+    side: pfn, ``cause`` (ours), ``dump_cause`` (the kernel's lines), ``agree``.
+
+    :param blockers: :func:`df_cma_blockers` rows.
+    :param dump: :func:`parse_dump_pages` rows (``reason == "migration failure"``).
+    """
+    ours = (
+        blockers[blockers["stage"] == "migrate"][["pfn", "cause"]]
+        .drop_duplicates("pfn", keep="last")
+        .astype({"pfn": "int64"})
+    )
+    kern = (
+        dump[dump["reason"] == "migration failure"][["pfn", "cause", "aops", "flag_names"]]
+        .drop_duplicates("pfn", keep="last")
+        .rename(columns={"cause": "dump_cause"})
+        .astype({"pfn": "int64"})
+    )
+    both = ours.merge(kern, on="pfn", how="inner")
+    both["agree"] = both["cause"] == both["dump_cause"]
+    return both.reset_index(drop=True)
+
+
+# ---- text -----------------------------------------------------------------------------
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Split a GFP string at '|' into lines of at most ``width`` characters."""
+    lines, cur = [], ""
+    for part in text.split("|"):
+        piece = part if not cur else "|" + part
+        if cur and len(cur) + len(piece) + 1 > width:
+            lines.append(cur + "|")
+            cur = part
+        else:
+            cur += piece
+    lines.append(cur)
+    return lines
+
+
+def has_blockers(rec: Recording) -> bool:
+    """Whether the recording ran the blockers probe."""
+    return "blockers" in rec.meta or (rec.path / "tables/cma_blockers.parquet").exists()
+
+
+def table_cma_failures(rec: Recording) -> str:
+    """Pages that blocked cma_alloc(), per area, stage, cause and state (<= 80 columns)."""
+    if not has_blockers(rec):
+        return ""
+    df = df_cma_failures(rec)
+    out = ["Pages blocking cma_alloc() (pages: distinct pfns; events: times seen)"]
+    if df.empty:
+        out.append("  none seen")
+    else:
+        out.append(
+            f"{'area':<8} {'stage':<13} {'cause':<16} {'state':<18} "
+            f"{'pages':>6} {'events':>7} {'calls':>5}"
+        )
+        df = df.sort_values(["events", "pages"], ascending=False, kind="stable")
+        for r in df.itertuples(index=False):
+            out.append(
+                f"{str(r.area)[:8]:<8} {str(r.stage)[:13]:<13} {str(r.cause)[:16]:<16} "
+                f"{str(r.state)[:18]:<18} {int(r.pages):>6} {int(r.events):>7} {int(r.calls):>5}"
+            )
+    meta = rec.meta.get("blockers") or {}
+    notes = []
+    if meta:
+        stages = [
+            s
+            for s, on in (
+                ("migrate", meta.get("migrate_stage")),
+                ("test_isolated", meta.get("test_isolated_stage")),
+            )
+            if on
+        ]
+        notes.append(f"stages traced: {', '.join(stages) or 'none'}")
+        stats = meta.get("stats") or {}
+        lost = int(stats.get("ringbuf_full", 0)) + int(stats.get("list_truncated", 0))
+        if lost:
+            notes.append(
+                f"not written: {stats.get('ringbuf_full', 0)} events (ring buffer full), "
+                f"{stats.get('list_truncated', 0)} lists cut at {meta.get('max_list')} pages"
+            )
+        if not meta.get("layout_verified"):
+            notes.append("struct layouts from headers of another kernel: unverified")
+    for n in notes:
+        out.append(f"note: {n}")
+    return "\n".join(out)
+
+
+def table_cma_blockers_origin(rec: Recording) -> str:
+    """Blocking pages by the gfp of the allocation that placed them in CMA."""
+    if not has_blockers(rec):
+        return ""
+    df = df_cma_blockers_origin(rec)
+    out = ["Who placed the blocking pages (gfp of the allocation that put them in CMA)"]
+    if df.empty:
+        out.append("  none seen")
+    else:
+        out.append(f"{'cause':<16} {'state':<18} {'pages':>6} {'events':>7}  gfp")
+        df = df.sort_values(["pages", "events"], ascending=False, kind="stable")
+        width = 80 - (16 + 18 + 6 + 7 + 5)
+        for r in df.itertuples(index=False):
+            lines = _wrap(str(r.gfp), width)
+            out.append(
+                f"{str(r.cause)[:16]:<16} {str(r.state)[:18]:<18} {int(r.pages):>6} "
+                f"{int(r.events):>7}  {lines[0]}"
+            )
+            out += [" " * (80 - width) + line for line in lines[1:]]
+    meta = rec.meta.get("blockers") or {}
+    if meta.get("origin_entries"):
+        kib = int(meta.get("origin_bytes", 0)) / 1024
+        out.append(
+            f"note: origin array {meta['origin_entries']} entries x "
+            f"{meta.get('origin_entry_bytes')} B = {kib:.0f} KiB (one per CMA page)"
+        )
+    return "\n".join(out)

@@ -1,0 +1,195 @@
+"""Collector for probes/blockers.bpf.c: the pages that block cma_alloc(), one row each.
+
+The probe classifies each blocking page in the kernel and streams it through the
+``blk_events`` ring buffer; this collector turns the records into rows of the
+``cma_blockers`` table (analysis/schema.py), writes the per-area origin offsets into
+``blk_area_off`` (same area order as the page_alloc probe's ``cma_ranges``) and reports
+its own counters, the header layout it was compiled with, and the memory cost of the
+origin array in the recording's metadata (``blockers``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import pyarrow as pa
+
+from cmaprof.analysis import schema
+from cmaprof.collectors.procfs import CmaArea
+
+NONE_PFN = (1 << 64) - 1
+
+#: Indexes of the per-CPU ``blk_stats`` array (probes/events.h BLK_STAT_*).
+STAT_NAMES = (
+    "events",
+    "ringbuf_full",
+    "list_truncated",
+    "origin_writes",
+    "origin_out_of_range",
+    "read_failures",
+)
+
+LAYOUT_FIELDS = (
+    "pg_locked",
+    "pg_referenced",
+    "pg_uptodate",
+    "pg_dirty",
+    "pg_lru",
+    "pg_active",
+    "pg_slab",
+    "pg_owner_priv_1",
+    "pg_reserved",
+    "pg_private",
+    "pg_writeback",
+    "pg_head",
+    "pg_reclaim",
+    "pg_swapbacked",
+    "pg_unevictable",
+    "pg_mlocked",
+    "bh_dirty",
+    "bh_lock",
+    "bh_private_start",
+)
+
+
+def _cstr(raw: Any) -> str:
+    return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _pfn(v: int) -> int | None:
+    return None if v == NONE_PFN else int(v)
+
+
+def event_row(e: Any, t0_ns: int, areas: list[CmaArea]) -> dict[str, Any]:
+    """One ``cma_blockers`` row from a ``struct blocker_event``.
+
+    :param t0_ns: CLOCK_MONOTONIC at the start of counting (times become relative).
+    """
+    area = areas[e.area].name if e.area < len(areas) else ""
+    known = bool(e.origin_known)
+    file_page = e.mapping_kind == 4  # BLK_MAPPING_FILE
+    return {
+        "t_ns": int(e.time_ns) - t0_ns,
+        "area_idx": int(e.area),
+        "area": area,
+        "pfn": int(e.pfn),
+        "head_pfn": int(e.head_pfn),
+        "stage_id": int(e.stage),
+        "cause_id": int(e.cause),
+        "state_bits": int(e.state),
+        "page_flags": int(e.flags),
+        "refcount": int(e.refcount),
+        "mapcount": int(e.mapcount),
+        "extra_refs": int(e.extra_refs),
+        "mapping_kind": int(e.mapping_kind),
+        "dev": int(e.dev) if file_page else None,
+        "fs_magic": int(e.fs_magic) if file_page else None,
+        "ino": int(e.ino) if file_page else None,
+        "bh_count": int(e.bh_count),
+        "bh_busy": int(e.bh_busy),
+        "bh_state_or": int(e.bh_state_or),
+        "range_start_pfn": _pfn(e.range_start_pfn),
+        "range_end_pfn": _pfn(e.range_end_pfn),
+        "cma_start_ns": int(e.cma_start_ns) - t0_ns,
+        "cma_pages_requested": int(e.cma_count),
+        "tid": int(e.tid),
+        "comm": _cstr(e.comm),
+        "origin_known": known,
+        "origin_gfp": int(e.origin_gfp) if known else None,
+        "origin_order": int(e.origin_order) if known else None,
+        "origin_migratetype_id": int(e.origin_migratetype) if known else None,
+        "origin_pid": int(e.origin_pid) if known else None,
+        "origin_comm": _cstr(e.origin_comm) if known else None,
+        "origin_t_ns": int(e.origin_time_ns) - t0_ns if known else None,
+    }
+
+
+class BlockersCollector:
+    """Configures blockers.bpf.c and drains its ring buffer into ``cma_blockers`` rows.
+
+    :param bpf: the ``bcc.BPF`` module holding the page_alloc, cma and blockers probes.
+    :param cma_areas: CMA areas; those with a range, in order, are ``area_idx`` 0..n-1.
+    """
+
+    name = "blockers"
+
+    def __init__(self, bpf: Any, cma_areas: list[CmaArea]) -> None:
+        self.bpf = bpf
+        self.areas = [a for a in cma_areas if a.end_pfn is not None]
+        self.t0_ns = 0
+        self.rows: list[dict[str, Any]] = []
+        self._flushed = 0
+        self._ring = False
+
+    def configure(self) -> None:
+        """Write each area's first index into the origin array (``blk_area_off``)."""
+        t = self.bpf["blk_area_off"]
+        off = 0
+        for i, a in enumerate(self.areas):
+            t[t.Key(i)] = ctypes.c_uint64(off)
+            off += a.count or 0
+
+    def open(self, t0_ns: int) -> None:
+        self.t0_ns = t0_ns
+        self.bpf["blk_events"].open_ring_buffer(self._on_event)
+        self._ring = True
+
+    def _on_event(self, ctx: Any, data: Any, size: int) -> None:
+        e = self.bpf["blk_events"].event(data)
+        self.rows.append(event_row(e, self.t0_ns, self.areas))
+
+    def poll(self) -> None:
+        if self._ring:
+            self.bpf.ring_buffer_consume()
+
+    def table(self) -> pa.Table:
+        return schema.to_table(
+            "cma_blockers", {f.name: [r[f.name] for r in self.rows] for f in schema.CMA_BLOCKERS}
+        )
+
+    def new_rows_table(self) -> pa.Table | None:
+        """The rows since the last call (for ``series/cma_blockers``), or None."""
+        rows = self.rows[self._flushed :]
+        self._flushed = len(self.rows)
+        if not rows:
+            return None
+        return schema.to_table(
+            "cma_blockers",
+            {f.name: [r[f.name] for r in rows] for f in schema.CMA_BLOCKERS},
+            series=True,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """In-kernel event counts per ``stage/cause`` (complete even when the ring
+        buffer was full)."""
+        t = self.bpf["blk_counts"]
+        out = {}
+        for stage_id, stage in enumerate(schema.BLOCKER_STAGES):
+            for cause_id, cause in enumerate(schema.BLOCKER_CAUSES):
+                n = int(sum(t[t.Key(stage_id * len(schema.BLOCKER_CAUSES) + cause_id)]))
+                if n:
+                    out[f"{stage}/{cause}"] = n
+        return out
+
+    def metadata(self, defines: dict[str, Any], layout_verified: bool) -> dict[str, Any]:
+        """Counters, memory cost and the header layout, for metadata.json."""
+        t = self.bpf["blk_stats"]
+        stats = {name: int(sum(t[t.Key(i)])) for i, name in enumerate(STAT_NAMES)}
+        entries = int(defines.get("BLK_ORIGIN_ENTRIES", 1))
+        entry_bytes = ctypes.sizeof(self.bpf["blk_origin"].Leaf)
+        lay = self.bpf["blk_layout"][self.bpf["blk_layout"].Key(0)]
+        layout = {f: int(getattr(lay, f)) for f in LAYOUT_FIELDS} if lay.filled else None
+        return {
+            "stats": stats,
+            "counts": self.counts(),
+            "origin_entries": entries,
+            "origin_entry_bytes": entry_bytes,
+            "origin_bytes": entries * entry_bytes,
+            "origin_areas": [a.name for a in self.areas],
+            "migrate_stage": bool(defines.get("HAVE_KPROBE_PUTBACK")),
+            "test_isolated_stage": bool(defines.get("HAVE_TEST_PAGES_ISOLATED")),
+            "layout": layout,
+            "layout_verified": layout_verified,
+            "max_list": int(defines.get("BLK_MAX_LIST", 32)),
+        }
