@@ -231,12 +231,24 @@ class Recording:
         """Per-interval cumulative /proc/vmstat values (long form)."""
         return self.series("vmstat").to_pandas()
 
-    def df_page_alloc_events(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """One row per streamed allocation (``record --events``), decoded; empty without
-        streaming. See :mod:`cmaprof.analysis.stream`."""
-        from cmaprof.analysis import stream
+    def df_cma_blockers(self) -> pd.DataFrame:
+        """One row per page seen blocking a cma_alloc(), decoded (stage, cause, state,
+        placing gfp). See :mod:`cmaprof.analysis.blockers`."""
+        from cmaprof.analysis import blockers
 
-        return stream.df_page_alloc_events(self, columns)
+        return blockers.df_cma_blockers(self)
+
+    def df_cma_failures(self) -> pd.DataFrame:
+        """Per (area, stage, cause, state): pages, events, calls of blocking pages."""
+        from cmaprof.analysis import blockers
+
+        return blockers.df_cma_failures(self)
+
+    def df_cma_blockers_origin(self) -> pd.DataFrame:
+        """Per (cause, state, gfp of the allocation that placed the page): pages, events."""
+        from cmaprof.analysis import blockers
+
+        return blockers.df_cma_blockers_origin(self)
 
     def df_page_alloc_events(self, columns: list[str] | None = None) -> pd.DataFrame:
         """One row per streamed allocation (``record --events``), decoded; empty without
@@ -470,18 +482,6 @@ def _validate_v1(path: Path, meta: dict[str, Any]) -> None:
             raise v.bad("imported.vmstat_window", "must be true or false")
         if "events" in imp:
             v.dict_of("imported.events", count, "event name to count", imp["events"] or {})
-    st = meta.get("stream")
-    if st is not None:
-        if not isinstance(st, dict):
-            raise v.bad("stream", "must be an object")
-        per_cpu = st.get("per_cpu", [])
-        if not isinstance(per_cpu, list) or not all(
-            isinstance(r, dict) and all(count(x) for x in r.values()) for r in per_cpu
-        ):
-            raise v.bad("stream.per_cpu", "must be a list of objects of counts")
-        v.dict_of("stream", count, "counter name to count", st.get("totals") or {})
-        if "balanced" in st and not isinstance(st["balanced"], bool):
-            raise v.bad("stream.balanced", "must be true or false")
     st = meta.get("stream")
     if st is not None:
         if not isinstance(st, dict):
