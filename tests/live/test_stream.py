@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -162,3 +163,39 @@ def test_ring_buffer_overruns_are_counted(tmp_path):
     assert st["rows_in_parquet"] == tot["written"]
     cube = sum(cube_counts(out).values())
     assert abs(tot["selected"] - cube) <= EDGE_SLACK, (tot, cube)
+
+
+def test_sigkill_keeps_every_completed_chunk(tmp_path):
+    """SIGKILL while streaming: the chunks already renamed into place load, and the
+    report says the recording is incomplete."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "rec"
+    errlog = tmp_path / "stderr.txt"
+    with errlog.open("w") as err:
+        proc = subprocess.Popen(
+            [*cmaprof_cmd(), "record", "-o", str(out), "--probes", "page_alloc"]
+            + ["--events", "page_alloc", "--", *cmaprof_cmd(), "workload", "anon:2048"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    chunk_dir = out / "events" / "page_alloc"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and len(list(chunk_dir.glob("chunk-*.arrow"))) < 2:
+        assert proc.poll() is None, errlog.read_text()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # cmaprof and its workload
+    proc.wait()
+    chunks = sorted(chunk_dir.glob("chunk-*.arrow"))
+    assert len(chunks) >= 2
+    rec = load(out)
+    assert not rec.complete
+    df = rec.df_page_alloc_events(["t_ns", "order"])
+    assert len(df) >= 2 * 256  # at least two chunks of whole batches
+    rep = run_cli("report", str(out))
+    assert rep.returncode == 0, rep.stderr
+    assert "INCOMPLETE" in rep.stdout
+    assert "Arrow IPC chunks (not converted: recording killed)" in rep.stdout
