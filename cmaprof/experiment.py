@@ -303,16 +303,70 @@ def _fmt_s(s: float) -> str:
     return f"{int(s) // 60}m{int(s) % 60:02d}s"
 
 
+def _attempt(
+    root: Path,
+    p: Params,
+    r: Run,
+    man: dict[str, Any],
+    runner: Callable[[Path, Params, Run], Outcome],
+    echo: Callable[[str], None],
+    tag: str,
+    took: list[float],
+    remaining: int,
+) -> Outcome:
+    """One attempt at run ``r``: set earlier attempts aside, boot, record the outcome."""
+    moved = set_aside(root, r)
+    if moved:
+        echo(f"cmaprof experiment: earlier attempt of {r.name} kept in {moved}")
+    entry = man["runs"].setdefault(r.name, {})
+    entry.update(
+        {
+            "kernel": r.kernel,
+            "layout": r.layout,
+            "iteration": r.iteration,
+            "recording": str(r.rec_dir(root).relative_to(root)),
+            "run_dir": str(r.run_dir(root).relative_to(root)),
+            "status": "running",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    entry["attempts"] = entry.get("attempts", 0) + 1
+    _write_json(root / MANIFEST, man)
+    eta = f", about {_fmt_s(sum(took) / len(took) * remaining)} left" if took else ""
+    echo(f"cmaprof experiment: {tag} {r.name}: booting{eta}")
+    out = runner(root, p, r)
+    took.append(out.seconds)
+    entry.update(
+        {
+            "status": out.status,
+            "reason": out.reason,
+            "seconds": round(out.seconds, 1),
+            "vm_status": out.vm_status,
+            "record_status": out.record_status,
+        }
+    )
+    if r.run_dir(root).is_dir():
+        _write_json(r.run_dir(root) / "run.json", entry)
+    _write_json(root / MANIFEST, man)
+    echo(
+        f"cmaprof experiment: {tag} {r.name}: {out.status} in "
+        f"{_fmt_s(out.seconds)}" + (f" ({out.reason})" if out.reason else "")
+    )
+    return out
+
+
 def execute(
     root: Path,
     p: Params,
     runner: Callable[[Path, Params, Run], Outcome] | None = None,
     echo: Callable[[str], None] = lambda s: None,
+    retries: int = 1,
 ) -> dict[str, Any]:
     """Run what is not complete yet in ``root``; the manifest, also written to disk.
 
-    Progress (run n of N, time taken, estimate of the rest) goes to ``echo``;
-    ``runner`` boots one guest (default :func:`guest_run`).
+    Progress (run n of N, time taken so far) goes to ``echo``; ``runner`` boots one
+    guest (default :func:`guest_run`). A failed run is tried ``retries`` more times
+    at once (each attempt kept), then left for the next resume.
     """
     runner = runner or guest_run
     runs = plan(p)
@@ -327,45 +381,13 @@ def execute(
     _write_json(root / MANIFEST, man)
     took: list[float] = []
     for n, r in enumerate(todo, 1):
-        moved = set_aside(root, r)
-        if moved:
-            echo(f"cmaprof experiment: earlier attempt of {r.name} kept in {moved}")
-        entry = man["runs"].setdefault(r.name, {})
-        entry.update(
-            {
-                "kernel": r.kernel,
-                "layout": r.layout,
-                "iteration": r.iteration,
-                "recording": str(r.rec_dir(root).relative_to(root)),
-                "run_dir": str(r.run_dir(root).relative_to(root)),
-                "status": "running",
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-        )
-        entry["attempts"] = entry.get("attempts", 0) + 1
-        _write_json(root / MANIFEST, man)
-        eta = ""
-        if took:
-            eta = f", about {_fmt_s(sum(took) / len(took) * (len(todo) - n + 1))} left"
-        echo(f"cmaprof experiment: [{done + n}/{len(runs)}] {r.name}: booting{eta}")
-        out = runner(root, p, r)
-        took.append(out.seconds)
-        entry.update(
-            {
-                "status": out.status,
-                "reason": out.reason,
-                "seconds": round(out.seconds, 1),
-                "vm_status": out.vm_status,
-                "record_status": out.record_status,
-            }
-        )
-        if r.run_dir(root).is_dir():
-            _write_json(r.run_dir(root) / "run.json", entry)
-        _write_json(root / MANIFEST, man)
-        echo(
-            f"cmaprof experiment: [{done + n}/{len(runs)}] {r.name}: {out.status} in "
-            f"{_fmt_s(out.seconds)}" + (f" ({out.reason})" if out.reason else "")
-        )
+        for attempt in range(retries + 1):
+            tag, left = f"[{done + n}/{len(runs)}]", len(todo) - n + 1
+            out = _attempt(root, p, r, man, runner, echo, tag, took, left)
+            if out.status == "ok":
+                break
+            if attempt < retries:
+                echo(f"cmaprof experiment: {r.name}: trying again (a boot can fail on a busy host)")
     return man
 
 

@@ -518,13 +518,17 @@ def hugetlb_cma(count: int = 1, size: str = "1G") -> Iterator[str]:
     if not pool.exists():
         raise EnvironmentProblem(f"no {pool} (CONFIG_HUGETLB_PAGE off, or no {size} pages)")
     cmdline = Path("/proc/cmdline").read_text() if Path("/proc/cmdline").exists() else ""
-    has_area = (SYSFS_MM / "cma").is_dir() and any(
-        p.name.startswith("hugetlb") for p in (SYSFS_MM / "cma").iterdir()
-    )
-    if "hugetlb_cma=" not in cmdline and not has_area:
+    cma_sys = SYSFS_MM / "cma"
+    has_area = cma_sys.is_dir() and any(p.name.startswith("hugetlb") for p in cma_sys.iterdir())
+    if not has_area:
         raise EnvironmentProblem(
-            "hugetlb-cma: the kernel was not booted with hugetlb_cma=SIZE (no hugetlb CMA "
-            "area): use cmaprof vm run --hugetlb-cma SIZE"
+            "hugetlb-cma: this kernel has no hugetlb CMA area in /sys/kernel/mm/cma"
+            + (
+                " although booted with hugetlb_cma= (dmesg: 'hugetlb_cma: reservation "
+                "failed'; each node needs that much contiguous, 1 GiB-aligned memory)"
+                if "hugetlb_cma=" in cmdline
+                else ": boot with hugetlb_cma=SIZE (cmaprof vm run --hugetlb-cma SIZE)"
+            )
         )
     before = int(pool.read_text())
     try:
@@ -770,7 +774,9 @@ WORKLOADS: dict[str, Workload] = {
             hugetlb_cma,
             (
                 Param("count", _positive_int, "gigantic pages (default 1)"),
-                Param("size", str, "page size, 1G (default) or 2M"),
+                Param(
+                    "size", str, "1G (default: from the CMA area) or 2M (buddy pages: a contrast)"
+                ),
             ),
             "gigantic pages from a hugetlb_cma= area, held until the command ends",
             main="count",

@@ -215,3 +215,25 @@ def test_the_guest_script_runs_record_around_the_workloads(tmp_path):
         "anon:1,hold=1",
         "cma-alloc:90%",
     ]
+
+
+def test_a_failed_boot_is_tried_again_at_once_and_both_attempts_kept(tmp_path):
+    class Flaky(FakeGuest):
+        def __call__(self, root, p, run):
+            out = super().__call__(root, p, run)
+            if self.calls.count(run.name) == 1 and run.layout == "stock":
+                return exp.Outcome("failed", "Kernel panic at boot", 1.0, 125, None)
+            return out
+
+    guest = Flaky()
+    lines: list[str] = []
+    man = exp.execute(tmp_path, params(iterations=1), runner=guest, echo=lines.append)
+    assert guest.calls == [
+        "6.1.192-cma-stock/iter-01",
+        "6.1.192-cma-stock/iter-01",
+        "6.1.192-cma-movable/iter-01",
+    ]
+    assert man["runs"]["6.1.192-cma-stock/iter-01"]["attempts"] == 2
+    assert man["runs"]["6.1.192-cma-stock/iter-01"]["status"] == "ok"
+    assert (tmp_path / "runs/6.1.192-cma-stock/iter-01.failed-1/run.json").exists()
+    assert any("trying again" in ln for ln in lines)
