@@ -175,6 +175,7 @@ def report(recording: Path, fmt: str, redact: bool) -> None:
     metavar="START END",
     help="keep events with START <= timestamp <= END (seconds, as the trace prints them)",
 )
+@click.option("--kernel-release", metavar="UNAME_R", help="the traced kernel's `uname -r`")
 def import_(
     inputs: tuple[Path, ...],
     output: Path,
@@ -187,6 +188,7 @@ def import_(
     vmstat_start: Path | None,
     vmstat_end: Path | None,
     window: tuple[float, float] | None,
+    kernel_release: str | None,
 ) -> None:
     """Turn captured trace text into a recording (tracefs, trace-cmd report, perf script).
 
@@ -207,6 +209,7 @@ def import_(
         vmstat_start=vmstat_start,
         vmstat_end=vmstat_end,
         window=window,
+        kernel_release=kernel_release,
         force=force,
     )
     click.echo(importer.summary(meta), err=True)

@@ -80,6 +80,7 @@ class ParsedText:
     lost: int = 0
     lost_notes: list[str] = field(default_factory=list)
     cpus: int | None = None
+    first_malformed_at: tuple[int, int] | None = None
 
 
 def read_array(path: Path) -> pa.StringArray:
@@ -222,6 +223,7 @@ def parse_files(paths: list[Path], source: str = "auto") -> ParsedText:
     tables = []
     malformed = 0
     first_bad: str | None = None
+    first_at: tuple[int, int] | None = None
     lost = 0
     notes: list[str] = []
     total = 0
@@ -272,6 +274,7 @@ def parse_files(paths: list[Path], source: str = "auto") -> ParsedText:
             malformed += 1
             if first_bad is None:
                 first_bad = f"{path}:{idx + 1}: {ln[:160]}"
+                first_at = (i, idx + 1)
         mask = pa.array(ok)
         nev = int(ok.sum())
         if nev == 0:
@@ -310,6 +313,7 @@ def parse_files(paths: list[Path], source: str = "auto") -> ParsedText:
         lost=lost,
         lost_notes=notes,
         cpus=cpus,
+        first_malformed_at=first_at,
     )
 
 

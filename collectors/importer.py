@@ -187,14 +187,16 @@ class _Bad:
     def __init__(self, parsed: ParsedText) -> None:
         self.count = 0
         self.first: str | None = None
+        self.at: tuple[int, int] | None = None
         self.inputs = parsed.inputs
 
     def add(self, n: int, file: int, line: int, text: str, why: str) -> None:
         if n <= 0:
             return
         self.count += n
-        if self.first is None:
+        if self.at is None or (file, line) < self.at:
             self.first = f"{self.inputs[file]}:{line}: {why}: {text[:120]}"
+            self.at = (file, line)
 
 
 def _zone_of(pfns: np.ndarray, zones: list[procfs.Zone]) -> tuple[np.ndarray, np.ndarray]:
@@ -532,6 +534,7 @@ def import_text(
     vmstat_start: Path | None = None,
     vmstat_end: Path | None = None,
     window: tuple[float, float] | None = None,
+    kernel_release: str | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Import trace text into a new recording at ``output``; returns its metadata.
@@ -546,6 +549,7 @@ def import_text(
     :param vmstat_end: ``/proc/vmstat`` read right after it
     :param window: keep only events with ``start <= timestamp <= end`` (seconds, in the
         trace's own clock, as printed)
+    :param kernel_release: ``uname -r`` of the traced machine, when known
     :raises BadInput: unreadable, empty or foreign input; missing or bad format files
     """
     t_begin = time.monotonic()
@@ -623,9 +627,13 @@ def import_text(
     zone_names = procfs.zone_names(zones) if zones else {}
     zone_names = {**zone_names, ZONE_UNKNOWN: "unknown"}
     malformed = parsed.malformed + bad.count
-    first_bad = parsed.first_malformed or bad.first
+    first_bad = parsed.first_malformed
+    if bad.at is not None and (
+        parsed.first_malformed_at is None or bad.at < parsed.first_malformed_at
+    ):
+        first_bad = bad.first
     meta: dict[str, Any] = {
-        "kernel_release": "unknown (imported trace text)",
+        "kernel_release": kernel_release or "unknown (imported trace text)",
         "complete": True,
         "stop_reason": "imported",
         "duration_ns": round((t1 - t0) * 1e9),
