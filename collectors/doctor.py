@@ -266,6 +266,29 @@ def check_headers(root: Path, release: str, environ: Mapping[str, str]) -> Check
 
     if _is_file(kpath_host / "include/linux/kconfig.h"):
         tree = env_src or f"{kdir}/build"
+        # BCC's compile needs more than kconfig.h; a tree without these makes the
+        # compile fail, and BCC 0.26 then crashes (SIGSEGV in BPF()) instead of raising.
+        gen_host = kpath_host if env_src else build_host
+        missing = [
+            rel
+            for base, rel in (
+                (kpath_host, "include/linux/types.h"),
+                (gen_host, "include/generated/autoconf.h"),
+            )
+            if not _is_file(base / rel)
+        ]
+        if missing:
+            return Check(
+                name,
+                FAIL,
+                f"incomplete kernel headers at {via}: no {' and no '.join(missing)}; "
+                f"BCC cannot compile against them",
+                f"reinstall them ({own_headers}, or sudo make setup), or unset "
+                f"BCC_KERNEL_SOURCE if it points there"
+                if env_src
+                else f"reinstall them ({own_headers}, or sudo make setup)",
+                True,
+            )
         uts, mm = _headers_version(root, tree)
         if uts == release:
             return Check(name, OK, f"headers of the running kernel {release} ({via})", "", True)

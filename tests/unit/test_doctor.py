@@ -109,6 +109,8 @@ def debian_headers(m: FakeMachine, abi: str = "6.1.0-56", sublevel: int = 192) -
         f"#define LINUX_VERSION_PATCHLEVEL 1\n#define LINUX_VERSION_SUBLEVEL {sublevel}\n",
     )
     m.write(f"/usr/src/linux-headers-{abi}-common/include/linux/kconfig.h", "/* */\n")
+    m.write(f"/usr/src/linux-headers-{abi}-common/include/linux/types.h", "/* */\n")
+    m.write(f"{arch_tree}/include/generated/autoconf.h", "/* */\n")
 
 
 @pytest.fixture
@@ -317,6 +319,8 @@ def test_matching_headers(host):
     tree = f"/usr/src/linux-headers-{HOST_REL}"
     host.write(f"{tree}/include/generated/utsrelease.h", f'#define UTS_RELEASE "{HOST_REL}"\n')
     host.write(f"{tree}/include/linux/kconfig.h", "")
+    host.write(f"{tree}/include/linux/types.h", "")
+    host.write(f"{tree}/include/generated/autoconf.h", "")
     (host.root / f"lib/modules/{HOST_REL}/build").unlink()
     (host.root / f"lib/modules/{HOST_REL}/source").unlink()
     host.link(f"/lib/modules/{HOST_REL}/build", tree)
@@ -538,3 +542,24 @@ def test_no_cma_is_a_warning_that_names_the_fix(host):
     assert checks["events/cma"].status == "warn" and "CONFIG_CMA" in checks["events/cma"].detail
     assert checks["cma_areas"].status == "warn" and "cma=" in checks["cma_areas"].fix
     assert doctor.recording_possible(list(checks.values()))
+
+
+def test_incomplete_headers_fail_before_bcc_crashes(host):
+    """Measured on the host: BCC_KERNEL_SOURCE at a tree holding only kconfig.h made
+    BCC 0.26 die with SIGSEGV inside BPF(); doctor and record now stop first."""
+    tree = host.mkdir("/tmp/ks")
+    host.write("/tmp/ks/include/linux/kconfig.h", "/* */\n")
+    checks = doctor.run_checks(
+        host.root,
+        euid=lambda: 0,
+        import_bcc=host.import_bcc,
+        release=lambda: HOST_REL,
+        page_size=4096,
+        environ={"BCC_KERNEL_SOURCE": "/tmp/ks"},
+    )
+    c = next(c for c in checks if c.name == "headers")
+    assert c.status == "fail" and "include/linux/types.h" in c.detail
+    assert "BCC_KERNEL_SOURCE" in c.fix and tree.is_dir()
+    (host.root / "usr/src/linux-headers-6.1.0-56-amd64/include/generated/autoconf.h").unlink()
+    c = host.run()["headers"]
+    assert c.status == "fail" and "include/generated/autoconf.h" in c.detail
