@@ -344,7 +344,15 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     exit_status = 0
     try:
         if not flag.stop:
-            bpf = probes.load(names, defines)
+            try:
+                bpf = probes.load(names, defines)
+            except Exception as exc:  # BCC raises a bare Exception when compile/load fails
+                _discard_unstarted(opts.output)
+                raise EnvironmentProblem(
+                    f"BCC could not compile or load the probes ({exc}; the compiler's "
+                    f"messages are above): check the headers row of cmaprof doctor; "
+                    f"cmaprof probes dump {' '.join(names)} prints the exact source"
+                ) from exc
             session = _Session(bpf, names, zones, cma_areas)
             if stream_spec is not None and stream_filter is not None:
                 from cmaprof.collectors.stream import StreamCollector
@@ -486,6 +494,22 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     if flag.stop and not opts.command:
         return 0
     return exit_status
+
+
+def _discard_unstarted(out: Path) -> None:
+    """Remove a recording that never started (it holds only what start-up wrote:
+    metadata.json and format files), so a failed start leaves nothing half-written."""
+    try:
+        names = {p.name for p in out.iterdir()}
+    except OSError:
+        return
+    if names <= {"metadata.json", "formats"}:
+        shutil.rmtree(out / "formats", ignore_errors=True)
+        (out / "metadata.json").unlink(missing_ok=True)
+        try:
+            out.rmdir()
+        except OSError:
+            pass
 
 
 def _write_interval(

@@ -243,3 +243,38 @@ def test_kptr_restrict_2_records(tmp_path):
     assert rep.returncode == 0, rep.stderr
     for text in (proc.stderr, rep.stdout, (out / "metadata.json").read_text()):
         assert not KERNEL_ADDR.search(text)
+
+
+def test_incomplete_headers_stop_before_bcc_crashes(tmp_path):
+    """BCC_KERNEL_SOURCE at a tree holding only kconfig.h: BCC 0.26 died with SIGSEGV
+    inside BPF() (exit 139, a half-written recording); now the headers row stops it."""
+    tree = tmp_path / "ks"
+    (tree / "include/linux").mkdir(parents=True)
+    (tree / "include/linux/kconfig.h").write_text("/* */\n")
+    env = dict(os.environ, BCC_KERNEL_SOURCE=str(tree))
+    proc = subprocess.run(_doctor(), capture_output=True, text=True, check=False, env=env)
+    rows = _doctor_rows(proc)
+    assert rows["headers"]["status"] == "fail" and "incomplete" in rows["headers"]["detail"]
+    out = tmp_path / "rec"
+    proc = subprocess.run(_record(out), capture_output=True, text=True, check=False, env=env)
+    _assert_one_line_error(proc, out, "headers: incomplete kernel headers", "BCC_KERNEL_SOURCE")
+
+
+def test_compile_failure_leaves_nothing(tmp_path, monkeypatch):
+    """A compile error BCC reports (it raises a bare Exception; wrong-version headers
+    can cause one) is one error and removes the start-up files. The error is injected:
+    this host's headers compile."""
+    from cmaprof import probes
+    from cmaprof.collectors.record import RecordOptions, record
+    from cmaprof.errors import EnvironmentProblem
+
+    def fail(names, options=None):
+        raise Exception("Failed to compile BPF module <text>")  # noqa: TRY002 - as bcc.BPF
+
+    monkeypatch.setattr(probes, "load", fail)
+    out = tmp_path / "rec"
+    with pytest.raises(EnvironmentProblem) as exc:
+        record(RecordOptions(output=out, duration_s=1, probes=["page_alloc"]))
+    assert "BCC could not compile or load the probes" in str(exc.value)
+    assert "cmaprof probes dump page_alloc" in str(exc.value)
+    assert not out.exists()
