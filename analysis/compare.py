@@ -25,6 +25,7 @@ import io
 import json
 import math
 import textwrap
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ VMSTAT_PREFIXES = ("pgalloc_", "pgmigrate_", "compact_stall", "compact_fail", "c
 
 SECTIONS = {
     "zones": "Pages allocated per zone (logical CMA: CMA pageblocks or zone CMA)",
-    "zone_gfp": "Pages per zone and GFP class",
+    "zone_gfp": "Pages per zone and GFP class (flags after the GFP_* names sorted)",
     "cma_gfp": "GFP classes landing in CMA (logical CMA)",
     "counterfactual": "ZONE_CMA counterfactual: CMA pages a ZONE_CMA kernel refuses "
     "(__GFP_MOVABLE without __GFP_HIGHMEM)",
@@ -153,6 +154,15 @@ class IterationMetrics:
     not_recorded: set[str] = field(default_factory=set)
 
 
+def gfp_label(gfp: str) -> str:
+    """A GFP string as one kernel printed it, in a form that lines up across kernels:
+    composite names (``GFP_*``) first in the kernel's order, then single flags sorted
+    (6.1 prints ``__GFP_COMP|__GFP_ZERO`` where 6.18 prints ``__GFP_ZERO|__GFP_COMP``)."""
+    names = gfp.split("|")
+    composite = [n for n in names if not n.startswith("__")]
+    return "|".join(composite + sorted(n for n in names if n.startswith("__")))
+
+
 def _zone_gfp_label(zone: str, gfp: str) -> str:
     return f"{zone}\x00{gfp}"
 
@@ -187,6 +197,7 @@ def iteration_metrics(rec: Recording) -> IterationMetrics:
     m.zero_sections.update({"zone_gfp", "cma_gfp", "migrate", "failures"})
     if not df.empty:
         df["zone"] = df["zone"].astype(str)
+        df["gfp"] = [gfp_label(g) for g in df["gfp"]]
         for z, pages in df.groupby("zone")["pages"].sum().items():
             v[("zones", str(z), "pages")] = float(pages)
         for (z, gfp), pages in df.groupby(["zone", "gfp"])["pages"].sum().items():
@@ -208,7 +219,7 @@ def iteration_metrics(rec: Recording) -> IterationMetrics:
         v[("counterfactual", "predicted loss of CMA use", "%")] = float(cf["refused_pct"])
         cdf = counterfactual.df_counterfactual(rec)
         for r in cdf[cdf["refused"].astype(bool)].itertuples(index=False):
-            v[("counterfactual", f"refused: {r.gfp}", "pages")] = float(r.pages)
+            v[("counterfactual", f"refused: {gfp_label(r.gfp)}", "pages")] = float(r.pages)
     else:
         m.not_recorded.add("counterfactual")
     # cma_alloc
@@ -274,6 +285,18 @@ def iteration_metrics(rec: Recording) -> IterationMetrics:
             if int(x):
                 v[("lost", f"dropped: {k}", "events")] = float(x)
     return m
+
+
+_CACHE: weakref.WeakKeyDictionary[Recording, IterationMetrics] = weakref.WeakKeyDictionary()
+
+
+def _metrics_copy(rec: Recording) -> IterationMetrics:
+    """:func:`iteration_metrics`, computed once per loaded recording; a copy that the
+    caller may change."""
+    m = _CACHE.get(rec)
+    if m is None:
+        m = _CACHE[rec] = iteration_metrics(rec)
+    return IterationMetrics(dict(m.values), set(m.zero_sections), set(m.not_recorded))
 
 
 def latencies_ns(side: Side) -> np.ndarray | None:
@@ -395,7 +418,7 @@ def df_compare(sides: list[Side], alpha: float = stats.ALPHA) -> pd.DataFrame:
     """
     if not sides:
         raise BadInput("compare needs at least one side")
-    metrics = [[iteration_metrics(r) for r in s.recordings] for s in sides]
+    metrics = [[_metrics_copy(r) for r in s.recordings] for s in sides]
     sides_vals = [[m.values for m in ms] for ms in metrics]
     seen: dict[Key, None] = {}
     for ms in metrics:
