@@ -243,6 +243,12 @@ def test_kptr_restrict_2_records(tmp_path):
     assert rep.returncode == 0, rep.stderr
     for text in (proc.stderr, rep.stdout, (out / "metadata.json").read_text()):
         assert not KERNEL_ADDR.search(text)
+    # every file of this fresh recording, its report in every format with and without
+    # --redact, and its plots: no kernel address (no pfn where redacted)
+    from tests.unit.test_redact import scan_outputs
+
+    res = scan_outputs(out, tmp_path / "scan", {"record stderr": proc.stderr})
+    assert res["files"] > 10
 
 
 def test_incomplete_headers_stop_before_bcc_crashes(tmp_path):
