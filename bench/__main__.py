@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--rounds", type=int, default=int(env("BENCH_ROUNDS", "10")))
-    p.add_argument("--mib", type=int, default=int(env("BENCH_MIB", "64")))
+    p.add_argument("--mib", type=int, default=int(env("BENCH_MIB", "32")))
     p.add_argument("--iterations", type=int, default=int(env("BENCH_ITERATIONS", "4")))
     p.add_argument("--events", type=int, default=int(env("BENCH_EVENTS", str(10_000_000))))
     p.add_argument("--modes", default=env("BENCH_MODES", ",".join(run.MODES)))

@@ -114,6 +114,29 @@ class _LineWatch:
         self.event.set()
 
 
+class _RssWatch:
+    """Peak resident set (VmHWM of /proc/PID/status) of a process, sampled every 50 ms.
+
+    Not ``wait4``'s ru_maxrss: Linux carries the forking process's peak over an exec
+    (the bench itself, with pandas loaded), so every child would look at least as big.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_kib, self.stop = pid, 0, False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        path = Path(f"/proc/{self.pid}/status")
+        while not self.stop:
+            try:
+                for line in path.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+            except (OSError, ValueError, IndexError):
+                return
+            time.sleep(0.05)
+
+
 class Tracer:
     """Base: start, wait until counting, stop, read back numbers."""
 
@@ -141,7 +164,8 @@ class Tracer:
             pid, status, ru = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
                 self.proc.returncode = os.waitstatus_to_exitcode(status)
-                self.result.peak_rss_kib = ru.ru_maxrss
+                self.rss.stop = True
+                self.result.peak_rss_kib = self.rss.peak_kib or None
                 self.result.cpu_s = ru.ru_utime + ru.ru_stime
                 return
             if time.monotonic() >= deadline:
@@ -173,6 +197,7 @@ class Cmaprof(Tracer):
         self.proc = subprocess.Popen(
             self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
+        self.rss = _RssWatch(self.proc.pid)
         self.err = _LineWatch(self.proc.stderr, r"cmaprof: recording system-wide")
         if not self.err.event.wait(timeout_s) or self.err.seen_at is None:
             self.proc.kill()
@@ -223,6 +248,7 @@ class Bpftrace(Tracer):
         self.proc = subprocess.Popen(
             self.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        self.rss = _RssWatch(self.proc.pid)
         self.out = _LineWatch(self.proc.stdout, None)
         deadline = self.t_start + timeout_s
         while time.monotonic() < deadline:
@@ -288,6 +314,7 @@ class Perf(Tracer):
         self.proc = subprocess.Popen(
             self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
+        self.rss = _RssWatch(self.proc.pid)
         self.err = _LineWatch(self.proc.stderr, None)
         ctl = os.open(self.workdir / "perf.ctl", os.O_RDWR)
         ack = os.open(self.workdir / "perf.ack", os.O_RDWR)
