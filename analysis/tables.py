@@ -1,7 +1,8 @@
 """Text tables (<= 80 columns) and the machine-readable report of a recording.
 
 ``table_*`` return text; :func:`report_tables` returns the named DataFrames that
-``cmaprof report --format json|csv`` prints.
+``cmaprof report --format json|csv`` prints. ``--redact`` nulls pfn/pid columns of those
+frames; text tables must print pfns with :func:`cmaprof.analysis.redact.fmt_pfn`.
 """
 
 from __future__ import annotations
