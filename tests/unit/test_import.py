@@ -271,3 +271,17 @@ def test_no_kernel_address_reaches_the_recording(imported: dict[str, Path]) -> N
         for f in path.rglob("*"):
             if f.is_file() and f.suffix in (".json", ".parquet"):
                 assert not re.search(rb"ffff[0-9a-f]{12}", f.read_bytes()), f
+
+
+def test_trace_pipe_text_reads_like_trace(tmp_path: Path, imported: dict[str, Path]) -> None:
+    """trace_pipe prints the same event lines without the header (and, on overrun,
+    ``CPU:N [LOST M EVENTS]`` markers, which are counted as lost)."""
+    lines = lzma.decompress(TRACEFS.read_bytes()).decode().splitlines(keepends=True)
+    events = [ln for ln in lines if not ln.startswith("#")]
+    p = tmp_path / "pipe.txt"
+    p.write_text("".join(events[:100] + ["CPU:1 [LOST 17 EVENTS]\n"] + events[100:]))
+    importer.import_text([p], tmp_path / "r", source="tracefs", **_common())
+    rec = load(tmp_path / "r")
+    assert rec.meta["imported"]["malformed_lines"] == 0
+    assert rec.meta["lost"] == {"trace_buffer": 17}
+    pd.testing.assert_frame_equal(_cube(tmp_path / "r"), _cube(imported["tracefs"]))
