@@ -188,6 +188,8 @@ class _Bad:
         self.count = 0
         self.first: str | None = None
         self.at: tuple[int, int] | None = None
+        #: cma_alloc_finish events whose start precedes the capture (not a call row)
+        self.finish_without_start = 0
         self.inputs = parsed.inputs
 
     def add(self, n: int, file: int, line: int, text: str, why: str) -> None:
@@ -452,7 +454,8 @@ def build_cma_migrate(
             elif e == "cma_alloc_finish":
                 call = open_.pop(r["pid"], None)
                 if call is None:
-                    continue  # the capture began inside this call: no start, no latency
+                    bad.finish_without_start += 1  # the capture began inside this call
+                    continue
                 page = kv.get("page")
                 if "errorno" in kv:
                     err = int(kv["errorno"], 0)
@@ -625,7 +628,8 @@ def import_text(
     for name, table in rare.items():
         w.write_table(name, table)
     zone_names = procfs.zone_names(zones) if zones else {}
-    zone_names = {**zone_names, ZONE_UNKNOWN: "unknown"}
+    if zones is None or ZONE_UNKNOWN in set(cube["zone_idx"].to_pylist()):
+        zone_names = {**zone_names, ZONE_UNKNOWN: "unknown"}
     malformed = parsed.malformed + bad.count
     first_bad = parsed.first_malformed
     if bad.at is not None and (
@@ -662,6 +666,7 @@ def import_text(
             "lines": parsed.lines,
             "events": events,
             "events_not_used": {k: v for k, v in events.items() if k not in known},
+            "cma_finish_without_start": bad.finish_without_start,
             "malformed_lines": malformed,
             "first_malformed": first_bad,
             "lost_events": parsed.lost,
@@ -703,5 +708,10 @@ def summary(meta: dict[str, Any]) -> str:
             f"kernel counters: {'vmstat window given' if imp['vmstat_window'] else 'none'}"
         ),
     ]
+    if imp.get("cma_finish_without_start"):
+        out.append(
+            f"cma_alloc_finish without a start (the capture began inside the call): "
+            f"{imp['cma_finish_without_start']}, not counted as calls"
+        )
     out.append(f"parsed and written in {imp['seconds']:.2f} s")
     return "\n".join(out)
