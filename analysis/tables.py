@@ -56,6 +56,17 @@ def table_header(rec: Recording) -> str:
     ]
     if m.get("command"):
         lines.append(textwrap.shorten("command: " + " ".join(m["command"]), WIDTH))
+    imp = m.get("imported")
+    if isinstance(imp, dict):
+        lines.append(
+            textwrap.fill(
+                f"imported from {imp.get('source')} text: {imp.get('lines')} lines, "
+                f"{imp.get('malformed_lines')} malformed; zone from "
+                f"{imp.get('zone_source')}, CMA placement {imp.get('cma_placement')}",
+                WIDTH,
+                subsequent_indent="  ",
+            )
+        )
     if not rec.complete:
         lines.append(
             "WARNING: recording is INCOMPLETE (killed before it was finished); "
