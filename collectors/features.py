@@ -87,6 +87,28 @@ def bulk_unavailable_reason(tfs: Path) -> str | None:
     return None
 
 
+def blockers_unavailable_reason(tfs: Path) -> str | None:
+    """Why the blockers probe cannot run here (one line), or None when it can: it needs
+    the cma probe's call in flight, the test_pages_isolated tracepoint and a CMA area
+    with a known pfn range (its origin array is indexed by pfn)."""
+    from cmaprof.collectors import procfs
+
+    if not tracefs.has_event(tfs, "page_isolation/test_pages_isolated"):
+        return "kernel lacks page_isolation/test_pages_isolated (CONFIG_MEMORY_ISOLATION)"
+    if not any(tracefs.has_event(tfs, e) for e in ("cma/cma_alloc_start", "cma/cma_alloc")):
+        return "kernel lacks the cma tracepoints (no CONFIG_CMA)"
+    if not any(a.end_pfn is not None for a in procfs.read_cma_areas()):
+        return "no CMA area with a known pfn range (debugfs cma/<area>/base_pfn, count)"
+    return None
+
+
+def blockers_origin_entries(root: Path = Path("/")) -> int:
+    """Entries of the blockers probe's origin array: one per page of every CMA area."""
+    from cmaprof.collectors import procfs
+
+    return max(1, sum(a.count or 0 for a in procfs.read_cma_areas(root) if a.end_pfn is not None))
+
+
 def available_probes(tfs: Path) -> list[str]:
     """The probes whose tracepoints (bulk: kprobes and symbol) this kernel has, in
     registry order; opt-in probes (stream: ``record --events``) are never listed."""
@@ -99,6 +121,8 @@ def available_probes(tfs: Path) -> list[str]:
         and (
             bulk_unavailable_reason(tfs) is None
             if p.name == "bulk"
+            else blockers_unavailable_reason(tfs) is None
+            if p.name == "blockers"
             else any(tracefs.has_event(tfs, e) for e in p.tracepoints)
         )
     ]
@@ -126,6 +150,12 @@ def defines(tfs: Path, names: list[str]) -> dict[str, int | str]:
         out["HAVE_KPROBE_CMA_ALLOC"] = int(can_kprobe(tfs, "cma_alloc"))
     if "bulk" in names:
         out["BULK_HAS_LIST"] = int(bulk_has_list(bulk_symbol()))
+    if "blockers" in names:
+        out["HAVE_TEST_PAGES_ISOLATED"] = int(
+            tracefs.has_event(tfs, "page_isolation/test_pages_isolated")
+        )
+        out["HAVE_KPROBE_PUTBACK"] = int(can_kprobe(tfs, "putback_movable_pages"))
+        out["BLK_ORIGIN_ENTRIES"] = blockers_origin_entries()
     if "migrate" in names:
         mig = event_format(tfs, "migrate/mm_migrate_pages")
         out["HAVE_MIGRATE_START"] = int(tracefs.has_event(tfs, "migrate/mm_migrate_pages_start"))

@@ -194,7 +194,11 @@ def _choose_probes(
                     f"probe {name} cannot run here: {skipped[name]}; leave it out of "
                     f"--probes, or add --skip-unavailable to record without it"
                 )
-        chosen = [n for n in available if n in wanted or n == "page_alloc"]
+        chosen = [
+            n
+            for n in available
+            if n in wanted or n == "page_alloc" or (n == "cma" and "blockers" in wanted)
+        ]
         skipped.update({n: "not asked for (--probes)" for n in available if n not in chosen})
     else:
         chosen = available

@@ -69,6 +69,13 @@ PROBES: dict[str, Probe] = {
         tracepoints=("migrate/mm_migrate_pages",),
         options={"MAX_MIGRATE_KEYS": 256},
     ),
+    # After cma (uses the call in flight); page_alloc calls blockers_note_alloc().
+    "blockers": Probe(
+        name="blockers",
+        description="pages that block cma_alloc(), classified, with their placing allocation",
+        tracepoints=("page_isolation/test_pages_isolated",),
+        options={"BLK_MAX_LIST": 32, "BLK_RINGBUF_PAGES": 256},
+    ),
     # Per-event records (record --events page_alloc[:FILTER]); after page_alloc.
     "stream": Probe(
         name="stream",

@@ -263,4 +263,103 @@ struct stream_filter {
 #define STREAM_UNREADABLE 8	/* zone unknown (page unreadable, pfn outside spans) */
 #define STREAM_NR_STATS 16
 
+/* ---- blockers: pages that block cma_alloc(), and who placed them (blockers.bpf.c) ---- */
+/* Stages (analysis/schema.py BLOCKER_STAGES) */
+#define BLK_STAGE_ISOLATE 0		/* pageblock isolation (not reachable for CMA on 6.1) */
+#define BLK_STAGE_MIGRATE 1		/* failed to migrate: putback_movable_pages() */
+#define BLK_STAGE_TEST_ISOLATED 2	/* test_pages_isolated() fin_pfn */
+#define BLK_NR_STAGES 3
+/* Causes (analysis/schema.py BLOCKER_CAUSES, same order) */
+#define BLK_CAUSE_UNKNOWN 0
+#define BLK_CAUSE_FREE 1
+#define BLK_CAUSE_RESERVED 2
+#define BLK_CAUSE_SLAB 3
+#define BLK_CAUSE_UNMOVABLE_KERNEL 4
+#define BLK_CAUSE_MOVABLE_KERNEL 5
+#define BLK_CAUSE_ANON 6
+#define BLK_CAUSE_FILE 7
+#define BLK_CAUSE_BDEV 8
+#define BLK_CAUSE_BDEV_BUFFER_HEAD 9
+#define BLK_NR_CAUSES 10
+/* State bits (analysis/schema.py BLOCKER_STATES) */
+#define BLK_STATE_LOCKED 0x1
+#define BLK_STATE_DIRTY 0x2
+#define BLK_STATE_WRITEBACK 0x4
+#define BLK_STATE_PINNED 0x8
+#define BLK_STATE_BH_BUSY 0x10
+#define BLK_STATE_BH_DIRTY_OR_LOCKED 0x20
+/* page->mapping kinds */
+#define BLK_MAPPING_NONE 0
+#define BLK_MAPPING_ANON 1
+#define BLK_MAPPING_MOVABLE 2
+#define BLK_MAPPING_KSM 3
+#define BLK_MAPPING_FILE 4
+/* Indexes of the per-CPU blk_stats array (collectors/blockers.py STAT_NAMES) */
+#define BLK_STAT_EVENTS 0
+#define BLK_STAT_RINGBUF_FULL 1
+#define BLK_STAT_LIST_TRUNCATED 2
+#define BLK_STAT_ORIGIN_WRITES 3
+#define BLK_STAT_ORIGIN_OUT_OF_RANGE 4
+#define BLK_STAT_READ_FAIL 5
+#define BLK_NR_STATS 8
+
+/* The allocation that last placed a CMA page: one per CMA page (blk_origin). */
+struct blk_origin {
+	__u64 time_ns;		/* bpf_ktime_get_ns() */
+	__u32 gfp;
+	__u32 pid;
+	__u8 order;
+	__u8 migratetype;	/* requested */
+	__u8 valid;
+	__u8 pad[5];
+	char comm[16];
+};
+
+/* Header constants the running program was compiled with (page->flags bits). */
+struct blk_layout {
+	__u8 filled;
+	__u8 pg_locked, pg_referenced, pg_uptodate, pg_dirty, pg_lru, pg_active, pg_slab;
+	__u8 pg_owner_priv_1, pg_reserved, pg_private, pg_writeback, pg_head, pg_reclaim;
+	__u8 pg_swapbacked, pg_unevictable, pg_mlocked;
+	__u8 bh_dirty, bh_lock, bh_private_start;
+	__u8 pad[4];
+	__u32 page_struct_size;	/* sizeof(struct page) in the headers */
+};
+
+/* One blocking page, streamed (flat, kernel type names: see CMA_CALL_FIELDS). */
+struct blocker_event {
+	u64 time_ns;
+	u64 pfn;
+	u64 head_pfn;
+	u64 flags;		/* raw page->flags of the head page */
+	u64 range_start_pfn;	/* test_pages_isolated range, or -1 */
+	u64 range_end_pfn;
+	u64 cma_start_ns;	/* start_ns of the cma_alloc() call in flight */
+	u64 cma_count;		/* its pages requested */
+	u64 fs_magic;		/* super_block s_magic of a file page */
+	u64 ino;
+	u64 origin_time_ns;
+	u32 origin_gfp;
+	u32 origin_pid;
+	u32 dev;		/* kernel dev_t: s_dev, or i_rdev of a block device */
+	u32 bh_state_or;	/* OR of the buffer heads' b_state */
+	s32 refcount;
+	s32 mapcount;
+	s32 extra_refs;		/* refcount minus what migration expects; 0 when unknown */
+	u32 tid;
+	u8 stage;
+	u8 cause;
+	u8 state;
+	u8 area;
+	u8 mapping_kind;
+	u8 bh_count;
+	u8 bh_busy;
+	u8 origin_known;
+	u8 origin_order;
+	u8 origin_migratetype;
+	u8 pad[6];
+	char origin_comm[16];
+	char comm[16];
+};
+
 #endif /* CMAPROF_EVENTS_H */

@@ -35,6 +35,12 @@
 #define CALIB_PAIRS 256
 #endif
 
+#if ENABLE_BLOCKERS
+/* blockers.bpf.c (pasted after this file): the allocation that placed a CMA page. */
+static __always_inline void blockers_note_alloc(__u64 pfn, __u8 area, __u32 order, __u64 gfp,
+						int mt);
+#endif
+
 BPF_PERCPU_HASH(page_alloc, struct page_alloc_key, struct page_alloc_val, MAX_KEYS);
 BPF_PERCPU_HASH(page_alloc_fail, struct page_alloc_fail_key, struct page_alloc_val,
 		MAX_FAIL_KEYS);
@@ -182,6 +188,10 @@ int page_alloc_raw(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	key.cma_area = cfg->nr_cma ? cma_lookup(cfg, pfn) : CMA_AREA_NONE;
+#if ENABLE_BLOCKERS
+	if (key.cma_area != CMA_AREA_NONE)
+		blockers_note_alloc(pfn, key.cma_area, order, gfp, mt);
+#endif
 
 	v = page_alloc.lookup_or_try_init(&key, &zero_val);
 	if (!v) {

@@ -1,0 +1,422 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * blockers: the pages that make a cma_alloc() range busy, read from struct page at
+ * the moment of failure and classified in the kernel, each with the allocation
+ * that last placed it in the CMA area ("who put it there").
+ *
+ * Where the blocking page is known (6.1 mm/page_alloc.c alloc_contig_range(),
+ * mm/page_isolation.c, mm/migrate.c):
+ *   migrate       __alloc_contig_migrate_range() gives up on a batch (-EBUSY after
+ *                 5 tries, or -ENOMEM) and hands the pages that failed to migrate,
+ *                 still on cc->migratepages, to putback_movable_pages(list): a
+ *                 kprobe (HAVE_KPROBE_PUTBACK) walks that list (at most
+ *                 BLK_MAX_LIST pages: one batch is <= COMPACT_CLUSTER_MAX = 32) while
+ *                 a cma_alloc() is in flight on this task. These are the pages that
+ *                 alloc_contig_dump_pages() prints with dynamic debug on.
+ *   test_isolated page_isolation:test_pages_isolated (raw tracepoint, args start_pfn,
+ *                 end_pfn, fin_pfn; since v4.5, Linux kernel commit 0f0848e5118a
+ *                 ("mm/page_isolation: add new tracepoint, test_pages_isolated")):
+ *                 fin_pfn < end_pfn is the first pfn that is neither free nor
+ *                 isolated; cma_alloc() then retries at the next aligned position.
+ *   isolate       never emitted on CMA pageblocks: has_unmovable_pages() returns
+ *                 NULL for a CMA pageblock isolated for MIGRATE_CMA
+ *                 (mm/page_isolation.c, since Linux kernel commit 4da2ce250f98
+ *                 ("mm: distinguish CMA and MOVABLE isolation in
+ *                 has_unmovable_pages()"), v5.10), so isolation of a CMA range fails
+ *                 only on a pageblock already isolated by someone else.
+ *
+ * Classification (head page of a compound page; raw flags kept): buddy page_type
+ * -> free; refcount 0 -> free; PG_reserved; PG_slab; page->mapping low bits
+ * (PAGE_MAPPING_ANON / _MOVABLE / KSM); a file mapping whose host inode lives on the
+ * bdev pseudo file system (s_magic == BDEVFS_MAGIC) -> bdev, with PG_private (buffer
+ * heads) -> bdev_buffer_head; other mappings -> file (s_magic and s_dev kept);
+ * LRU pages with no mapping -> unknown; anything else referenced -> unmovable_kernel.
+ * State bits: locked, dirty, writeback, pinned (references beyond page cache +
+ * private + mappings + isolation), buffer heads in use (b_count > 0: what
+ * buffer_migrate_folio_norefs(), def_blk_aops' migrate_folio in 6.1, refuses),
+ * buffer heads dirty or locked.
+ *
+ * Origin: mm_page_alloc (page_alloc.bpf.c calls blockers_note_alloc()) writes, for
+ * pfns inside a CMA area, the gfp, order, requested migratetype, pid, comm and time
+ * into `blk_origin`, one entry per CMA page (BLK_ORIGIN_ENTRIES, computed by the
+ * collector from the CMA areas), at the head pfn of the allocation. A lookup checks
+ * the aligned heads covering the pfn for every order and takes the newest.
+ *
+ * Kernels: struct page / address_space / inode / buffer_head layouts are those of
+ * the headers we compile against (exact in the guest, which uses its own
+ * IKHEADERS; unverified on a kernel using another release's headers).
+ */
+#include <linux/fs.h>
+#include <linux/buffer_head.h>
+
+#include "common.h"
+
+#if !ENABLE_CMA
+#error "the blockers probe needs the cma probe (the cma_alloc() call in flight)"
+#endif
+
+#ifndef BLK_ORIGIN_ENTRIES
+#define BLK_ORIGIN_ENTRIES 1
+#endif
+#ifndef BLK_MAX_LIST
+#define BLK_MAX_LIST 32
+#endif
+#ifndef BLK_RINGBUF_PAGES
+#define BLK_RINGBUF_PAGES 256
+#endif
+#define BLK_MAX_BH 8		/* buffer heads per page: 4 KiB page / 512-byte blocks */
+#define BLK_NR_ORDERS 12	/* >= MAX_ORDER of every kernel so far */
+#ifndef BDEVFS_MAGIC
+#define BDEVFS_MAGIC 0x62646576
+#endif
+#ifndef PAGE_MAPPING_ANON
+#define PAGE_MAPPING_ANON 0x1
+#define PAGE_MAPPING_MOVABLE 0x2
+#endif
+
+BPF_ARRAY(blk_origin, struct blk_origin, BLK_ORIGIN_ENTRIES);
+BPF_ARRAY(blk_area_off, __u64, MAX_CMA_AREAS);	/* first blk_origin index of each area */
+BPF_ARRAY(blk_layout, struct blk_layout, 1);
+BPF_PERCPU_ARRAY(blk_stats, __u64, BLK_NR_STATS);
+BPF_PERCPU_ARRAY(blk_counts, __u64, BLK_NR_STAGES * BLK_NR_CAUSES);
+BPF_PERCPU_ARRAY(blk_scratch, struct blocker_event, 1);
+BPF_RINGBUF_OUTPUT(blk_events, BLK_RINGBUF_PAGES);
+
+static __always_inline void blk_stat(int what)
+{
+	__u64 *v = blk_stats.lookup(&what);
+
+	if (v)
+		(*v)++;
+}
+
+/* Index of pfn in blk_origin, or -1. */
+static __always_inline __s64 blk_origin_index(__u64 pfn, __u8 area)
+{
+	__u32 a = area;
+	struct pfn_span *sp = cma_ranges.lookup(&a);
+	__u64 *off = blk_area_off.lookup(&a);
+	__u64 idx;
+
+	if (!sp || !off || pfn < sp->start || pfn >= sp->end)
+		return -1;
+	idx = *off + (pfn - sp->start);
+	if (idx >= BLK_ORIGIN_ENTRIES)
+		return -1;
+	return idx;
+}
+
+/* Called by page_alloc_raw() (page_alloc.bpf.c) for every allocation placed in a CMA area. */
+static __always_inline void blockers_note_alloc(__u64 pfn, __u8 area, __u32 order, __u64 gfp,
+						int mt)
+{
+	__s64 idx = blk_origin_index(pfn, area);
+	__u32 i;
+	struct blk_origin *o;
+
+	if (idx < 0) {
+		blk_stat(BLK_STAT_ORIGIN_OUT_OF_RANGE);
+		return;
+	}
+	i = idx;
+	o = blk_origin.lookup(&i);
+	if (!o)
+		return;
+	o->time_ns = bpf_ktime_get_ns();
+	o->gfp = gfp;
+	o->pid = bpf_get_current_pid_tgid();
+	o->order = order;
+	o->migratetype = mt;
+	o->valid = 1;
+	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+	blk_stat(BLK_STAT_ORIGIN_WRITES);
+}
+
+/* The newest allocation whose (head pfn, order) covers pfn. */
+static __always_inline void blk_find_origin(struct blocker_event *e)
+{
+	__u64 best = 0;
+
+#pragma clang loop unroll(disable)
+	for (__u32 o = 0; o < BLK_NR_ORDERS; o++) {
+		__u64 head = e->pfn & ~((1ULL << o) - 1);
+		__s64 idx = blk_origin_index(head, e->area);
+		__u32 i;
+		struct blk_origin *r;
+
+		if (idx < 0)
+			continue;
+		i = idx;
+		r = blk_origin.lookup(&i);
+		if (!r || !r->valid || r->order != o || r->time_ns < best)
+			continue;
+		best = r->time_ns;
+		e->origin_known = 1;
+		e->origin_time_ns = r->time_ns;
+		e->origin_gfp = r->gfp;
+		e->origin_pid = r->pid;
+		e->origin_order = r->order;
+		e->origin_migratetype = r->migratetype;
+		__builtin_memcpy(e->origin_comm, r->comm, sizeof(e->origin_comm));
+	}
+}
+
+static __always_inline void blk_fill_layout(void)
+{
+	__u32 zero = 0;
+	struct blk_layout *l = blk_layout.lookup(&zero);
+
+	if (!l || l->filled)
+		return;
+	l->pg_locked = PG_locked;
+	l->pg_referenced = PG_referenced;
+	l->pg_uptodate = PG_uptodate;
+	l->pg_dirty = PG_dirty;
+	l->pg_lru = PG_lru;
+	l->pg_active = PG_active;
+	l->pg_slab = PG_slab;
+	l->pg_owner_priv_1 = PG_owner_priv_1;
+	l->pg_reserved = PG_reserved;
+	l->pg_private = PG_private;
+	l->pg_writeback = PG_writeback;
+	l->pg_head = PG_head;
+	l->pg_reclaim = PG_reclaim;
+	l->pg_swapbacked = PG_swapbacked;
+	l->pg_unevictable = PG_unevictable;
+	l->pg_mlocked = PG_mlocked;
+	l->bh_dirty = BH_Dirty;
+	l->bh_lock = BH_Lock;
+	l->bh_private_start = BH_PrivateStart;
+	l->page_struct_size = sizeof(struct page);
+	l->filled = 1;
+}
+
+#define BLK_READ(dst, base, type, field)					\
+	bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((base) + offsetof(type, field)))
+
+/* Classify the page at e->pfn; isolated: the caller took an extra reference. */
+static __always_inline void blk_classify(struct cmaprof_config *cfg, struct blocker_event *e,
+					 int isolated)
+{
+	__u64 page = cfg->vmemmap_base + e->pfn * cfg->page_struct_size;
+	__u64 head = page, chead = 0, mapping = 0, flags = 0, priv = 0;
+	int refcount = 0, mapcount = 0, expected;
+	unsigned int ptype = 0;
+
+	/* free in the buddy allocator: page_type on the page itself (not its head) */
+	if (BLK_READ(ptype, page, struct page, page_type)) {
+		blk_stat(BLK_STAT_READ_FAIL);
+		e->cause = BLK_CAUSE_UNKNOWN;
+		return;
+	}
+	BLK_READ(chead, page, struct page, compound_head);
+	if (chead & 1)
+		head = chead - 1;
+	e->head_pfn = (head - cfg->vmemmap_base) / cfg->page_struct_size;
+	BLK_READ(flags, head, struct page, flags);
+	BLK_READ(refcount, head, struct page, _refcount);
+	BLK_READ(mapcount, head, struct page, _mapcount);
+	BLK_READ(mapping, head, struct page, mapping);
+	BLK_READ(priv, head, struct page, private);
+	e->flags = flags;
+	e->refcount = refcount;
+	e->mapcount = mapcount + 1;	/* _mapcount starts at -1 */
+
+	if (flags & (1UL << PG_locked))
+		e->state |= BLK_STATE_LOCKED;
+	if (flags & (1UL << PG_dirty))
+		e->state |= BLK_STATE_DIRTY;
+	if (flags & (1UL << PG_writeback))
+		e->state |= BLK_STATE_WRITEBACK;
+
+	if ((ptype & (PAGE_TYPE_BASE | PG_buddy)) == PAGE_TYPE_BASE) {
+		e->cause = BLK_CAUSE_FREE;
+		e->mapcount = 0;
+		return;
+	}
+	if (flags & (1UL << PG_reserved)) {
+		e->cause = BLK_CAUSE_RESERVED;
+		return;
+	}
+	if (flags & (1UL << PG_slab)) {
+		e->cause = BLK_CAUSE_SLAB;
+		e->mapcount = 0;
+		return;
+	}
+	if (refcount == 0) {
+		e->cause = BLK_CAUSE_FREE;	/* per-CPU list or on its way to the buddy */
+		return;
+	}
+
+	/* references a migration would expect (mm/migrate.c folio_expected_refs()) */
+	expected = isolated + (mapcount + 1);
+	if (mapping & PAGE_MAPPING_ANON) {
+		e->mapping_kind = (mapping & PAGE_MAPPING_MOVABLE) ? BLK_MAPPING_KSM
+								   : BLK_MAPPING_ANON;
+		e->cause = BLK_CAUSE_ANON;
+		/* swap cache: PG_swapcache = PG_owner_priv_1 on a PG_swapbacked page */
+		if ((flags & (1UL << PG_swapbacked)) && (flags & (1UL << PG_owner_priv_1)))
+			expected += 1;
+	} else if (mapping & PAGE_MAPPING_MOVABLE) {
+		e->mapping_kind = BLK_MAPPING_MOVABLE;
+		e->cause = BLK_CAUSE_MOVABLE_KERNEL;
+		expected = -1;	/* driver-defined references */
+	} else if (mapping) {
+		__u64 host = 0, sb = 0;
+		unsigned long magic = 0;
+		unsigned int dev = 0, rdev = 0;
+		unsigned long ino = 0;
+
+		e->mapping_kind = BLK_MAPPING_FILE;
+		BLK_READ(host, mapping, struct address_space, host);
+		if (host) {
+			BLK_READ(sb, host, struct inode, i_sb);
+			BLK_READ(ino, host, struct inode, i_ino);
+			BLK_READ(rdev, host, struct inode, i_rdev);
+		}
+		if (sb) {
+			BLK_READ(magic, sb, struct super_block, s_magic);
+			BLK_READ(dev, sb, struct super_block, s_dev);
+		}
+		e->fs_magic = magic;
+		e->dev = dev;
+		e->ino = ino;
+		expected += 1;	/* the page cache's reference (one page: not a large folio) */
+		if (flags & (1UL << PG_private))
+			expected += 1;
+		if (magic == BDEVFS_MAGIC) {
+			e->dev = rdev;	/* the block device itself, not the pseudo fs */
+			e->cause = (flags & (1UL << PG_private)) ? BLK_CAUSE_BDEV_BUFFER_HEAD
+								 : BLK_CAUSE_BDEV;
+		} else {
+			e->cause = BLK_CAUSE_FILE;
+		}
+		/* buffer heads: page->private is the first of a ring of b_this_page */
+		if ((flags & (1UL << PG_private)) && priv) {
+			__u64 bh = priv;
+
+#pragma clang loop unroll(disable)
+			for (int i = 0; i < BLK_MAX_BH; i++) {
+				int count = 0;
+				unsigned long st = 0;
+				__u64 next = 0;
+
+				BLK_READ(count, bh, struct buffer_head, b_count);
+				BLK_READ(st, bh, struct buffer_head, b_state);
+				BLK_READ(next, bh, struct buffer_head, b_this_page);
+				e->bh_count++;
+				if (count > 0)
+					e->bh_busy++;
+				e->bh_state_or |= st;
+				if (!next || next == priv)
+					break;
+				bh = next;
+			}
+			if (e->bh_busy)
+				e->state |= BLK_STATE_BH_BUSY;
+			if (e->bh_state_or & ((1UL << BH_Dirty) | (1UL << BH_Lock)))
+				e->state |= BLK_STATE_BH_DIRTY_OR_LOCKED;
+		}
+	} else if (flags & (1UL << PG_lru)) {
+		e->cause = BLK_CAUSE_UNKNOWN;	/* LRU page without a mapping (truncated) */
+		expected = -1;
+	} else {
+		e->cause = BLK_CAUSE_UNMOVABLE_KERNEL;
+		expected = -1;
+	}
+	if (expected >= 0 && !(flags & (1UL << PG_head))) {
+		e->extra_refs = refcount - expected;
+		if (e->extra_refs > 0)
+			e->state |= BLK_STATE_PINNED;
+	}
+}
+
+/* Classify e->pfn, count it, find its origin and stream it. */
+static __always_inline void blk_emit(struct cmaprof_config *cfg, struct cma_call *c,
+				     __u64 pfn, __u8 stage, __u64 start_pfn, __u64 end_pfn,
+				     int isolated)
+{
+	__u32 zero = 0;
+	struct blocker_event *e = blk_scratch.lookup(&zero);
+	struct blocker_event *out;
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u32 ci;
+	__u64 *cnt;
+
+	if (!e)
+		return;
+	__builtin_memset(e, 0, sizeof(*e));
+	blk_fill_layout();
+	e->time_ns = bpf_ktime_get_ns();
+	e->pfn = pfn;
+	e->head_pfn = pfn;
+	e->stage = stage;
+	e->range_start_pfn = start_pfn;
+	e->range_end_pfn = end_pfn;
+	e->cma_start_ns = c->start_ns;
+	e->cma_count = c->count;
+	e->tid = (__u32)tid;
+	e->area = cma_lookup(cfg, pfn);
+	e->extra_refs = 0;
+	blk_classify(cfg, e, isolated);
+	if (e->area != CMA_AREA_NONE)
+		blk_find_origin(e);
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	blk_stat(BLK_STAT_EVENTS);
+	ci = (__u32)stage * BLK_NR_CAUSES + e->cause;
+	cnt = blk_counts.lookup(&ci);
+	if (cnt)
+		(*cnt)++;
+	out = blk_events.ringbuf_reserve(sizeof(*out));
+	if (!out) {
+		blk_stat(BLK_STAT_RINGBUF_FULL);
+		return;
+	}
+	__builtin_memcpy(out, e, sizeof(*out));
+	blk_events.ringbuf_submit(out, 0);
+}
+
+#if HAVE_KPROBE_PUTBACK
+/* mm/migrate.c putback_movable_pages(struct list_head *l): the pages that failed. */
+int kprobe__putback_movable_pages(struct pt_regs *ctx, struct list_head *l)
+{
+	struct cmaprof_config *cfg = get_config();
+	struct cma_call *c = cma_current();
+	__u64 node = 0;
+
+	if (!cfg || !c || !cfg->page_struct_size)
+		return 0;
+	bpf_probe_read_kernel(&node, sizeof(node), (void *)l);	/* l->next */
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < BLK_MAX_LIST; i++) {
+		__u64 page, pfn;
+
+		if (!node || node == (__u64)l)
+			return 0;
+		page = node - offsetof(struct page, lru);
+		pfn = page_to_pfn_cal(cfg, page);
+		if (pfn != (__u64)-1)
+			blk_emit(cfg, c, pfn, BLK_STAGE_MIGRATE, (__u64)-1, (__u64)-1, 1);
+		if (bpf_probe_read_kernel(&node, sizeof(node), (void *)node))
+			return 0;
+	}
+	if (node && node != (__u64)l)
+		blk_stat(BLK_STAT_LIST_TRUNCATED);
+	return 0;
+}
+#endif
+
+#if HAVE_TEST_PAGES_ISOLATED
+/* TP_PROTO(unsigned long start_pfn, unsigned long end_pfn, unsigned long fin_pfn) */
+RAW_TRACEPOINT_PROBE(test_pages_isolated)
+{
+	struct cmaprof_config *cfg = get_config();
+	struct cma_call *c = cma_current();
+	__u64 start = ctx->args[0], end = ctx->args[1], fin = ctx->args[2];
+
+	if (!cfg || !c || !cfg->page_struct_size || fin >= end)
+		return 0;
+	blk_emit(cfg, c, fin, BLK_STAGE_TEST_ISOLATED, start, end, 0);
+	return 0;
+}
+#endif

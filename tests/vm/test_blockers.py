@@ -1,0 +1,202 @@
+"""blockers probe in a CMA guest: block-device buffer_head pages block cma_alloc(), and
+the kernel's own dump of the failed pages agrees with our classification.
+
+One guest (--cma 256M, 2 GiB, page_owner=on) runs one recording
+(``--probes page_alloc,cma,blockers``) over this scenario:
+  1. an ext4 file system on a loop device (image under /tmp) is mounted;
+  2. 1300 MiB of anonymous memory is filled and kept, so free CMA pages are more than
+     half of the free pages and movable allocations are served from CMA pageblocks;
+  3. metadata churn (create, rename, unlink small files in 64 directories) runs in a
+     thread: inode tables, bitmaps and journal blocks are sb_getblk()/__getblk()
+     buffer heads in the block device's page cache (GFP_USER & ~__GFP_FS |
+     __GFP_MOVABLE), many of them held by the running jbd2 transaction (b_count > 0);
+  4. while it runs, debugfs asks for 49152 of the area's 65536 pages; the request is
+     killed after CMA_ALLOC_S seconds (a fatal signal ends alloc_contig_range() with
+     -EINTR), since 6.1 retries a busy range one page further each time.
+Dynamic debug is on for alloc_contig_dump_pages(), so each batch that fails to migrate
+is printed with dump_page() (and, with page_owner=on, the page_owner record) in dmesg;
+the guest saves dmesg, and the tests compare it with the recording on the host.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.vm
+
+CMA_ALLOC_S = 30
+
+SCENARIO = r"""
+import os, subprocess, sys, threading, time, mmap
+out, mnt, secs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+stop = threading.Event()
+ops = [0]
+
+def churn():
+    i = 0
+    while not stop.is_set():
+        d = f"{mnt}/d{i % 64}"
+        os.makedirs(d, exist_ok=True)
+        for j in range(40):
+            p = f"{d}/f{i}_{j}"
+            with open(p, "w") as f:
+                f.write("x")
+            os.rename(p, p + ".r")
+        for j in range(0, 40, 2):
+            os.unlink(f"{d}/f{i}_{j}.r")
+        ops[0] += 40
+        i += 1
+
+m = mmap.mmap(-1, 1300 << 20)
+for off in range(0, 1300 << 20, 4096):
+    m[off] = 1
+t = threading.Thread(target=churn)
+t.start()
+time.sleep(15)
+t0 = time.monotonic()
+st = subprocess.run(["timeout", "-s", "KILL", str(secs), "sh", "-c",
+                     "echo 49152 > /sys/kernel/debug/cma/reserved/alloc"]).returncode
+open(f"{out}/alloc.status", "w").write(f"{st} {time.monotonic() - t0:.1f}\n")
+stop.set()
+t.join()
+open(f"{out}/churn.ops", "w").write(f"{ops[0]}\n")
+"""
+
+SCRIPT = (
+    r"""
+out=$1
+set -e
+cat >"$out/scenario.py" <<'EOS'
+"""
+    + SCENARIO
+    + r"""
+EOS
+dmesg -n 1
+echo 'func alloc_contig_dump_pages +p' >/sys/kernel/debug/dynamic_debug/control
+mkdir -p /tmp/blk/mnt
+truncate -s 256M /tmp/blk/img
+mkfs.ext4 -q -F /tmp/blk/img
+dev=$(losetup -f --show /tmp/blk/img)
+mount "$dev" /tmp/blk/mnt
+stat -c '%t:%T' "$dev" >"$out/loopdev"
+set +e
+cmaprof record --probes page_alloc,cma,blockers -o "$out/rec" -- \
+    python3 "$out/scenario.py" "$out" /tmp/blk/mnt """
+    + str(CMA_ALLOC_S)
+    + r""" 2>"$out/record.err"
+echo $? >"$out/record.status"
+dmesg >"$out/dmesg.txt"
+cat /sys/kernel/debug/cma/reserved/used >"$out/used.end"
+umount /tmp/blk/mnt
+losetup -d "$dev"
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def guest(vm_boot):
+    g = vm_boot(
+        "blockers",
+        ["--cma", "256M", "--memory", "2G", "--append", "page_owner=on log_buf_len=16M"],
+        SCRIPT,
+        timeout_s=2400,  # BCC's compile under TCG: minutes, more on a loaded host
+    )
+    assert g.returncode == 0, g.stderr
+    assert g.read("record.status").strip() == "0", g.read("record.err")
+    return g
+
+
+@pytest.fixture(scope="module")
+def rec(guest):
+    import cmaprof.analysis as an
+
+    return an.load(guest.out / "rec")
+
+
+@pytest.fixture(scope="module")
+def blockers(rec):
+    return rec.df_cma_blockers()
+
+
+@pytest.fixture(scope="module")
+def dump(guest):
+    from cmaprof.analysis.blockers import parse_dump_pages
+
+    return parse_dump_pages(guest.read("dmesg.txt"))
+
+
+def test_bdev_buffer_heads_block_cma_alloc(rec, blockers):
+    fail = rec.df_cma_failures()
+    bh = fail[fail["cause"] == "bdev_buffer_head"]
+    assert bh["pages"].sum() > 0, fail.to_string()
+    assert bh["events"].sum() >= bh["pages"].sum()
+    assert set(fail["stage"]) <= {"migrate", "test_isolated"}
+    # the device is the loop device the guest mounted (kernel dev_t major:minor)
+    bdev = blockers[blockers["cause"] == "bdev_buffer_head"]
+    assert (bdev["bh_count"] > 0).all()
+    assert (bdev["page_flag_names"].str.contains("private")).all()
+
+
+def test_placing_allocation_is_movable_without_highmem(rec):
+    org = rec.df_cma_blockers_origin()
+    bh = org[(org["cause"] == "bdev_buffer_head") & org["origin_known"]]
+    assert bh["pages"].sum() > 0, org.to_string()
+    for gfp in bh["gfp"]:
+        assert "__GFP_MOVABLE" in gfp and "HIGHMEM" not in gfp, gfp
+
+
+def test_every_blocker_event_was_written(rec, blockers):
+    meta = rec.meta["blockers"]
+    assert meta["stats"]["ringbuf_full"] == 0
+    counts = blockers.groupby(["stage", "cause"]).size()
+    assert {f"{s}/{c}": int(n) for (s, c), n in counts.items()} == meta["counts"]
+    assert meta["origin_entries"] == 65536
+    assert meta["origin_bytes"] == 65536 * meta["origin_entry_bytes"]
+    assert meta["layout_verified"] is True
+
+
+def test_isolation_failures_match_the_cma_probe(rec, blockers):
+    calls = rec.df_cma_alloc()
+    tested = blockers[blockers["stage"] == "test_isolated"]
+    assert len(tested) == int(calls["isolate_failures"].sum()) > 0
+    assert set(tested["pfn"]) >= {int(p) for p in calls["first_busy_pfn"].dropna()}
+
+
+def test_kernel_dump_agrees_with_our_class(blockers, dump):
+    from cmaprof.analysis.blockers import compare_with_dump
+
+    assert len(dump) > 0, "no dump_page() lines: dynamic debug or the failure did not happen"
+    both = compare_with_dump(blockers, dump)
+    assert len(both) > 0
+    bad = both[~both["agree"]]
+    assert bad.empty, bad.to_string()
+    assert (both["cause"] == "bdev_buffer_head").any()
+    assert (both[both["cause"] == "bdev_buffer_head"]["aops"] == "def_blk_aops").all()
+
+
+def test_origin_agrees_with_page_owner(blockers, dump):
+    """page_owner (printed by dump_page()) holds the placing allocation's gfp and order;
+    a page migrated since keeps its first owner there, so those are left out."""
+    owner = dump[dump["owner_gfp_mask"].notna() & ~dump["owner_migrated"].astype(bool)]
+    ours = blockers[(blockers["stage"] == "migrate") & blockers["origin_known"]]
+    both = ours.drop_duplicates("pfn", keep="last").merge(
+        owner.drop_duplicates("pfn", keep="last"), on="pfn"
+    )
+    assert len(both) > 0
+    assert (both["origin_gfp"].astype("int64") == both["owner_gfp_mask"].astype("int64")).all()
+    assert (both["origin_order"].astype("int64") == both["owner_order"].astype("int64")).all()
+
+
+def test_report_shows_both_tables(guest):
+    from tests.conftest import run_cli
+
+    proc = run_cli("report", str(guest.out / "rec"), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert any(r["cause"] == "bdev_buffer_head" for r in out["cma_failures"])
+    assert any(r["cause"] == "bdev_buffer_head" for r in out["cma_blockers_origin"])
+    text = run_cli("report", str(guest.out / "rec")).stdout
+    assert "bdev_buffer_head" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
