@@ -1,0 +1,235 @@
+"""cmaprof compare on real guest recordings: stock layout vs CMA inside ZONE_MOVABLE.
+
+Fixtures (tests/data/recordings/guest-*/iter-N, see the README there): the 6.1 guest,
+N iterations per layout of one workload (ext4 metadata on a loop device, 1100 MiB of
+anonymous memory held, 20 cma_alloc() calls of 1021 pages). With fewer than 4 a side no
+Mann-Whitney test can reach 0.05, so marks come only from the latency bootstrap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from cmaprof.analysis import compare, load, stats
+from cmaprof.analysis.compare import (
+    LOGICAL_CMA,
+    QUANTILES,
+    Side,
+    df_compare,
+    load_side,
+    table_compare,
+)
+from tests.conftest import DATA, ROOT, run_cli
+
+STOCK = DATA / "recordings" / "guest-stock"
+MOVABLE = DATA / "recordings" / "guest-movable"
+GOLDEN = DATA / "golden" / "compare-stock-movable.txt"
+UPDATE = os.environ.get("CMAPROF_UPDATE_GOLDEN") == "1"
+#: Iterations per layout in the fixtures.
+N = 1
+
+
+@pytest.fixture(scope="module")
+def stock() -> Side:
+    return load_side(STOCK)
+
+
+@pytest.fixture(scope="module")
+def movable() -> Side:
+    return load_side(MOVABLE)
+
+
+@pytest.fixture(scope="module")
+def table(stock, movable):
+    return df_compare([stock, movable])
+
+
+def _row(df, section, metric, side):
+    r = df[(df["section"] == section) & (df["metric"] == metric) & (df["side"] == side)]
+    assert len(r) == 1, (section, metric, side)
+    return r.iloc[0]
+
+
+def test_fixtures_are_iterations_of_each_layout(stock, movable):
+    assert len(stock.recordings) == len(movable.recordings) == N
+    assert stock.layout == "CMA in DMA32"
+    assert movable.layout == "CMA in Movable"
+    assert all(r.complete for r in stock.recordings + movable.recordings)
+
+
+def test_golden_text():
+    proc = run_cli(
+        "compare", os.path.relpath(STOCK, ROOT), os.path.relpath(MOVABLE, ROOT), cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr
+    if UPDATE:
+        GOLDEN.write_text(proc.stdout)
+    assert proc.stdout == GOLDEN.read_text()
+    assert max(map(len, proc.stdout.splitlines())) <= 80
+
+
+def test_logical_cma_row_lines_up_across_layouts(table, stock, movable):
+    """Stock: CMA pageblocks inside DMA32; movable: inside ZONE_MOVABLE. The logical CMA
+    row is the same thing on both: the pages whose pfn is in the CMA area."""
+    for side, zone in ((stock, "DMA32"), (movable, "Movable")):
+        row = _row(table, "zones", LOGICAL_CMA, side.name)
+        want = []
+        for rec in side.recordings:
+            df = rec.df_page_alloc()
+            in_area = df[df["cma_area"].notna()]
+            assert set(in_area["zone"].astype(str)) <= {zone}
+            want.append(float(in_area["pages"].sum()))
+        assert row["values"] == want
+        assert row["value"] > 0
+        zone_row = _row(table, "zones", zone, side.name)
+        assert all(c <= z for c, z in zip(row["values"], zone_row["values"]))
+
+
+def test_logical_cma_row_lines_up_with_a_cma_zone(tmp_path, movable):
+    """A kernel whose CMA memory is a zone of its own (ZONE_CMA) and that knows no CMA
+    area ranges: the same pages are counted by zone name into the same row."""
+    src = movable.recordings[0].path
+    dst = tmp_path / "zone-cma" / "iter-1"
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "metadata.json").read_text())
+    idx = next(k for k, v in meta["zone_names"].items() if v == "Movable")
+    meta["zone_names"][idx] = "CMA"
+    meta["cma_areas"] = []
+    for z in meta["zones"]:
+        if z["name"] == "Movable":
+            z["name"] = "CMA"
+    (dst / "metadata.json").write_text(json.dumps(meta))
+    zone_cma = load_side(dst.parent)
+    base = Side(movable.path, movable.recordings[:1])
+    df = df_compare([base, zone_cma])
+    a = _row(df, "zones", LOGICAL_CMA, base.name)
+    b = _row(df, "zones", LOGICAL_CMA, "zone-cma")
+    zone = _row(df, "zones", "CMA", "zone-cma")
+    # every page of the renamed zone is logical CMA there; on the base only the area's
+    assert b["value"] == zone["value"] >= a["value"] > 0
+    assert pd.isna(_row(df, "zones", "Movable", "zone-cma")["value"])  # '-' in the text
+    assert zone_cma.layout == "ZONE_CMA"
+
+
+def test_identical_sides_get_no_mark(stock):
+    text = table_compare([stock, stock])
+    df = df_compare([stock, stock])
+    assert (df["test"] == "bootstrap").any()  # a test ran, and found nothing
+    assert not df["significant"].any()
+    assert not [line for line in text.splitlines() if "%*" in line]
+
+
+def test_stock_vs_movable_marks_the_latency_shift(table, movable):
+    """Under --cma-in-movable the anonymous memory fills ZONE_MOVABLE and so the CMA
+    area in it: every cma_alloc() has to migrate; on the stock layout almost nothing
+    sits in CMA. p50 and p90 over 60 calls a side are tested, and differ."""
+    calls = 20 * N
+    tested = [q for q, v in QUANTILES.items() if stats.quantile_testable(calls, v)]
+    assert "p50" in tested and "p99" not in tested
+    for q in tested:
+        row = _row(table, "cma_alloc", f"latency {q}", movable.name)
+        assert row["test"] == "bootstrap" and row["significant"], row
+        assert row["ci_low"] > 0
+    p99 = _row(table, "cma_alloc", "latency p99", movable.name)
+    assert p99["test"] == "none" and not p99["significant"]
+    text = table_compare([load_side(STOCK), movable])
+    marked = [line for line in text.splitlines() if "%*" in line]
+    assert len(marked) == len(tested) and all(line.startswith("latency p") for line in marked)
+
+
+def test_per_iteration_rows_are_not_marked_with_few_iterations(table, movable):
+    """pgalloc_movable is 0 in every stock run and > 0 in every movable run: still no
+    mark, because N vs N < 4 cannot reach p <= 0.05 (3 vs 3: smallest exact p 0.10)."""
+    vm = _row(table, "vmstat", "pgalloc_movable", movable.name)
+    assert min(vm["values"]) > 0
+    assert _row(table, "vmstat", "pgalloc_movable", "guest-stock")["values"] == [0.0] * N
+    assert vm["test"] == "none" and not vm["significant"]
+    assert "needs 4" in vm["note"]
+    text = table_compare([load_side(STOCK), movable])
+    assert "no test possible" in text and "needs 4 per side" in text
+
+
+def test_four_against_four_marks_complete_separation(movable):
+    """The MWU path on real values: the movable runs' Movable-zone pages against the
+    stock runs' zeros, 4 a side (existing iterations repeated to make up 4, so only the
+    counting changes)."""
+    stock = load_side(STOCK)
+    a = Side(stock.path, (stock.recordings * 4)[:4])
+    b = Side(movable.path, (movable.recordings * 4)[:4])
+    df = df_compare([a, b])
+    row = _row(df, "zones", "Movable", movable.name)
+    assert row["test"] == "mwu" and row["significant"]
+    assert row["p_value"] == pytest.approx(2 / 70)
+    same = _row(df, "cma_alloc", "calls", movable.name)
+    assert same["test"] == "mwu" and not same["significant"]
+
+
+def test_marks_only_where_tested(table):
+    marked = table[table["significant"]]
+    assert not marked.empty
+    assert set(marked["test"]) <= {"mwu", "bootstrap"}
+    assert (marked.loc[marked["test"] == "mwu", "p_value"] <= 0.05).all()
+    boot = marked[marked["test"] == "bootstrap"]
+    assert ((boot["ci_low"] > 0) | (boot["ci_high"] < 0)).all()
+    assert not table[(table["metric"] == "latency max")]["significant"].any()
+
+
+def test_counterfactual_movable_layout_refuses_nothing(table, movable):
+    """CMA inside ZONE_MOVABLE already applies ZONE_CMA's rule: the kernel let only
+    __GFP_MOVABLE|__GFP_HIGHMEM allocations in, so the counterfactual finds none."""
+    row = _row(table, "counterfactual", "refused by ZONE_CMA rule", movable.name)
+    assert row["values"] == [0.0] * N
+    assert _row(table, "counterfactual", "pages placed in CMA", movable.name)["value"] > 0
+
+
+def test_vmstat_rows_keep_every_counter(table, stock):
+    rec = stock.recordings[0]
+    end = rec.vmstat("end")
+    names = set(table.loc[table["section"] == "vmstat", "metric"])
+    for c in end:
+        if c.startswith("pgalloc_") or "cma" in c:
+            assert c in names
+    assert "reserved/alloc_pages_success" in names
+
+
+def test_cma_alloc_rows_agree_with_the_kernel(table, stock, movable):
+    for side in (stock, movable):
+        calls = _row(table, "cma_alloc", "calls", side.name)["values"]
+        vm_ok = _row(table, "vmstat", "cma_alloc_success", side.name)["values"]
+        vm_fail = _row(table, "vmstat", "cma_alloc_fail", side.name)["values"]
+        assert calls == [a + b for a, b in zip(vm_ok, vm_fail)]
+        assert min(calls) >= 20
+
+
+def test_json_and_csv(stock, movable):
+    obj = json.loads(compare.compare_json([stock, movable]))
+    assert [s["name"] for s in obj["sides"]] == ["guest-stock", "guest-movable"]
+    assert obj["sides"][0]["iterations"] == N
+    rows = [r for r in obj["rows"] if r["metric"] == LOGICAL_CMA]
+    assert len(rows) == 2 and all(len(r["values"]) == N for r in rows)
+    csv = compare.compare_csv([stock, movable])
+    assert csv.splitlines()[0].startswith("section,metric,unit,side,n,value")
+    proc = run_cli("compare", str(STOCK), str(MOVABLE), "--format", "json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["alpha"] == 0.05
+
+
+def test_missing_side_is_bad_input(tmp_path):
+    proc = run_cli("compare", str(STOCK), str(tmp_path / "nope"))
+    assert proc.returncode == 2
+    assert "no such recording" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_host_recording_has_no_cma_rows():
+    side = load_side(DATA / "recordings" / "host-6.18-anon")
+    text = table_compare([side])
+    assert "not recorded" in text
+    df = df_compare([side])
+    assert not (df["metric"] == LOGICAL_CMA).any()
+    assert math.isclose(_row(df, "zones", "Normal", side.name)["change_pct"], 0.0)
+    assert load(side.path).meta["kernel_release"] in text
