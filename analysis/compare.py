@@ -250,8 +250,12 @@ def iteration_metrics(rec: Recording) -> IterationMetrics:
     if fail is None:
         m.not_recorded.add("failures")
     elif not fail.empty:
-        for cause, pages in fail.groupby("cause", observed=True)["pages"].sum().items():
-            v[("failures", str(cause), "pages")] = float(pages)
+        # pages are distinct pfns per stage; a page seen at two stages is counted in both
+        keys = ["cause", "stage"] if "stage" in fail else ["cause"]
+        for key, pages in fail.groupby(keys, observed=True)["pages"].sum().items():
+            parts = key if isinstance(key, tuple) else (key,)
+            label = f"{parts[0]} ({parts[1]})" if len(parts) > 1 else str(parts[0])
+            v[("failures", label, "pages")] = float(pages)
     # migrations
     if "migrate" in (rec.meta.get("probes") or {}):
         mig = df_migrate(rec)
