@@ -2,6 +2,14 @@
 
 The recordings scanned are real outputs of ``cmaprof record`` (tests/data/recordings:
 the 6.18 host, and the 6.1 CMA guest, whose cma_alloc table and CMA areas hold pfns).
+The guest one was made with::
+
+    cmaprof vm run --cma 64M --memory 1G --out OUT -- cmaprof record -o OUT/rec \
+        --probes page_alloc,cma -- sh -c 'for i in 1 2 3 4 5; do
+        echo 23 > /sys/kernel/debug/cma/reserved/alloc; done;
+        echo 20000 > /sys/kernel/debug/cma/reserved/alloc; true'
+
+(five 23-page cma_alloc() calls and one larger than the 16384-page area, which fails).
 :func:`scan_outputs` is shared with the live tests, which run it on fresh recordings.
 """
 
