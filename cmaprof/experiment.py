@@ -384,8 +384,8 @@ def execute(
         for attempt in range(retries + 1):
             tag, left = f"[{done + n}/{len(runs)}]", len(todo) - n + 1
             out = _attempt(root, p, r, man, runner, echo, tag, took, left)
-            if out.status == "ok":
-                break
+            if out.status == "ok" or out.record_status not in (None, 0):
+                break  # done, or cmaprof record itself failed: trying again would not help
             if attempt < retries:
                 echo(f"cmaprof experiment: {r.name}: trying again (a boot can fail on a busy host)")
     return man
