@@ -32,7 +32,8 @@ MOVABLE = DATA / "recordings" / "guest-movable"
 GOLDEN = DATA / "golden" / "compare-stock-movable.txt"
 UPDATE = os.environ.get("CMAPROF_UPDATE_GOLDEN") == "1"
 #: Iterations per layout in the fixtures.
-N = 1
+#: Iterations of each layout in the fixtures.
+N_STOCK, N_MOVABLE = 1, 1
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def _row(df, section, metric, side):
 
 
 def test_fixtures_are_iterations_of_each_layout(stock, movable):
-    assert len(stock.recordings) == len(movable.recordings) == N
+    assert (len(stock.recordings), len(movable.recordings)) == (N_STOCK, N_MOVABLE)
     assert stock.layout == "CMA in DMA32"
     assert movable.layout == "CMA in Movable"
     assert all(r.complete for r in stock.recordings + movable.recordings)
@@ -129,7 +130,7 @@ def test_stock_vs_movable_marks_the_latency_shift(table, movable):
     """Under --cma-in-movable the anonymous memory fills ZONE_MOVABLE and so the CMA
     area in it: every cma_alloc() has to migrate; on the stock layout almost nothing
     sits in CMA. p50 and p90 over 60 calls a side are tested, and differ."""
-    calls = 20 * N
+    calls = 20 * min(N_STOCK, N_MOVABLE)
     tested = [q for q, v in QUANTILES.items() if stats.quantile_testable(calls, v)]
     assert "p50" in tested and "p99" not in tested
     for q in tested:
@@ -148,7 +149,7 @@ def test_per_iteration_rows_are_not_marked_with_few_iterations(table, movable):
     mark, because N vs N < 4 cannot reach p <= 0.05 (3 vs 3: smallest exact p 0.10)."""
     vm = _row(table, "vmstat", "pgalloc_movable", movable.name)
     assert min(vm["values"]) > 0
-    assert _row(table, "vmstat", "pgalloc_movable", "guest-stock")["values"] == [0.0] * N
+    assert _row(table, "vmstat", "pgalloc_movable", "guest-stock")["values"] == [0.0] * N_STOCK
     assert vm["test"] == "none" and not vm["significant"]
     assert "needs 4" in vm["note"]
     text = table_compare([load_side(STOCK), movable])
@@ -184,7 +185,7 @@ def test_counterfactual_movable_layout_refuses_nothing(table, movable):
     """CMA inside ZONE_MOVABLE already applies ZONE_CMA's rule: the kernel let only
     __GFP_MOVABLE|__GFP_HIGHMEM allocations in, so the counterfactual finds none."""
     row = _row(table, "counterfactual", "refused by ZONE_CMA rule", movable.name)
-    assert row["values"] == [0.0] * N
+    assert row["values"] == [0.0] * N_MOVABLE
     assert _row(table, "counterfactual", "pages placed in CMA", movable.name)["value"] > 0
 
 
@@ -210,9 +211,9 @@ def test_cma_alloc_rows_agree_with_the_kernel(table, stock, movable):
 def test_json_and_csv(stock, movable):
     obj = json.loads(compare.compare_json([stock, movable]))
     assert [s["name"] for s in obj["sides"]] == ["guest-stock", "guest-movable"]
-    assert obj["sides"][0]["iterations"] == N
+    assert [s["iterations"] for s in obj["sides"]] == [N_STOCK, N_MOVABLE]
     rows = [r for r in obj["rows"] if r["metric"] == LOGICAL_CMA]
-    assert len(rows) == 2 and all(len(r["values"]) == N for r in rows)
+    assert len(rows) == 2 and [len(r["values"]) for r in rows] == [N_STOCK, N_MOVABLE]
     csv = compare.compare_csv([stock, movable])
     assert csv.splitlines()[0].startswith("section,metric,unit,side,n,value")
     proc = run_cli("compare", str(STOCK), str(MOVABLE), "--format", "json")

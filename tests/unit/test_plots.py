@@ -12,7 +12,7 @@ from cmaprof.analysis import plots
 from cmaprof.analysis.compare import load_side
 from tests.conftest import DATA, run_cli
 
-N = 1  # iterations per layout in the fixtures
+N_STOCK = 1  # stock iterations in the fixtures
 STOCK = DATA / "recordings" / "guest-stock"
 MOVABLE = DATA / "recordings" / "guest-movable"
 
@@ -38,7 +38,7 @@ def test_latency_cdf_has_one_line_per_side(sides):
     fig = plots.plot_cma_latency_cdf(sides)
     (ax,) = fig.axes
     labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
-    assert len(labels) == 2 and "guest-stock" in labels[0] and f"{20 * N} calls" in labels[0]
+    assert len(labels) == 2 and "guest-stock" in labels[0] and f"{20 * N_STOCK} calls" in labels[0]
 
 
 def test_utilisation_marks_every_call(sides):
