@@ -123,12 +123,21 @@ class BlockersCollector:
         self._ring = False
 
     def configure(self) -> None:
-        """Write each area's first index into the origin array (``blk_area_off``)."""
+        """Write each area's first index into the origin array (``blk_area_off``) and
+        install ``blk_step`` (one failed page per tail call) when the kprobe exists."""
         t = self.bpf["blk_area_off"]
         off = 0
         for i, a in enumerate(self.areas):
             t[t.Key(i)] = ctypes.c_uint64(off)
             off += a.count or 0
+        try:
+            progs = self.bpf["blk_progs"]  # compiled with HAVE_KPROBE_PUTBACK only
+        except KeyError:
+            return
+        from bcc import BPF
+
+        fn = self.bpf.load_func(b"blk_step", BPF.KPROBE)
+        progs[ctypes.c_int(0)] = ctypes.c_int(fn.fd)
 
     def open(self, t0_ns: int) -> None:
         self.t0_ns = t0_ns

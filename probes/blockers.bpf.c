@@ -10,7 +10,8 @@
  *                 5 tries, or -ENOMEM) and hands the pages that failed to migrate,
  *                 still on cc->migratepages, to putback_movable_pages(list): a
  *                 kprobe (HAVE_KPROBE_PUTBACK) walks that list (at most
- *                 BLK_MAX_LIST pages: one batch is <= COMPACT_CLUSTER_MAX = 32) while
+ *                 BLK_MAX_LIST pages; one batch is <= COMPACT_CLUSTER_MAX = 32, more
+ *                 are counted in blk_stats[BLK_STAT_LIST_TRUNCATED]) while
  *                 a cma_alloc() is in flight on this task. These are the pages that
  *                 alloc_contig_dump_pages() prints with dynamic debug on.
  *   test_isolated page_isolation:test_pages_isolated (raw tracepoint, args start_pfn,
@@ -59,7 +60,7 @@
 #define BLK_ORIGIN_ENTRIES 1
 #endif
 #ifndef BLK_MAX_LIST
-#define BLK_MAX_LIST 32
+#define BLK_MAX_LIST 16
 #endif
 #ifndef BLK_RINGBUF_PAGES
 #define BLK_RINGBUF_PAGES 256
@@ -137,7 +138,7 @@ static __always_inline void blk_find_origin(struct blocker_event *e)
 {
 	__u64 best = 0;
 
-#pragma clang loop unroll(disable)
+#pragma unroll
 	for (__u32 o = 0; o < BLK_NR_ORDERS; o++) {
 		__u64 head = e->pfn & ~((1ULL << o) - 1);
 		__s64 idx = blk_origin_index(head, e->area);
@@ -295,7 +296,7 @@ static __always_inline void blk_classify(struct cmaprof_config *cfg, struct bloc
 		if ((flags & (1UL << PG_private)) && priv) {
 			__u64 bh = priv;
 
-#pragma clang loop unroll(disable)
+#pragma unroll
 			for (int i = 0; i < BLK_MAX_BH; i++) {
 				int count = 0;
 				unsigned long st = 0;
@@ -377,31 +378,72 @@ static __always_inline void blk_emit(struct cmaprof_config *cfg, struct cma_call
 }
 
 #if HAVE_KPROBE_PUTBACK
-/* mm/migrate.c putback_movable_pages(struct list_head *l): the pages that failed. */
+/*
+ * mm/migrate.c putback_movable_pages(struct list_head *l): the pages that failed. The
+ * kprobe copies up to BLK_MAX_LIST page pointers, then blk_step() classifies one page
+ * per tail call (blk_progs[0], set by the collector): no loop around the classifier,
+ * which 6.1's verifier would reject (a rotated loop is a "back-edge" there) and which
+ * unrolled would be thousands of instructions.
+ */
+struct blk_list_state {
+	__u64 page[BLK_MAX_LIST];
+	__u32 n;
+	__u32 i;
+};
+
+BPF_PERCPU_ARRAY(blk_list, struct blk_list_state, 1);
+BPF_PROG_ARRAY(blk_progs, 1);
+
 int kprobe__putback_movable_pages(struct pt_regs *ctx, struct list_head *l)
 {
 	struct cmaprof_config *cfg = get_config();
 	struct cma_call *c = cma_current();
+	__u32 zero = 0;
+	struct blk_list_state *st;
 	__u64 node = 0;
 
 	if (!cfg || !c || !cfg->page_struct_size)
 		return 0;
+	st = blk_list.lookup(&zero);
+	if (!st)
+		return 0;
+	st->n = 0;
+	st->i = 0;
 	bpf_probe_read_kernel(&node, sizeof(node), (void *)l);	/* l->next */
-#pragma clang loop unroll(disable)
+#pragma unroll
 	for (int i = 0; i < BLK_MAX_LIST; i++) {
-		__u64 page, pfn;
-
 		if (!node || node == (__u64)l)
-			return 0;
-		page = node - offsetof(struct page, lru);
-		pfn = page_to_pfn_cal(cfg, page);
-		if (pfn != (__u64)-1)
-			blk_emit(cfg, c, pfn, BLK_STAGE_MIGRATE, (__u64)-1, (__u64)-1, 1);
+			break;
+		st->page[i] = node - offsetof(struct page, lru);
+		st->n = i + 1;
 		if (bpf_probe_read_kernel(&node, sizeof(node), (void *)node))
-			return 0;
+			node = 0;
 	}
 	if (node && node != (__u64)l)
 		blk_stat(BLK_STAT_LIST_TRUNCATED);
+	blk_progs.call(ctx, 0);
+	return 0;
+}
+
+int blk_step(struct pt_regs *ctx)
+{
+	struct cmaprof_config *cfg = get_config();
+	struct cma_call *c = cma_current();
+	__u32 zero = 0;
+	struct blk_list_state *st = blk_list.lookup(&zero);
+	__u32 idx;
+	__u64 pfn;
+
+	if (!cfg || !c || !st)
+		return 0;
+	idx = st->i;
+	if (idx >= st->n || idx >= BLK_MAX_LIST)
+		return 0;
+	st->i = idx + 1;
+	pfn = page_to_pfn_cal(cfg, st->page[idx]);
+	if (pfn != (__u64)-1)
+		blk_emit(cfg, c, pfn, BLK_STAGE_MIGRATE, (__u64)-1, (__u64)-1, 1);
+	blk_progs.call(ctx, 0);
 	return 0;
 }
 #endif
