@@ -390,16 +390,15 @@ def _area_dir(area: str | None) -> tuple[str, Path]:
     return area, areas[area]
 
 
-def _pages(spec: str, count: int, used: int) -> int:
-    """``N`` pages, ``N%`` of the area's ``count`` pages, or ``N%free`` of its free pages."""
+def _pages(spec: str, count: int, used: int, maxchunk: int = 0) -> int:
+    """``N`` pages, ``N%`` of the area's ``count`` pages, ``N%free`` of its free pages, or
+    ``N%maxchunk`` of its largest free run (debugfs ``maxchunk``: what one position of
+    ``cma_alloc()`` can take; free pages in several runs fail at once with -ENOMEM)."""
+    if spec.endswith("%maxchunk"):
+        return max(1, int(maxchunk * _pct(spec.removesuffix("maxchunk")) / 100))
     if spec.endswith(("%", "%free")):
         free = spec.endswith("%free")
-        try:
-            pct = float(spec.removesuffix("free")[:-1])
-        except ValueError:
-            raise BadInput(f"cma-alloc: pages={spec!r} is not a percentage") from None
-        if not 0 < pct <= 100:
-            raise BadInput(f"cma-alloc: pages={spec!r} must be in (0, 100]%")
+        pct = _pct(spec.removesuffix("free"))
         return max(1, int((count - used if free else count) * pct / 100))
     try:
         n = int(spec)
@@ -410,6 +409,16 @@ def _pages(spec: str, count: int, used: int) -> int:
     if n <= 0:
         raise BadInput(f"cma-alloc: pages={spec!r} must be positive")
     return n
+
+
+def _pct(spec: str) -> float:
+    try:
+        pct = float(spec[:-1])
+    except ValueError:
+        raise BadInput(f"cma-alloc: pages={spec!r} is not a percentage") from None
+    if not 0 < pct <= 100:
+        raise BadInput(f"cma-alloc: pages={spec!r} must be in (0, 100]%")
+    return pct
 
 
 def _read_int(path: Path) -> int:
@@ -474,7 +483,7 @@ def cma_alloc(
     try:
         for cycle in range(cycles):
             for p in specs:
-                n = _pages(p, count, _read_int(d / "used"))
+                n = _pages(p, count, _read_int(d / "used"), _read_int(d / "maxchunk"))
                 ok = _cma_write(d / "alloc", n)
                 asked.append(n)
                 res.calls += 1
@@ -767,7 +776,11 @@ WORKLOADS: dict[str, Workload] = {
             "cma-alloc",
             cma_alloc,
             (
-                Param("pages", _list, "pages per request: N, N% of the area or N%free; '+'-joined"),
+                Param(
+                    "pages",
+                    _list,
+                    "pages per request: N, N% of the area, N%free, N%maxchunk; '+'-joined",
+                ),
                 Param("area", str, "CMA area name (default: the only one, or reserved)"),
                 Param("cycles", _positive_int, "times to repeat the requests (default 1)"),
                 Param("period", _seconds, "seconds between cycles (default 0)"),

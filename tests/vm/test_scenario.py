@@ -12,8 +12,8 @@ inside ZONE_MOVABLE). In each, under ``cmaprof record``:
   3. ``bdev-metadata``           ext4 on a loop device, metadata churn: buffer heads
      (``__getblk()``: GFP_NOFS|__GFP_MOVABLE, no __GFP_HIGHMEM); mounted until the end;
   4. ``snapshot``                counters, and page_owner of every page in the area;
-  5. ``cma-alloc:pages=100%free,hold=1``  one cma_alloc() of all the area's free
-     pages: one position to try, so a single unmovable page in it makes it fail;
+  5. ``cma-alloc:pages=100%maxchunk,hold=1``  one cma_alloc() of the area's largest
+     free run: one position to try, so a single unmovable page in it makes it fail;
   6. ``snapshot:owners=0``       counters after the request.
 
 The claims are checked against the kernel's own records, read in the guest by the
@@ -49,7 +49,7 @@ WORKLOADS = [
     "anon:leave=400,hold=1,thp=1",
     "bdev-metadata:size=256,files=1000,seconds=30",
     "snapshot",
-    "cma-alloc:pages=100%free,hold=1",
+    "cma-alloc:pages=100%maxchunk,hold=1",
     "snapshot:owners=0",
 ]
 
@@ -183,7 +183,7 @@ def test_stock_cma_alloc_fails_on_them(stock):
     v1, v2 = stock.vmstat(1), stock.vmstat(2)
     assert v2["cma_alloc_fail"] - v1["cma_alloc_fail"] == 1
     assert v2["cma_alloc_success"] - v1["cma_alloc_success"] == 0
-    asked = stock.cma(1, "count") - stock.cma(1, "used")
+    asked = stock.cma(1, "maxchunk")
     assert stock.cma(2, "alloc_pages_fail") - stock.cma(1, "alloc_pages_fail") == asked
     assert stock.cma(2, "used") == stock.cma(1, "used")
 
@@ -215,7 +215,7 @@ def test_movable_cma_alloc_succeeds(movable):
     v1, v2 = movable.vmstat(1), movable.vmstat(2)
     assert v2["cma_alloc_success"] - v1["cma_alloc_success"] == 1
     assert v2["cma_alloc_fail"] - v1["cma_alloc_fail"] == 0
-    asked = movable.cma(1, "count") - movable.cma(1, "used")
+    asked = movable.cma(1, "maxchunk")
     assert movable.cma(2, "used") - movable.cma(1, "used") == asked
     assert movable.cma(2, "alloc_pages_success") - movable.cma(1, "alloc_pages_success") == asked
 
