@@ -33,7 +33,7 @@ GOLDEN = DATA / "golden" / "compare-stock-movable.txt"
 UPDATE = os.environ.get("CMAPROF_UPDATE_GOLDEN") == "1"
 #: Iterations per layout in the fixtures.
 #: Iterations of each layout in the fixtures.
-N_STOCK, N_MOVABLE = 1, 2
+N_STOCK, N_MOVABLE = 2, 2
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from cmaprof.analysis import plots
 from cmaprof.analysis.compare import load_side
 from tests.conftest import DATA, run_cli
 
-N_STOCK = 1  # stock iterations in the fixtures
+N_STOCK = 2  # stock iterations in the fixtures
 STOCK = DATA / "recordings" / "guest-stock"
 MOVABLE = DATA / "recordings" / "guest-movable"
 
