@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from cmaprof import probes
 from cmaprof.analysis import schema
 from cmaprof.collectors.procfs import CmaArea
 
@@ -200,5 +201,7 @@ class BlockersCollector:
             "test_isolated_stage": bool(defines.get("HAVE_TEST_PAGES_ISOLATED")),
             "layout": layout,
             "layout_verified": layout_verified,
-            "max_list": int(defines.get("BLK_MAX_LIST", 32)),
+            "max_list": int(
+                defines.get("BLK_MAX_LIST", probes.get("blockers").options["BLK_MAX_LIST"])
+            ),
         }
