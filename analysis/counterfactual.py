@@ -137,9 +137,9 @@ def table_counterfactual(rec: Recording, top: int = 8) -> str:
         "refuses (gfp_zone() not ZONE_MOVABLE: __GFP_MOVABLE without __GFP_HIGHMEM)",
         (
             f"placed in CMA {s['cma_pages']} pages ({s['cma_pages'] * page_mib:.1f} MiB); "
-            f"refused {s['refused_pages']} ({s['refused_pct']:.1f}%): predicted loss of "
-            f"CMA placements"
+            f"refused {s['refused_pages']} ({s['refused_pct']:.1f}%)"
         ),
+        "(the refused share is the predicted loss of CMA placements)",
     ]
     df = df_counterfactual(rec)
     refused = df[df["refused"].astype(bool)].head(top)

@@ -153,24 +153,29 @@ def _dropped(meta: dict) -> dict[str, int]:
     return {k: int(v) for k, v in d.items()}
 
 
+def _ms(ns: float) -> str:
+    """Latency in milliseconds, three significant digits, at most 6 characters (< 1000 s)."""
+    ms = ns / 1e6
+    return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
+
+
 def table_cma(rec: Recording) -> str:
-    """cma_alloc() per area: outcomes, pages, retries, migrations, latency."""
+    """cma_alloc() per area: outcomes, pages, retries, migrations, latency (ms)."""
     df = cma.df_cma_summary(rec)
     if df.empty:
         return ""
     out = [
-        "cma_alloc() calls (latency in microseconds)",
+        "cma_alloc() calls (latency in milliseconds)",
         (
-            f"{'area':<12} {'calls':>6} {'ok':>5} {'fail':>5} {'pages':>8} {'retry':>6} "
-            f"{'migr':>7} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}"
+            f"{'area':<10} {'calls':>5} {'ok':>5} {'fail':>4} {'pages':>7} {'retry':>5} "
+            f"{'migr':>6} {'p50':>6} {'p90':>6} {'p99':>6} {'max':>6}"
         ),
     ]
     for r in df.itertuples(index=False):
         out.append(
-            f"{str(r.area)[:12]:<12} {r.calls:>6} {r.succeeded:>5} {r.failed:>5} "
-            f"{r.pages_allocated:>8} {r.busy_retries:>6} {r.migrate_succeeded:>7} "
-            f"{r.p50_ns / 1e3:>7.0f} {r.p90_ns / 1e3:>7.0f} {r.p99_ns / 1e3:>7.0f} "
-            f"{r.max_ns / 1e3:>7.0f}"
+            f"{str(r.area)[:10]:<10} {r.calls:>5} {r.succeeded:>5} {r.failed:>4} "
+            f"{r.pages_allocated:>7} {r.busy_retries:>5} {r.migrate_succeeded:>6} "
+            f"{_ms(r.p50_ns):>6} {_ms(r.p90_ns):>6} {_ms(r.p99_ns):>6} {_ms(r.max_ns):>6}"
         )
     return "\n".join(out)
 
