@@ -651,6 +651,11 @@ def _parse_boot(text: str) -> dict[str, object]:
     return info
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM/SIGHUP while a guest runs: unwind like Ctrl-C, so the guest is stopped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Stop vng, virtme-run and QEMU: the process group this module started."""
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
@@ -722,6 +727,31 @@ def _launch(
     env = dict(os.environ)
     env["PATH"] = f"{Path(argv[0]).parent}{os.pathsep}{env.get('PATH', '')}"
     result = _Boot()
+    # vng runs in its own session (so it can be killed as a group): a SIGTERM or SIGHUP to
+    # us must unwind through the finally below, or the guest outlives us
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            saved[sig] = signal.signal(sig, _interrupt)
+    try:
+        return _launch_guest(argv, ctl, log, opts, use_kvm, stdout, stderr, on_boot, env, result)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _launch_guest(
+    argv: list[str],
+    ctl: Path,
+    log: Path,
+    opts: VmOptions,
+    use_kvm: bool,
+    stdout: BinaryIO,
+    stderr: BinaryIO,
+    on_boot,
+    env: dict[str, str],
+    result: _Boot,
+) -> _Boot:
     t0 = time.monotonic()
     with open(log, "ab") as logf:
         logf.write(f"### cmaprof vm run: {shlex.join(argv)}\n".encode())
