@@ -74,7 +74,7 @@ PROBES: dict[str, Probe] = {
         name="blockers",
         description="pages that block cma_alloc(), classified, with their placing allocation",
         tracepoints=("page_isolation/test_pages_isolated",),
-        options={"BLK_MAX_LIST": 16, "BLK_RINGBUF_PAGES": 256},
+        options={"BLK_MAX_LIST": 32, "BLK_RINGBUF_PAGES": 256},
     ),
     # Per-event records (record --events page_alloc[:FILTER]); after page_alloc.
     "stream": Probe(

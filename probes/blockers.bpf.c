@@ -10,7 +10,7 @@
  *                 5 tries, or -ENOMEM) and hands the pages that failed to migrate,
  *                 still on cc->migratepages, to putback_movable_pages(list): a
  *                 kprobe (HAVE_KPROBE_PUTBACK) walks that list (at most
- *                 BLK_MAX_LIST pages; one batch is <= COMPACT_CLUSTER_MAX = 32, more
+ *                 BLK_MAX_LIST pages (default 32: one batch is <= COMPACT_CLUSTER_MAX = 32); more
  *                 are counted in blk_stats[BLK_STAT_LIST_TRUNCATED]) while
  *                 a cma_alloc() is in flight on this task. These are the pages that
  *                 alloc_contig_dump_pages() prints with dynamic debug on.
@@ -60,7 +60,7 @@
 #define BLK_ORIGIN_ENTRIES 1
 #endif
 #ifndef BLK_MAX_LIST
-#define BLK_MAX_LIST 16
+#define BLK_MAX_LIST 32
 #endif
 #ifndef BLK_RINGBUF_PAGES
 #define BLK_RINGBUF_PAGES 256
