@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from cmaprof.analysis import schema
+from cmaprof.analysis import formats, schema
 
 if TYPE_CHECKING:
     from cmaprof.analysis.recording import Recording
@@ -339,20 +339,6 @@ def compare_with_dump(blockers: pd.DataFrame, dump: pd.DataFrame) -> pd.DataFram
 # ---- text -----------------------------------------------------------------------------
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    """Split a GFP string at '|' into lines of at most ``width`` characters."""
-    lines, cur = [], ""
-    for part in text.split("|"):
-        piece = part if not cur else "|" + part
-        if cur and len(cur) + len(piece) + 1 > width:
-            lines.append(cur + "|")
-            cur = part
-        else:
-            cur += piece
-    lines.append(cur)
-    return lines
-
-
 def has_blockers(rec: Recording) -> bool:
     """Whether the recording ran the blockers probe."""
     return "blockers" in rec.meta or (rec.path / "tables/cma_blockers.parquet").exists()
@@ -416,7 +402,7 @@ def table_cma_blockers_origin(rec: Recording) -> str:
         df = df.sort_values(["pages", "events"], ascending=False, kind="stable")
         width = 80 - (16 + 18 + 6 + 7 + 5)
         for r in df.itertuples(index=False):
-            lines = _wrap(str(r.gfp), width)
+            lines = formats.wrap_flags(str(r.gfp), width)
             out.append(
                 f"{str(r.cause)[:16]:<16} {str(r.state)[:18]:<18} {int(r.pages):>6} "
                 f"{int(r.events):>7}  {lines[0]}"

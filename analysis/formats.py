@@ -848,3 +848,18 @@ def migratetype_names_from_pagetypeinfo(text: str) -> list[str]:
     if len(set(names)) != len(names):
         raise FormatError(f"pagetypeinfo: migratetype listed twice in one zone: {names}")
     return names
+
+
+def wrap_flags(text: str, width: int) -> list[str]:
+    """Split a decoded flag string (``GFP_KERNEL|__GFP_COMP``) at '|' into lines of at
+    most ``width`` characters, each but the last ending in '|'."""
+    lines, cur = [], ""
+    for part in text.split("|"):
+        piece = part if not cur else "|" + part
+        if cur and len(cur) + len(piece) + 1 > width:
+            lines.append(cur + "|")
+            cur = part
+        else:
+            cur += piece
+    lines.append(cur)
+    return lines

@@ -15,25 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from cmaprof.analysis import blockers, check, cma, migrate, page_alloc, stream
+from cmaprof.analysis import blockers, check, cma, formats, migrate, page_alloc, stream
 from cmaprof.analysis.counterfactual import table_counterfactual
 from cmaprof.analysis.recording import Recording
 
 WIDTH = 80
-
-
-def _wrap_gfp(gfp: str, width: int) -> list[str]:
-    """Split a GFP string at '|' into lines of at most ``width`` characters."""
-    lines, cur = [], ""
-    for part in gfp.split("|"):
-        piece = part if not cur else "|" + part
-        if cur and len(cur) + len(piece) + 1 > width:
-            lines.append(cur + "|")
-            cur = part
-        else:
-            cur += piece
-    lines.append(cur)
-    return lines
 
 
 def _human_pages(pages: int, page_size: int) -> str:
@@ -104,7 +90,9 @@ def table_zone_gfp(rec: Recording, top: int = 12) -> str:
                 f"{r.pages:>10} {r.zone_share:>6.1%} {r.allocs:>10}  {r.orders:<20.20} "
                 f"{r.migratetypes}"[:WIDTH]
             )
-            out.extend(indent + line for line in _wrap_gfp(str(r.gfp), WIDTH - len(indent)))
+            out.extend(
+                indent + line for line in formats.wrap_flags(str(r.gfp), WIDTH - len(indent))
+            )
         rest = g.iloc[top:]
         if len(rest):
             out.append(

@@ -44,6 +44,7 @@ q35 machine with SeaBIOS lays it out (what virtme-ng boots without microvm):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -56,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -656,6 +658,21 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """vng runs in its own session (so it can be killed as a group): a SIGTERM or SIGHUP
+    to us must unwind through _launch()'s finally, or the guest outlives us."""
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            saved[sig] = signal.signal(sig, _interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Stop vng, virtme-run and QEMU: the process group this module started."""
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
@@ -727,31 +744,6 @@ def _launch(
     env = dict(os.environ)
     env["PATH"] = f"{Path(argv[0]).parent}{os.pathsep}{env.get('PATH', '')}"
     result = _Boot()
-    # vng runs in its own session (so it can be killed as a group): a SIGTERM or SIGHUP to
-    # us must unwind through the finally below, or the guest outlives us
-    saved = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            saved[sig] = signal.signal(sig, _interrupt)
-    try:
-        return _launch_guest(argv, ctl, log, opts, use_kvm, stdout, stderr, on_boot, env, result)
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-def _launch_guest(
-    argv: list[str],
-    ctl: Path,
-    log: Path,
-    opts: VmOptions,
-    use_kvm: bool,
-    stdout: BinaryIO,
-    stderr: BinaryIO,
-    on_boot,
-    env: dict[str, str],
-    result: _Boot,
-) -> _Boot:
     t0 = time.monotonic()
     with open(log, "ab") as logf:
         logf.write(f"### cmaprof vm run: {shlex.join(argv)}\n".encode())
@@ -1003,16 +995,17 @@ def run(opts: VmOptions, stdout: BinaryIO | None = None, stderr: BinaryIO | None
                 for w in warnings:
                     say(w)
 
-            result = _launch(
-                _vng_argv(vng, opts, cmdline, ctl, use_kvm),
-                ctl,
-                log,
-                opts,
-                use_kvm,
-                out_b,
-                err_b,
-                on_boot,
-            )
+            with _signals_unwind():
+                result = _launch(
+                    _vng_argv(vng, opts, cmdline, ctl, use_kvm),
+                    ctl,
+                    log,
+                    opts,
+                    use_kvm,
+                    out_b,
+                    err_b,
+                    on_boot,
+                )
         finally:
             shutil.rmtree(ctl, ignore_errors=True)
         if result.status is not None:
