@@ -9,6 +9,8 @@ parsed once, which matters in a TCG guest) whose text is the probes' files in a 
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,14 @@ from typing import Any
 from cmaprof.errors import BadInput
 
 PROBES_DIR = Path(__file__).resolve().parent
+
+#: Compiler flags the kernel's own build uses that BCC's fixed flag list lacks.
+#: ``-fms-extensions``: the kernel builds with it since v6.19 (Rasmus Villemoes, "Kbuild:
+#: enable -fms-extensions"), and 7.3's linux/fs.h embeds a tagged
+#: struct anonymously (``struct filename { struct __filename_head; ... }``): without the
+#: flag clang drops that member and fs.h's ``static_assert(sizeof(struct filename) % 64
+#: == 0)`` fails. Older headers compile the same with it (checked on 6.1 and 6.12).
+KERNEL_CFLAGS: tuple[str, ...] = ("-fms-extensions",)
 
 
 @dataclass(frozen=True)
@@ -101,13 +111,16 @@ def _ordered(names: Sequence[str]) -> list[Probe]:
 
 
 def cflags(names: Sequence[str], options: Mapping[str, Any] | None = None) -> list[str]:
-    """Compiler flags: include path, ``ENABLE_*`` per probe, then every ``-D`` option."""
+    """Compiler flags: include path, ``ENABLE_*`` per probe, then every ``-D`` option,
+    then ``$CMAPROF_CFLAGS`` (split like a shell would: e.g. ``-include fix.h`` to work
+    around a kernel header, or a ``-D`` that overrides a detected feature)."""
     merged: dict[str, Any] = {}
     for p in _ordered(names):
         merged[f"ENABLE_{p.name.upper()}"] = 1
         merged.update(p.options)
     merged.update(options or {})
-    return [f"-I{PROBES_DIR}"] + [f"-D{k}={v}" for k, v in merged.items()]
+    extra = shlex.split(os.environ.get("CMAPROF_CFLAGS", ""))
+    return [f"-I{PROBES_DIR}", *KERNEL_CFLAGS] + [f"-D{k}={v}" for k, v in merged.items()] + extra
 
 
 def text(names: Sequence[str]) -> str:

@@ -70,9 +70,52 @@
 #ifndef BDEVFS_MAGIC
 #define BDEVFS_MAGIC 0x62646576
 #endif
-#ifndef PAGE_MAPPING_ANON
-#define PAGE_MAPPING_ANON 0x1
-#define PAGE_MAPPING_MOVABLE 0x2
+
+/*
+ * page->mapping low bits. Until ~v6.16: PAGE_MAPPING_ANON 0x1, PAGE_MAPPING_MOVABLE 0x2
+ * (non-LRU movable pages), both = KSM. The movable-ops rework (~v6.17: "mm: rename
+ * PAGE_MAPPING_* to FOLIO_MAPPING_*", seen in 7.3's page-flags.h) keeps 0x1 anon and
+ * 0x1|0x2 KSM, and marks movable-ops pages by the PG_movable_ops page flag on an
+ * offline or zsmalloc page type instead (page_has_movable_ops()).
+ */
+#if defined(FOLIO_MAPPING_ANON)
+#define BLK_MAPPING_ANON_BIT FOLIO_MAPPING_ANON
+#define BLK_MAPPING_KSM_BIT FOLIO_MAPPING_ANON_KSM
+#define BLK_HAVE_MOVABLE_OPS_FLAG 1
+#elif defined(PAGE_MAPPING_ANON)
+#define BLK_MAPPING_ANON_BIT PAGE_MAPPING_ANON
+#define BLK_MAPPING_KSM_BIT PAGE_MAPPING_MOVABLE
+#define BLK_MAPPING_MOVABLE_BIT PAGE_MAPPING_MOVABLE
+#define BLK_HAVE_MOVABLE_OPS_FLAG 0
+#else
+#define BLK_MAPPING_ANON_BIT 0x1
+#define BLK_MAPPING_KSM_BIT 0x2
+#define BLK_MAPPING_MOVABLE_BIT 0x2
+#define BLK_HAVE_MOVABLE_OPS_FLAG 0
+#endif
+
+/*
+ * Free (buddy) and slab pages, three schemes, told apart by what the headers define:
+ *  - PAGE_TYPE_BASE defined (v4.18 .. v6.11): page_type is inverted bits, a type is set
+ *    when (page_type & (PAGE_TYPE_BASE | PG_x)) == PAGE_TYPE_BASE; PG_slab is a page
+ *    *flag* bit, unless it is a macro too (v6.10 .. v6.11: "mm: free up PG_slab" made
+ *    slab a page type).
+ *  - otherwise (v6.12+, "mm: support only one page_type per page"): the top byte of
+ *    page_type is enum pagetype, (page_type >> 24) == PGTY_buddy / PGTY_slab.
+ */
+#if defined(PAGE_TYPE_BASE)
+#define BLK_IS_BUDDY(pt) (((pt) & (PAGE_TYPE_BASE | PG_buddy)) == PAGE_TYPE_BASE)
+#if defined(PG_slab)
+#define BLK_IS_SLAB(pt, fl) (((pt) & (PAGE_TYPE_BASE | PG_slab)) == PAGE_TYPE_BASE)
+#define BLK_PG_SLAB_BIT 0xff	/* not a page flag: page->flags never shows it */
+#else
+#define BLK_IS_SLAB(pt, fl) ((fl) & (1UL << PG_slab))
+#define BLK_PG_SLAB_BIT PG_slab
+#endif
+#else
+#define BLK_IS_BUDDY(pt) (((pt) >> 24) == PGTY_buddy)
+#define BLK_IS_SLAB(pt, fl) (((pt) >> 24) == PGTY_slab)
+#define BLK_PG_SLAB_BIT 0xff
 #endif
 
 BPF_ARRAY(blk_origin, struct blk_origin, BLK_ORIGIN_ENTRIES);
@@ -175,7 +218,7 @@ static __always_inline void blk_fill_layout(void)
 	l->pg_dirty = PG_dirty;
 	l->pg_lru = PG_lru;
 	l->pg_active = PG_active;
-	l->pg_slab = PG_slab;
+	l->pg_slab = BLK_PG_SLAB_BIT;
 	l->pg_owner_priv_1 = PG_owner_priv_1;
 	l->pg_reserved = PG_reserved;
 	l->pg_private = PG_private;
@@ -202,7 +245,7 @@ static __always_inline void blk_classify(struct cmaprof_config *cfg, struct bloc
 	__u64 page = cfg->vmemmap_base + e->pfn * cfg->page_struct_size;
 	__u64 head = page, chead = 0, mapping = 0, flags = 0, priv = 0;
 	int refcount = 0, mapcount = 0, expected;
-	unsigned int ptype = 0;
+	unsigned int ptype = 0, hptype = 0;
 
 	/* free in the buddy allocator: page_type on the page itself (not its head) */
 	if (BLK_READ(ptype, page, struct page, page_type)) {
@@ -210,15 +253,29 @@ static __always_inline void blk_classify(struct cmaprof_config *cfg, struct bloc
 		e->cause = BLK_CAUSE_UNKNOWN;
 		return;
 	}
-	BLK_READ(chead, page, struct page, compound_head);
-	if (chead & 1)
-		head = chead - 1;
+	/*
+	 * A tail page's link to its head shares the first word after flags with lru.next
+	 * on every kernel (mm_types.h: FOLIO_MATCH(compound_head, lru), since 7.x
+	 * FOLIO_MATCH(compound_info, lru)). Bit 0 set: a tail page. The rest is the head's
+	 * address, or (7.3 _compound_head(), with HUGETLB_PAGE_OPTIMIZE_VMEMMAP and a
+	 * power-of-two struct page) a mask GENMASK(63, order + log2(sizeof(struct page)))
+	 * to apply to the page's own address: a mask has its top 40 bits set (the shift is
+	 * at most 24 on x86_64), which a vmemmap address never has.
+	 */
+	bpf_probe_read_kernel(&chead, sizeof(chead), (void *)(page + offsetof(struct page, lru)));
+	if (chead & 1) {
+		if ((chead >> 24) == 0xffffffffffULL)
+			head = page & chead;
+		else
+			head = chead - 1;
+	}
 	e->head_pfn = (head - cfg->vmemmap_base) / cfg->page_struct_size;
 	BLK_READ(flags, head, struct page, flags);
 	BLK_READ(refcount, head, struct page, _refcount);
 	BLK_READ(mapcount, head, struct page, _mapcount);
 	BLK_READ(mapping, head, struct page, mapping);
 	BLK_READ(priv, head, struct page, private);
+	BLK_READ(hptype, head, struct page, page_type);
 	e->flags = flags;
 	e->refcount = refcount;
 	e->mapcount = mapcount + 1;	/* _mapcount starts at -1 */
@@ -230,7 +287,7 @@ static __always_inline void blk_classify(struct cmaprof_config *cfg, struct bloc
 	if (flags & (1UL << PG_writeback))
 		e->state |= BLK_STATE_WRITEBACK;
 
-	if ((ptype & (PAGE_TYPE_BASE | PG_buddy)) == PAGE_TYPE_BASE) {
+	if (BLK_IS_BUDDY(ptype)) {
 		e->cause = BLK_CAUSE_FREE;
 		e->mapcount = 0;
 		return;
@@ -239,7 +296,7 @@ static __always_inline void blk_classify(struct cmaprof_config *cfg, struct bloc
 		e->cause = BLK_CAUSE_RESERVED;
 		return;
 	}
-	if (flags & (1UL << PG_slab)) {
+	if (BLK_IS_SLAB(hptype, flags)) {
 		e->cause = BLK_CAUSE_SLAB;
 		e->mapcount = 0;
 		return;
@@ -251,14 +308,19 @@ static __always_inline void blk_classify(struct cmaprof_config *cfg, struct bloc
 
 	/* references a migration would expect (mm/migrate.c folio_expected_refs()) */
 	expected = isolated + (mapcount + 1);
-	if (mapping & PAGE_MAPPING_ANON) {
-		e->mapping_kind = (mapping & PAGE_MAPPING_MOVABLE) ? BLK_MAPPING_KSM
-								   : BLK_MAPPING_ANON;
+	if (mapping & BLK_MAPPING_ANON_BIT) {
+		e->mapping_kind = (mapping & BLK_MAPPING_KSM_BIT) ? BLK_MAPPING_KSM
+								  : BLK_MAPPING_ANON;
 		e->cause = BLK_CAUSE_ANON;
 		/* swap cache: PG_swapcache = PG_owner_priv_1 on a PG_swapbacked page */
 		if ((flags & (1UL << PG_swapbacked)) && (flags & (1UL << PG_owner_priv_1)))
 			expected += 1;
-	} else if (mapping & PAGE_MAPPING_MOVABLE) {
+#if BLK_HAVE_MOVABLE_OPS_FLAG
+	} else if ((flags & (1UL << PG_movable_ops)) &&
+		   (((hptype >> 24) == PGTY_offline) || ((hptype >> 24) == PGTY_zsmalloc))) {
+#else
+	} else if (mapping & BLK_MAPPING_MOVABLE_BIT) {
+#endif
 		e->mapping_kind = BLK_MAPPING_MOVABLE;
 		e->cause = BLK_CAUSE_MOVABLE_KERNEL;
 		expected = -1;	/* driver-defined references */
