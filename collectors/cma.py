@@ -29,13 +29,22 @@ class CmaCollector:
 
     name = "cma"
 
-    def __init__(self, bpf: Any, cma_areas: list[CmaArea]) -> None:
+    def __init__(self, bpf: Any, cma_areas: list[CmaArea], call_symbol: str | None = None) -> None:
         self.bpf = bpf
+        self.call_symbol = call_symbol
         self.areas = [a for a in cma_areas if a.end_pfn is not None]
         self.t0_ns = 0
         self.rows: list[dict[str, Any]] = []
         self._flushed = 0
         self._ring = False
+
+    def attach(self) -> None:
+        """Bracket every call with a kprobe/kretprobe on :attr:`call_symbol` (compiled in
+        with ``HAVE_KPROBE_CMA_ALLOC``); without one the tracepoints bracket the calls."""
+        if self.call_symbol is None:
+            return
+        self.bpf.attach_kprobe(event=self.call_symbol, fn_name="cma_call_entry")
+        self.bpf.attach_kretprobe(event=self.call_symbol, fn_name="cma_call_return")
 
     def open(self, t0_ns: int) -> None:
         self.t0_ns = t0_ns

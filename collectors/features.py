@@ -52,6 +52,18 @@ BULK_SYMBOLS = ("alloc_pages_bulk_noprof", "__alloc_pages_bulk")
 BULK_LIST_MARKER = "alloc_pages_bulk_array_mempolicy_noprof"
 
 
+#: cma_alloc()'s common path, newest first (probes/cma.bpf.c cma_call_entry): 7.x's
+#: frozen-page API (__cma_alloc_frozen(), which hugetlb reaches without cma_alloc()),
+#: __cma_alloc() (v6.11, "mm: cma: add cma_alloc_folio()"), then cma_alloc() itself.
+CMA_CALL_SYMBOLS = ("__cma_alloc_frozen", "__cma_alloc", "cma_alloc")
+
+
+def cma_call_symbol(tfs: Path) -> str | None:
+    """The function whose kprobe brackets every cma allocation here, or None (no kprobes
+    or none of :data:`CMA_CALL_SYMBOLS`: the cma tracepoints bracket the calls)."""
+    return next((s for s in CMA_CALL_SYMBOLS if can_kprobe(tfs, s)), None)
+
+
 def bulk_symbol() -> str | None:
     """The bulk allocator function this kernel has (a kallsyms text symbol), or None."""
     syms = kallsyms_text_symbols()
@@ -147,7 +159,7 @@ def defines(tfs: Path, names: list[str]) -> dict[str, int | str]:
         out["HAVE_TEST_PAGES_ISOLATED"] = int(
             tracefs.has_event(tfs, "page_isolation/test_pages_isolated")
         )
-        out["HAVE_KPROBE_CMA_ALLOC"] = int(can_kprobe(tfs, "cma_alloc"))
+        out["HAVE_KPROBE_CMA_ALLOC"] = int(cma_call_symbol(tfs) is not None)
     if "bulk" in names:
         out["BULK_HAS_LIST"] = int(bulk_has_list(bulk_symbol()))
     if "blockers" in names:

@@ -206,6 +206,41 @@ def _choose_probes(
     return chosen
 
 
+def _load_probes(
+    tfs: Path,
+    names: list[str],
+    defines: dict[str, Any],
+    opts: RecordOptions,
+    meta: dict[str, Any],
+    err: IO[str],
+) -> tuple[Any, list[str], dict[str, Any]]:
+    """Compile and load ``names``; with ``--skip-unavailable``, a probe that does not
+    compile here is left out (with the probes that need it) and the rest compiled again.
+
+    :raises ProbeCompileError: (an EnvironmentProblem) the message names the probe, the
+        compiler's first error and what ``--skip-unavailable`` would leave out.
+    """
+    from cmaprof.collectors import compilecheck
+
+    while True:
+        try:
+            return compilecheck.load(names, defines), names, defines
+        except compilecheck.ProbeCompileError as exc:
+            probe = exc.failure.probe
+            if not opts.skip_unavailable or probe is None or probe == "page_alloc":
+                raise
+            dropped = compilecheck.dependents(probe, names)
+            why = f"does not compile here: {exc.failure.error}"
+            for n in dropped:
+                meta["probes_unavailable"][n] = why if n == probe else f"needs {probe} ({why})"
+                print(f"cmaprof: probe {n} off: {meta['probes_unavailable'][n]}", file=err)
+            names = [n for n in names if n not in dropped]
+            defines = dict(features.defines(tfs, names))
+            defines.update(opts.probe_options)
+            meta["defines"] = defines
+            meta["probes"] = {n: v for n, v in meta["probes"].items() if n in names}
+
+
 def _stream_request(events: list[str], tfs: Path) -> tuple[Any, Any]:
     """Parse and resolve ``--events`` against this kernel's zones and GFP names, before
     any file is created; (None, None) without ``--events``.
@@ -231,10 +266,17 @@ def _stream_request(events: list[str], tfs: Path) -> tuple[Any, Any]:
 class _Session:
     """The collectors of one recording around one compiled BPF module."""
 
-    def __init__(self, bpf: Any, names: list[str], zones: list, cma_areas: list) -> None:
+    def __init__(
+        self,
+        bpf: Any,
+        names: list[str],
+        zones: list,
+        cma_areas: list,
+        call_symbol: str | None = None,
+    ) -> None:
         self.bpf = bpf
         self.page = PageAllocCollector(bpf, zones, cma_areas)
-        self.cma = CmaCollector(bpf, cma_areas) if "cma" in names else None
+        self.cma = CmaCollector(bpf, cma_areas, call_symbol) if "cma" in names else None
         self.migrate = MigrateCollector(bpf) if "migrate" in names else None
         self.blockers: Any = None
         if "blockers" in names:
@@ -251,6 +293,8 @@ class _Session:
 
     def attach(self) -> None:
         self.page.attach()
+        if self.cma is not None:
+            self.cma.attach()
         if self.stream is not None:
             self.stream.attach()
         if self.bulk is not None:
@@ -303,6 +347,10 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     defines: dict[str, Any] = dict(features.defines(tfs, names))
     defines.update(opts.probe_options)
 
+    if not opts.skip_unavailable:
+        from cmaprof.collectors import compilecheck
+
+        compilecheck.raise_if_known(names, defines)  # doctor saw it fail: before any file
     writer = RecordingWriter(opts.output, force=opts.force)
     for name, reason in meta["probes_unavailable"].items():
         print(f"cmaprof: probe {name} off: {reason}", file=err)
@@ -349,15 +397,15 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     try:
         if not flag.stop:
             try:
-                bpf = probes.load(names, defines)
-            except Exception as exc:  # BCC raises a bare Exception when compile/load fails
+                bpf, names, defines = _load_probes(tfs, names, defines, opts, meta, err)
+            except EnvironmentProblem:
                 _discard_unstarted(opts.output)
-                raise EnvironmentProblem(
-                    f"BCC could not compile or load the probes ({exc}; the compiler's "
-                    f"messages are above): check the headers row of cmaprof doctor; "
-                    f"cmaprof probes dump {' '.join(names)} prints the exact source"
-                ) from exc
-            session = _Session(bpf, names, zones, cma_areas)
+                raise
+            call_symbol = (
+                features.cma_call_symbol(tfs) if defines.get("HAVE_KPROBE_CMA_ALLOC") else None
+            )
+            meta["cma_call_symbol"] = call_symbol
+            session = _Session(bpf, names, zones, cma_areas, call_symbol)
             if stream_spec is not None and stream_filter is not None:
                 from cmaprof.collectors.stream import StreamCollector
 

@@ -17,8 +17,8 @@
  *   cma:cma_alloc + cma:cma_release (v4.1..v5.12): no start event, so the start
  *     and the latency come from a kprobe on cma_alloc() (HAVE_KPROBE_CMA_ALLOC).
  *   migrate:mm_migrate_pages, page_isolation:test_pages_isolated (same task).
- * With HAVE_KPROBE_CMA_ALLOC the call is bracketed by kprobe/kretprobe on
- * cma_alloc(struct cma *, unsigned long count, unsigned int align, ...), which also
+ * With HAVE_KPROBE_CMA_ALLOC the call is bracketed by kprobe/kretprobe on the
+ * allocator's common path (cma_call_entry below), which also
  * sees the early returns that fire no finish event (6.1: a request larger than the
  * area fires start but no finish); otherwise by the start/finish tracepoints.
  */
@@ -124,7 +124,15 @@ static __always_inline struct cma_call *cma_current(void)
 }
 
 #if HAVE_KPROBE_CMA_ALLOC
-int kprobe__cma_alloc(struct pt_regs *ctx, void *cma, unsigned long count, unsigned int align)
+/*
+ * Entry and return of the allocator's common path, attached by collectors/cma.py to the
+ * first of features.CMA_CALL_SYMBOLS the kernel has: __cma_alloc_frozen() (7.x: the
+ * frozen-page API, which hugetlb calls through cma_alloc_frozen_compound() without
+ * passing cma_alloc()), __cma_alloc() (v6.11..6.x: shared by cma_alloc() and
+ * cma_alloc_folio()), else cma_alloc(). All take (struct cma *, unsigned long count,
+ * unsigned int align, ...) and return the first struct page * or NULL.
+ */
+int cma_call_entry(struct pt_regs *ctx, void *cma, unsigned long count, unsigned int align)
 {
 	struct cmaprof_config *cfg = get_config();
 	__u64 base_pfn = (__u64)-1;
@@ -137,7 +145,7 @@ int kprobe__cma_alloc(struct pt_regs *ctx, void *cma, unsigned long count, unsig
 	return 0;
 }
 
-int kretprobe__cma_alloc(struct pt_regs *ctx)
+int cma_call_return(struct pt_regs *ctx)
 {
 	struct cmaprof_config *cfg = get_config();
 	struct cma_call *c = cma_current();
