@@ -126,6 +126,9 @@ def table_check(rec: Recording) -> str:
             f"{str(r.counter)[:28]:<28} {r.source:<12} {r.unit:<5} {int(r.traced):>10} "
             f"{kernel:>10} {diff:>8}"
         )
+    for r in df.itertuples(index=False):
+        if isinstance(r.note, str) and r.note:
+            out.append(textwrap.fill(f"note: {r.counter}: {r.note}", WIDTH, subsequent_indent="  "))
     bulk = rec.meta.get("probes_unavailable", {}).get("bulk")
     if bulk:
         out.append(
