@@ -27,6 +27,8 @@ def doctor(fmt: str) -> None:
     from cmaprof.collectors import doctor as doc
 
     checks = doc.run_checks()
+    if doc.recording_possible(checks):
+        checks.append(doc.check_probes_compile())
     if fmt == "json":
         click.echo(json.dumps(doc.checks_as_json(checks), indent=2))
     else:

@@ -783,6 +783,36 @@ def run_checks(
     return [_guard(name, req, fn) for name, req, fn in todo]
 
 
+def check_probes_compile() -> Check:
+    """Whether the probes ``record`` would run by default compile and load on this
+    kernel (a real compile, cached per kernel and probe set: collectors/compilecheck.py).
+    Run on the live machine only, after the other checks passed."""
+    from cmaprof.collectors import compilecheck, features, tracefs
+
+    tfs, _ = tracefs.ensure_mounted()
+    names = features.available_probes(tfs)
+    failure = compilecheck.check(names, features.defines(tfs, names))
+    if failure is None:
+        return Check("probes", OK, f"{', '.join(names)} compile and load here", "", True)
+    left = compilecheck.dependents(failure.probe, names)
+    lost = (
+        f"; record --skip-unavailable would leave out {', '.join(left)}"
+        if left and failure.probe != "page_alloc"
+        else ""
+    )
+    who = f"probe {failure.probe}" if failure.probe else "the probes"
+    return Check(
+        "probes",
+        FAIL,
+        f"{who} does not compile or load on this kernel: {failure.error}{lost}",
+        f"record with --skip-unavailable (or --probes without {failure.probe}); "
+        f"cmaprof probes dump {' '.join(names)} prints the exact source"
+        if left and failure.probe != "page_alloc"
+        else f"cmaprof probes dump {' '.join(names)} prints the exact source; report it",
+        True,
+    )
+
+
 def recording_possible(checks: list[Check]) -> bool:
     """True when no required check failed (warnings do not stop recording)."""
     return not any(c.required and c.status == FAIL for c in checks)
