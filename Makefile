@@ -9,7 +9,7 @@ PYTEST  := $(VENV)/bin/pytest
 # Checked by lint: the cmaprof package and the three trees installed under it.
 SOURCES := cmaprof probes collectors analysis
 
-.PHONY: all setup demo test unit lint fuzz soak clean bench
+.PHONY: all setup demo test test-matrix unit lint fuzz soak clean bench
 
 all: test
 
@@ -21,9 +21,14 @@ demo: setup
 	$(CMAPROF) demo
 
 # CMAPROF_REQUIRE_LIVE=1 turns skips of live/vm tests into failures where they can run.
-# The two longest guest modules run in a second pytest alongside the rest (run-tests.sh).
+# Two pytest streams side by side; which guest modules run on which of the kernels in
+# ../shared/kernels is said at the top of scripts/run-tests.sh.
 test: setup
-	CMAPROF_REQUIRE_LIVE=1 bash scripts/run-tests.sh $(PYTEST)
+	CMAPROF_REQUIRE_LIVE=1 bash scripts/run-tests.sh $(PYTEST) test
+
+# Every guest module on every kernel of ../shared/kernels (about 3 hours under TCG).
+test-matrix: setup
+	CMAPROF_REQUIRE_LIVE=1 bash scripts/run-tests.sh $(PYTEST) matrix
 
 # cmaprof record for 10 minutes under the highest allocation rate of every CPU: RSS growth
 # under 5%, no loss, vmstat check, size per interval (make test runs a 75 s version).

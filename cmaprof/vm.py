@@ -73,9 +73,11 @@ __all__ = [
     "default_test_kernel",
     "guest_ram_ranges",
     "kernel_cmdline",
+    "kernel_version",
     "movable_zone_start_pfns",
     "parse_size",
     "run",
+    "shared_test_kernels",
     "vm",
 ]
 
@@ -435,15 +437,28 @@ def kernel_cmdline(opts: VmOptions) -> list[str]:
 # --------------------------------------------------------------------------- host checks
 
 
+def shared_test_kernels() -> list[Path]:
+    """The ``../shared/kernels/bzImage-*-cma`` beside the repository root, oldest first."""
+    kdir = Path(__file__).resolve().parents[1].parent / "shared" / "kernels"
+    return sorted(kdir.glob("bzImage-*-cma"), key=lambda p: _version_key(p.name))
+
+
 def default_test_kernel() -> Path | None:
     """``$CMAPROF_TEST_KERNEL``, else the newest ``../shared/kernels/bzImage-*-cma`` beside
     the repository root, else None."""
     env = os.environ.get("CMAPROF_TEST_KERNEL")
     if env:
         return Path(env)
-    kdir = Path(__file__).resolve().parents[1].parent / "shared" / "kernels"
-    found = sorted(kdir.glob("bzImage-*-cma"), key=lambda p: _version_key(p.name))
+    found = shared_test_kernels()
     return found[-1] if found else None
+
+
+def kernel_version(kernel: Path) -> str:
+    """``6.12.118`` of ``bzImage-6.12.118-cma`` (the file name without its affixes)."""
+    name = kernel.name
+    for affix in ("bzImage-", "vmlinuz-"):
+        name = name.removeprefix(affix)
+    return name.removesuffix("-cma")
 
 
 def _version_key(name: str) -> list[tuple[int, object]]:

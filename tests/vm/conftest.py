@@ -1,4 +1,10 @@
-"""Guest tests: each module boots ONE QEMU guest through ``cmaprof vm run``.
+"""Guest tests: each module boots ONE QEMU guest per test kernel through ``cmaprof vm run``.
+
+The kernels (the ``kernel`` fixture, one module run per kernel, ids like ``7.3.4``):
+``$CMAPROF_TEST_KERNELS`` as a comma-separated list of versions (``6.1.192,7.3.4``),
+paths, ``all`` (every ``../shared/kernels/bzImage-*-cma``, the default) or ``newest``;
+else ``$CMAPROF_TEST_KERNEL`` (one bzImage). A module that needs a feature only some
+kernels have skips the others with the reason.
 
 A module runs all of its checks in a single guest command that writes results into the
 shared ``--out`` directory; its tests then assert on those files and on the run's exit
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from cmaprof.vm import default_test_kernel
+from cmaprof.vm import default_test_kernel, kernel_version, shared_test_kernels
 from tests.conftest import cmaprof_cmd
 
 #: Seconds a guest may take before `cmaprof vm run` kills it (boot is ~10-30 s under TCG).
@@ -38,7 +44,27 @@ except CmaprofError as exc:
 """
 
 
-def vm_reason() -> str | None:
+def matrix_kernels() -> list[Path]:
+    """The kernels the guest tests run on (see the module docstring)."""
+    spec = os.environ.get("CMAPROF_TEST_KERNELS", "").strip()
+    if not spec:
+        one = os.environ.get("CMAPROF_TEST_KERNEL")
+        if one:
+            return [Path(one)]
+        spec = "all"
+    shared = shared_test_kernels()
+    if spec == "all":
+        return shared
+    if spec == "newest":
+        return shared[-1:]
+    out = []
+    for word in (w.strip() for w in spec.split(",") if w.strip()):
+        byver = [k for k in shared if kernel_version(k) == word]
+        out.append(byver[0] if byver else Path(word))
+    return out
+
+
+def vm_reason(kernel: Path | None = None) -> str | None:
     """Why a guest cannot be booted here, or None when it can."""
     if os.geteuid() != 0:
         return "needs root (the guest runs the host's userspace as root: BPF, debugfs)"
@@ -46,15 +72,27 @@ def vm_reason() -> str | None:
         return "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
     if not Path(sys.executable).with_name("vng").exists() and shutil.which("vng") is None:
         return "virtme-ng (vng) not installed (pip install -e '.[vm]')"
-    kernel = default_test_kernel()
+    kernel = kernel or default_test_kernel()
     if kernel is None:
         return (
-            "no test kernel: set CMAPROF_TEST_KERNEL or build one with "
+            "no test kernel: set CMAPROF_TEST_KERNELS or build one with "
             "scripts/build-test-kernel.sh (none in ../shared/kernels/bzImage-*-cma)"
         )
     if not kernel.is_file():
-        return f"test kernel {kernel} (CMAPROF_TEST_KERNEL) does not exist"
+        return f"test kernel {kernel} (CMAPROF_TEST_KERNELS) does not exist"
     return None
+
+
+@pytest.fixture(
+    scope="module",
+    params=matrix_kernels() or [None],
+    ids=lambda k: kernel_version(k) if k else "none",
+)
+def kernel(request) -> Path:
+    """The bzImage this module's guest boots (one module run per matrix kernel)."""
+    if request.param is None:
+        pytest.skip(vm_reason() or "no test kernel")
+    return request.param
 
 
 def pytest_collection_modifyitems(items):
@@ -100,19 +138,27 @@ class Guest:
 
 
 def boot(
-    tmp_path_factory, name: str, vm_args: list[str], script: str, timeout_s: float = GUEST_TIMEOUT_S
+    tmp_path_factory,
+    name: str,
+    vm_args: list[str],
+    script: str,
+    timeout_s: float = GUEST_TIMEOUT_S,
+    kernel: Path | None = None,
 ) -> Guest:
-    """Run ``sh -c SCRIPT sh OUT`` in a guest; OUT is the shared --out directory."""
-    reason = vm_reason()
+    """Run ``sh -c SCRIPT sh OUT`` in a guest of ``kernel``; OUT is the shared --out
+    directory."""
+    kernel = kernel or default_test_kernel()
+    reason = vm_reason(kernel)
     if reason:  # module fixtures are set up before the autouse skip runs
         pytest.skip(reason)
-    base = tmp_path_factory.mktemp(name)
+    assert kernel is not None
+    base = tmp_path_factory.mktemp(f"{name}-{kernel_version(kernel)}")
     out, logs = base / "out", base / "logs"
     out.mkdir()
     argv = vm_cmd() + [
         "run",
         "--kernel",
-        str(default_test_kernel()),
+        str(kernel),
         "--out",
         str(out),
         "--log-dir",
@@ -133,18 +179,20 @@ def boot(
     )
     guest = Guest(proc.returncode, proc.stdout, proc.stderr, out, logs, time.monotonic() - t0)
     sys.stderr.write(
-        f"\n[{name}: {guest.seconds:.1f} s, status {guest.returncode}]\n{guest.stderr}"
+        f"\n[{name} on {kernel_version(kernel)}: {guest.seconds:.1f} s, "
+        f"status {guest.returncode}]\n{guest.stderr}"
     )
     return guest
 
 
-@pytest.fixture(scope="session")
-def vm_boot(tmp_path_factory):
-    """``vm_boot(name, vm_args, script) -> Guest``: see :func:`boot`."""
+@pytest.fixture(scope="module")
+def vm_boot(tmp_path_factory, kernel):
+    """``vm_boot(name, vm_args, script) -> Guest`` on this module's ``kernel``: see
+    :func:`boot`."""
 
     def _boot(
         name: str, vm_args: list[str], script: str, timeout_s: float = GUEST_TIMEOUT_S
     ) -> Guest:
-        return boot(tmp_path_factory, name, vm_args, script, timeout_s)
+        return boot(tmp_path_factory, name, vm_args, script, timeout_s, kernel)
 
     return _boot

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from cmaprof.vm import default_test_kernel
+from cmaprof.vm import kernel_version
 from tests.conftest import cmaprof_cmd, run_cli
 from tests.vm.conftest import vm_reason
 
@@ -69,20 +69,24 @@ PROBES = os.environ.get("CMAPROF_SCENARIO_PROBES") or (
 
 
 @pytest.fixture(scope="module")
-def exp(tmp_path_factory):
-    reason = vm_reason()
+def exp(tmp_path_factory, kernel):
+    reason = vm_reason(kernel)
     if reason:
         pytest.skip(reason)
     # CMAPROF_SCENARIO_DIR: keep the experiment there; a second run resumes it (complete
     # guest runs are skipped), so the assertions can be rerun without booting again
     keep = os.environ.get("CMAPROF_SCENARIO_DIR")
-    out = Path(keep) if keep else tmp_path_factory.mktemp("scenario") / "exp"
+    out = (
+        Path(keep) / kernel_version(kernel)
+        if keep
+        else tmp_path_factory.mktemp(f"scenario-{kernel_version(kernel)}") / "exp"
+    )
     argv = cmaprof_cmd() + [
         "experiment",
         "-o",
         str(out),
         "--kernel",
-        str(default_test_kernel()),
+        str(kernel),
         "--layout",
         "stock",
         "--layout",
@@ -106,7 +110,9 @@ def exp(tmp_path_factory):
     proc = subprocess.run(
         argv, capture_output=True, text=True, check=False, timeout=2 * GUEST_TIMEOUT_S + 300
     )
-    sys.stderr.write(f"\n[scenario: {time.monotonic() - t0:.0f} s]\n{proc.stderr}")
+    sys.stderr.write(
+        f"\n[scenario on {kernel_version(kernel)}: {time.monotonic() - t0:.0f} s]\n{proc.stderr}"
+    )
     assert proc.returncode == 0, proc.stderr
     return out
 

@@ -27,14 +27,15 @@ def _qemu_with(marker: str) -> list[str]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_signal_stops_the_guest(tmp_path, sig):
-    reason = vm_reason()
+def test_signal_stops_the_guest(tmp_path, sig, kernel):
+    reason = vm_reason(kernel)
     if reason:
         pytest.skip(reason)
     out = tmp_path / f"sig-{sig.name}"
     out.mkdir()
     marker = str(out)
-    argv = cmaprof_cmd() + ["vm", "run", "--memory", "512M", "--out", marker, "--timeout", "600"]
+    argv = cmaprof_cmd() + ["vm", "run", "--kernel", str(kernel), "--memory", "512M"]
+    argv += ["--out", marker, "--timeout", "600"]
     proc = subprocess.Popen(
         argv + ["--", "sh", "-c", f"touch {marker}/up; sleep 300"],
         stdout=subprocess.PIPE,
