@@ -67,6 +67,8 @@ cat >"$out/phases.sh" <<'EOS'
 EOS
 cmaprof record -o "$out/rec" -- sh "$out/phases.sh" "$out" 2>"$out/record.err"
 echo $? >"$out/record.status"
+cmaprof doctor >"$out/doctor.txt" 2>&1
+echo $? >"$out/doctor.status"
 """
 )
 
@@ -117,13 +119,32 @@ def test_seven_allocations_of_23_pages(guest, calls):
     assert _int(guest, "used.1") - _int(guest, "used.0") == 161
 
 
-def test_request_larger_than_area_is_one_failure(guest, calls):
+def test_request_larger_than_area_is_one_failure(guest, calls, report):
     big = calls.iloc[7]
     assert big["pages_requested"] == 70000 and not big["success"]
     assert (calls["pages_requested"] == 70000).sum() == 1
     v1, v2 = _vmstat(guest, 1), _vmstat(guest, 2)
-    assert v2["cma_alloc_fail"] - v1["cma_alloc_fail"] == 1
-    assert _int(guest, "pages_fail.2") - _int(guest, "pages_fail.1") == 70000
+    counted = v2["cma_alloc_fail"] - v1["cma_alloc_fail"]
+    pages = _int(guest, "pages_fail.2") - _int(guest, "pages_fail.1")
+    # the kernel's own account: 6.1 and 7.3 count the failure, 6.12's __cma_alloc()
+    # returns before counting it (and before cma_alloc_finish)
+    assert (counted, pages) in ((1, 70000), (0, 0)), (counted, pages)
+    fail = {r["counter"]: r for r in report["check"]}["cma_alloc_fail"]
+    assert fail["traced"] == fail["kernel"], fail
+    if counted == 0:
+        assert "returned before cma_alloc_finish" in fail["note"], fail
+        assert big["outcome_source"] != "kernel errorno"
+
+
+def test_doctor_agrees_with_record(guest):
+    """doctor in the same guest after a successful record: its compile check (answered
+    from the result record stored) says the default probes load here."""
+    text = guest.read("doctor.txt")
+    assert guest.read("doctor.status").strip() == "0", text
+    assert "recording: possible" in text
+    probes_row = [line for line in text.splitlines() if line.startswith("probes*")]
+    assert probes_row and " ok " in probes_row[0], text
+    assert "blockers" in text, "the default probes of a CMA guest include blockers"
 
 
 def test_migrations_equal_pgmigrate(guest, calls, report):
