@@ -429,7 +429,8 @@ def build_cma_migrate(
                     "latency_ns": 0,
                     "area_idx": area_idx(kv.get("name", "")),
                     "area": kv.get("name", ""),
-                    "pages_requested": int(kv["count"], 0),
+                    # `request_count` since ~6.18 (with available/total counts), `count` before
+                    "pages_requested": int(kv.get("request_count", kv.get("count", "")), 0),
                     "align": int(kv.get("align", "0"), 0),
                     "success": False,
                     "outcome_source": 3,
