@@ -171,8 +171,10 @@ def df_cma_blockers_origin(rec: Recording) -> pd.DataFrame:
 
 # ---- the kernel's views of the same pages ------------------------------------------
 
+#: mm/debug.c __dump_page(): 6.1 prints ``page:%p refcount:...``; later kernels'
+#: __dump_folio() print ``page: refcount:...`` (no pointer).
 _PAGE_RE = re.compile(
-    r"page:(?P<ptr>\S+) refcount:(?P<refcount>-?\d+) mapcount:(?P<mapcount>-?\d+) "
+    r"page:(?P<ptr>\S*)\s*refcount:(?P<refcount>-?\d+) mapcount:(?P<mapcount>-?\d+) "
     r"mapping:(?P<mapping>\S+) index:(?P<index>\S+) pfn:(?P<pfn>0x[0-9a-f]+)"
 )
 _FLAGS_RE = re.compile(
