@@ -164,7 +164,7 @@ class PageAllocCollector:
         :raises EnvironmentProblem: no round of faults gave pairs that all agree.
         """
         b = self.bpf
-        tid_t = b["calib_tid"]
+        tid_t = b[b"calib_tid"]
         tid_t[tid_t.Key(0)] = tid_t.Leaf(threading.get_native_id())
         b.attach_raw_tracepoint(tp=b"mm_page_alloc", fn_name=b"calib_raw")
         problems: list[str] = []
@@ -191,7 +191,7 @@ class PageAllocCollector:
             b.detach_raw_tracepoint(tp=b"mm_page_alloc")
             tid_t[tid_t.Key(0)] = tid_t.Leaf(0)
 
-        lay = b["layout"][b["layout"].Key(0)]
+        lay = b[b"layout"][b[b"layout"].Key(0)]
         cal = self.calibration
         cal.layout = {
             "zones_pgshift": lay.zones_pgshift,
@@ -218,7 +218,7 @@ class PageAllocCollector:
         fault during which exactly one calibration allocation happened, and whose
         pfn had not changed when read again after the last fault."""
         b = self.bpf
-        count_t, pairs_t = b["calib_count"], b["calib_pairs"]
+        count_t, pairs_t = b[b"calib_count"], b[b"calib_pairs"]
         k0 = count_t.Key(0)
         m = mmap.mmap(-1, CALIB_PAGES * mmap.PAGESIZE)
         try:

@@ -9,6 +9,10 @@ SIGINT, SIGTERM and SIGHUP only set a flag: the recording is finished and marked
 with the reason, and a running command gets the signal forwarded (Ctrl-C in a
 terminal reaches it directly). Interval data is written as it comes, so a SIGKILL
 leaves every finished interval readable in ``series/``.
+
+A start-up that fails (compile, load, attach, calibration) detaches every program and
+removes the directory before the error is shown: no half recording is left, and the
+next ``record -o`` of the same path needs no ``--force``.
 """
 
 from __future__ import annotations
@@ -347,33 +351,23 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     child: subprocess.Popen | None = None
     exit_status = 0
     try:
-        if not flag.stop:
-            try:
-                bpf = probes.load(names, defines)
-            except Exception as exc:  # BCC raises a bare Exception when compile/load fails
-                _discard_unstarted(opts.output)
-                raise EnvironmentProblem(
-                    f"BCC could not compile or load the probes ({exc}; the compiler's "
-                    f"messages are above): check the headers row of cmaprof doctor; "
-                    f"cmaprof probes dump {' '.join(names)} prints the exact source"
-                ) from exc
-            session = _Session(bpf, names, zones, cma_areas)
-            if stream_spec is not None and stream_filter is not None:
-                from cmaprof.collectors.stream import StreamCollector
-
-                batch = defines.get("STREAM_BATCH") or probes.get("stream").options["STREAM_BATCH"]
-                session.stream = StreamCollector(bpf, writer, stream_spec, int(batch))
-                session.stream.configure(stream_filter)
-        if not flag.stop and session is not None:
-            cal = session.page.calibrate()
-            meta["page_alloc"] = cal.as_metadata()
-            if cal.zone_source != "page_flags":
-                print(f"cmaprof: warning: {cal.zone_reason}", file=err)
-            session.page.configure()
-            if session.blockers is not None:
-                session.blockers.configure()
-            session.attach()
-            stats_fd = bpfmodule.enable_stats()
+        try:
+            session, stats_fd = _start(
+                names,
+                defines,
+                zones,
+                cma_areas,
+                (stream_spec, stream_filter),
+                writer,
+                meta,
+                err,
+                flag,
+            )
+        except BaseException:
+            # Nothing was counted and _start detached everything: remove what start-up
+            # wrote, so the next ``record -o`` of the same path works without --force.
+            _discard_unstarted(opts.output)
+            raise
         if flag.stop or session is None:
             meta["stop_reason"] = f"signal {flag.name} during start-up"
             meta["counting_started"] = False
@@ -498,6 +492,64 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     if flag.stop and not opts.command:
         return 0
     return exit_status
+
+
+def _start(
+    names: list[str],
+    defines: dict[str, Any],
+    zones: list,
+    cma_areas: list,
+    stream: tuple[Any, Any],
+    writer: RecordingWriter,
+    meta: dict[str, Any],
+    err: IO[str],
+    flag: _StopFlag,
+) -> tuple[_Session | None, int | None]:
+    """Compile, calibrate, configure and attach; (None, None) when a stop signal came
+    first. Counting is not yet on. On any failure every program is detached before the
+    exception leaves.
+
+    :raises EnvironmentProblem: compile, load or attach failure, calibration refused.
+    """
+    if flag.stop:
+        return None, None
+    try:
+        bpf = probes.load(names, defines)
+    except Exception as exc:  # BCC raises a bare Exception when compile/load fails
+        if "Failed to attach" in str(exc):
+            raise EnvironmentProblem(
+                f"BCC could not attach the probes ({exc}; the kernel's reason is above): "
+                f"a classic tracepoint takes at most 64 BPF programs (BPF_TRACE_MAX_PROGS, "
+                f"kernel/trace/bpf_trace.c) and other tools may hold them; cmaprof doctor "
+                f"lists the programs attached to cmaprof's tracepoints"
+            ) from exc
+        raise EnvironmentProblem(
+            f"BCC could not compile or load the probes ({exc}; the compiler's "
+            f"messages are above): check the headers row of cmaprof doctor; "
+            f"cmaprof probes dump {' '.join(names)} prints the exact source"
+        ) from exc
+    session = _Session(bpf, names, zones, cma_areas)
+    try:
+        if stream[0] is not None and stream[1] is not None:
+            from cmaprof.collectors.stream import StreamCollector
+
+            batch = defines.get("STREAM_BATCH") or probes.get("stream").options["STREAM_BATCH"]
+            session.stream = StreamCollector(bpf, writer, stream[0], int(batch))
+            session.stream.configure(stream[1])
+        if flag.stop:
+            return session, None
+        cal = session.page.calibrate()
+        meta["page_alloc"] = cal.as_metadata()
+        if cal.zone_source != "page_flags":
+            print(f"cmaprof: warning: {cal.zone_reason}", file=err)
+        session.page.configure()
+        if session.blockers is not None:
+            session.blockers.configure()
+        session.attach()
+        return session, bpfmodule.enable_stats()
+    except BaseException:
+        session.close()
+        raise
 
 
 def _discard_unstarted(out: Path) -> None:
