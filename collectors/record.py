@@ -269,6 +269,59 @@ class _Session:
         self.bpf.cleanup()
 
 
+class _CountingWindow:
+    """When counting was switched on and off, in the clock of ``bpf_ktime_get_ns()``
+    (CLOCK_MONOTONIC, which ``perf record -k mono``, ``trace-cmd record -C mono`` and
+    tracefs ``trace_clock`` mono print), and in CLOCK_REALTIME for humans.
+
+    Counting surely covered ``[on_ns, off_ns]``; it began no earlier than
+    ``on_before_ns`` and ended no later than ``off_after_ns`` (each switch is one BPF
+    map update between two clock reads).
+    """
+
+    def __init__(self, page: PageAllocCollector) -> None:
+        self.page = page
+        self.on_before_ns = self.on_ns = self.off_ns = self.off_after_ns = 0
+        self.realtime_offset_ns = 0
+        self.intervals: list[list[int]] = []
+
+    def _switch(self, on: bool) -> tuple[int, int]:
+        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        self.page.set_enabled(on)
+        after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        self.realtime_offset_ns = real - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return before, after
+
+    def switch_on(self) -> None:
+        self.on_before_ns, self.on_ns = self._switch(True)
+
+    def switch_off(self) -> None:
+        self.off_ns, self.off_after_ns = self._switch(False)
+
+    def interval(self, start_ns: int, end_ns: int) -> None:
+        """One series interval, CLOCK_MONOTONIC ns."""
+        self.intervals.append([start_ns, end_ns])
+
+    def as_metadata(self) -> dict[str, Any]:
+        real = self.realtime_offset_ns
+        out: dict[str, Any] = {
+            "clock": "CLOCK_MONOTONIC",
+            "on_before_ns": self.on_before_ns,
+            "on_ns": self.on_ns,
+            "on_realtime_ns": self.on_ns + real,
+            "intervals_ns": self.intervals,
+            "intervals_realtime_ns": [[a + real, b + real] for a, b in self.intervals],
+        }
+        if self.off_ns:
+            out.update(
+                off_ns=self.off_ns,
+                off_after_ns=self.off_after_ns,
+                off_realtime_ns=self.off_ns + real,
+            )
+        return out
+
+
 def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
     """Record; return the command's exit status (0 without a command).
 
@@ -374,8 +427,9 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
             _finish(writer, meta, session, {})
             return 128 + int(flag.signum or 0)
 
-        session.page.set_enabled(True)
-        t0 = time.monotonic_ns()
+        window = _CountingWindow(session.page)
+        window.switch_on()
+        t0 = window.on_ns
         vm_start = _snapshot(writer, "start")
         if session.cma is not None:
             session.cma.open(t0)
@@ -393,6 +447,7 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
             )
         meta["counting_started"] = True
         meta["start_time"] = _now_iso()
+        meta["counting_window"] = window.as_metadata()
         writer.write_metadata(meta)
 
         if opts.command:
@@ -441,6 +496,7 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
                 vm = procfs.parse_vmstat(procfs.read_text(Path("/"), "proc/vmstat") or "")
                 delta = cube_delta(cube, prev_cube)
                 _write_interval(writer, session, delta, (prev_t - t0, now - t0), vm)
+                window.interval(prev_t, now)
                 if live:
                     vm_delta = {k: v - prev_vm.get(k, 0) for k, v in vm.items()}
                     print(
@@ -454,8 +510,10 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
             wake = min(x for x in (next_tick, end_at or next_tick) if x is not None)
             time.sleep(max(0.0, min(0.05, (wake - time.monotonic_ns()) / 1e9)))
 
-        vm_end = _snapshot(writer, "end", lambda: session.page.set_enabled(False))
-        t_end = time.monotonic_ns()
+        vm_end = _snapshot(writer, "end", window.switch_off)
+        t_end = window.off_ns
+        window.interval(prev_t, t_end)
+        meta["counting_window"] = window.as_metadata()
         if session.stream is not None:
             meta["stream"] = session.stream.finish()
         if session.cma is not None:
