@@ -411,6 +411,37 @@ class _Meta:
                 raise self.bad(f"{key}.{k}", f"has the wrong type (want {what})")
 
 
+def _validate_window(v: _Meta, win: Any) -> None:
+    """``counting_window`` (recordings since issue 13; absent in older ones)."""
+    if win is None:
+        return
+    if not isinstance(win, dict) or win.get("clock") != "CLOCK_MONOTONIC":
+        raise v.bad("counting_window", "must be an object with clock CLOCK_MONOTONIC")
+    for key, val in win.items():
+        if key.startswith("intervals"):
+            if not (
+                isinstance(val, list)
+                and all(
+                    isinstance(iv, list)
+                    and len(iv) == 2
+                    and all(_Meta.is_int(x, hi=2**63) for x in iv)
+                    for iv in val
+                )
+            ):
+                raise v.bad(f"counting_window.{key}", "must be a list of [start_ns, end_ns]")
+        elif key.endswith("_ns") and not _Meta.is_int(val, hi=2**63):
+            raise v.bad(f"counting_window.{key}", "must be nanoseconds (an integer)")
+
+
+def counting_window_s(meta: dict[str, Any]) -> tuple[float, float] | None:
+    """The counting window (CLOCK_MONOTONIC seconds, as perf -k mono prints them), or
+    None for a recording made before windows were kept or never switched off."""
+    win = meta.get("counting_window") or {}
+    if "on_ns" not in win or "off_ns" not in win:
+        return None
+    return win["on_ns"] / 1e9, win["off_ns"] / 1e9
+
+
 def _validate_v1(path: Path, meta: dict[str, Any]) -> None:
     """Check the type of every metadata field the analysis reads (absent fields of a
     recording killed early are fine; present ones must have the written type)."""
@@ -445,6 +476,7 @@ def _validate_v1(path: Path, meta: dict[str, Any]) -> None:
         raise v.bad("command", "must be a list of strings")
     v.boolean("complete")
     v.string("stop_reason")
+    _validate_window(v, meta.get("counting_window"))
     v.string("label", nullable=True)
 
     def count(x: Any) -> bool:

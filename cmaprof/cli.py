@@ -177,6 +177,13 @@ def report(recording: Path, fmt: str, redact: bool) -> None:
     metavar="START END",
     help="keep events with START <= timestamp <= END (seconds, as the trace prints them)",
 )
+@click.option(
+    "--window-of",
+    type=click.Path(path_type=Path),
+    metavar="RECORDING",
+    help="keep the events of a cmaprof recording's counting window (CLOCK_MONOTONIC: "
+    "capture with perf record -k mono, trace-cmd record -C mono, trace_clock mono)",
+)
 @click.option("--kernel-release", metavar="UNAME_R", help="the traced kernel's `uname -r`")
 def import_(
     inputs: tuple[Path, ...],
@@ -190,6 +197,7 @@ def import_(
     vmstat_start: Path | None,
     vmstat_end: Path | None,
     window: tuple[float, float] | None,
+    window_of: Path | None,
     kernel_release: str | None,
 ) -> None:
     """Turn captured trace text into a recording (tracefs, trace-cmd report, perf script).
@@ -210,7 +218,7 @@ def import_(
         cma_ranges=list(cma_ranges) or None,
         vmstat_start=vmstat_start,
         vmstat_end=vmstat_end,
-        window=window,
+        window=importer.window_arg(window, window_of),
         kernel_release=kernel_release,
         force=force,
     )

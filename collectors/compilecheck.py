@@ -220,11 +220,20 @@ def load(names: Sequence[str], defines: Mapping[str, Any]) -> Any:
         raise ProbeCompileError(known, names)
     bpf, text, exc = _capture_fd2(lambda: probes.load(names, defines))
     if exc is not None:
+        if _attach_failure(exc):
+            raise exc  # compiled and loaded; attaching is the caller's to explain
         failure = failure_from(text, exc)
         remember(key, failure)
         raise ProbeCompileError(failure, names) from exc
     remember(key, None)
     return bpf
+
+
+def _attach_failure(exc: BaseException) -> bool:
+    """BCC attaches ``kprobe__``/``TRACEPOINT_PROBE`` programs while loading: a failure
+    there ("Failed to attach ...") says nothing about compiling on this kernel, and is
+    not remembered (other tools may hold the tracepoint's program slots for a while)."""
+    return "Failed to attach" in str(exc)
 
 
 def check(names: Sequence[str], defines: Mapping[str, Any]) -> CompileFailure | None:
@@ -238,7 +247,8 @@ def check(names: Sequence[str], defines: Mapping[str, Any]) -> CompileFailure | 
     bpf, text, exc = _capture_fd2(lambda: probes.load(names, defines))
     if exc is not None:
         failure = failure_from(text, exc)
-        remember(key, failure)
+        if not _attach_failure(exc):
+            remember(key, failure)
         return failure
     bpf.cleanup()
     remember(key, None)

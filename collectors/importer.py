@@ -526,6 +526,29 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def window_arg(
+    window: tuple[float, float] | None, window_of: Path | None
+) -> tuple[float, float] | None:
+    """``--window START END`` or ``--window-of RECORDING``: the window in seconds.
+
+    :param window_of: a cmaprof recording; its CLOCK_MONOTONIC counting window.
+    :raises BadInput: both given; a recording without a counting window.
+    """
+    if window_of is None:
+        return window
+    if window is not None:
+        raise BadInput("--window and --window-of exclude each other; give one")
+    from cmaprof.analysis import recording
+
+    win = recording.counting_window_s(recording.load(window_of).meta)
+    if win is None:
+        raise BadInput(
+            f"{window_of}: the recording has no counting window (made before cmaprof kept "
+            f"one, or killed before counting stopped); give --window START END instead"
+        )
+    return win
+
+
 def import_text(
     inputs: list[Path],
     output: Path,

@@ -2,13 +2,20 @@
 
 Start-up, before anything is counted:
 
-1. *Calibration.* For a moment ``kmem:mm_page_alloc`` is taken twice, as a raw
-   tracepoint (``struct page *``) and as a classic one (the record's ``pfn``), and the
-   two halves of each call are paired per CPU. The consensus of ``page - pfn * size``
-   gives the base of the memory map (vmemmap; randomised under KASLR and not in
-   kallsyms without KALLSYMS_ALL), so the main program turns a ``struct page *``
-   into a pfn without reading any kernel symbol. The address stays in the BPF
-   config map; it is never written to the recording.
+1. *Calibration.* cmaprof makes page faults of its own: it maps anonymous memory
+   (``MADV_NOHUGEPAGE``, so each write fault allocates one order-0 movable page) and
+   writes one page at a time. A raw-tracepoint program on ``kmem:mm_page_alloc``
+   filtered on the calibrating thread takes the ``struct page *`` of that allocation;
+   ``/proc/self/pagemap`` gives the pfn the page got. A touch counts only when exactly
+   one such allocation happened during it, and a pair only when the pfn is the same
+   when read again at the end (the page did not migrate). Every pair must give the
+   same ``sizeof(struct page)`` (from the pointer and pfn differences) and the same
+   base of the memory map (vmemmap; randomised under KASLR and not in kallsyms
+   without KALLSYMS_ALL), so the main program turns a ``struct page *`` into a pfn
+   without reading any kernel symbol. No classic tracepoint and no other process's
+   allocation is involved, so perf, ftrace, trace-cmd or bpftrace on the same
+   tracepoint, or heavy allocation on other CPUs, cannot confuse it. The address
+   stays in the BPF config map; it is never written to the recording.
 2. *Validation.* The zone and node that ``page->flags`` gives with the shifts of the
    compile-time headers (which may belong to another kernel version) are compared
    with ``/proc/zoneinfo`` on every calibration pfn whose zone span is unambiguous.
@@ -18,9 +25,10 @@ Start-up, before anything is counted:
 
 from __future__ import annotations
 
-import collections
+import ctypes
 import mmap
-import time
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +43,13 @@ ZONE_SOURCE_PFN_SPANS = 1
 KEY_FIELDS = [f for f, _ in schema.PAGE_ALLOC_KEYS]
 MAX_ZONE_SPANS = 64  # events.h
 MAX_CMA_AREAS = 20  # events.h
+CALIB_PAIRS = 64  # ring size in page_alloc.bpf.c (its CALIB_PAIRS default)
+#: Pairs wanted per round, rounds tried, pages mapped per round.
+CALIB_WANT = 16
+CALIB_ROUNDS = 4
+CALIB_PAGES = 512
+PAGEMAP_PRESENT = 1 << 63
+PAGEMAP_PFN_MASK = (1 << 55) - 1
 
 
 @dataclass
@@ -44,34 +59,82 @@ class Calibration:
     pairs: int = 0
     page_struct_size: int = 0
     agreeing_pairs: int = 0
+    rounds: int = 0
+    skipped_touches: int = 0
     layout: dict[str, int] = field(default_factory=dict)
     zone_source: str = "page_flags"
     zone_checks: int = 0
     zone_mismatches: int = 0
     zone_reason: str = ""
+    size_check: str = ""
     vmemmap_base: int = 0  # kernel address: kept in memory only
 
     def as_metadata(self) -> dict[str, Any]:
         return {
+            "calibration_method": "own page faults + /proc/self/pagemap",
             "calibration_pairs": self.pairs,
             "calibration_agreeing_pairs": self.agreeing_pairs,
+            "calibration_rounds": self.rounds,
+            "calibration_skipped_touches": self.skipped_touches,
             "page_struct_size": self.page_struct_size,
             "header_layout": self.layout,
             "zone_source": self.zone_source,
             "zone_checks": self.zone_checks,
             "zone_mismatches": self.zone_mismatches,
             "zone_source_reason": self.zone_reason,
+            "page_struct_size_check": self.size_check,
         }
 
 
-def _touch_pages(nbytes: int) -> None:
-    """Allocate and touch ``nbytes`` of anonymous memory: allocations to calibrate on."""
-    m = mmap.mmap(-1, nbytes)
-    try:
-        for off in range(0, nbytes, mmap.PAGESIZE):
-            m[off] = 1
-    finally:
-        m.close()
+class CalibrationMismatch(ValueError):
+    """(page, pfn) pairs that do not describe one linear memory map."""
+
+
+def solve_memmap(pairs: list[tuple[int, int]]) -> tuple[int, int]:
+    """The memory map's base address and ``sizeof(struct page)`` from exact pairs.
+
+    :param pairs: (pfn, ``struct page *``) of pages whose pfn is known exactly.
+    :returns: (base, size) with ``page == base + pfn * size`` for every pair.
+    :raises CalibrationMismatch: fewer than two distinct pfns, or pairs that disagree.
+    """
+    if len(pairs) < 2:
+        raise CalibrationMismatch(f"only {len(pairs)} usable calibration faults")
+    ref_pfn, ref_page = pairs[0]
+    sizes = set()
+    for pfn, page in pairs[1:]:
+        dpfn, dpage = pfn - ref_pfn, page - ref_page
+        if dpfn == 0:
+            if dpage:
+                raise CalibrationMismatch(f"pfn {pfn:#x} seen at two struct page addresses")
+            continue
+        if dpage % dpfn:
+            raise CalibrationMismatch(
+                f"pfns {ref_pfn:#x} and {pfn:#x} are not a whole number of struct pages apart"
+            )
+        sizes.add(dpage // dpfn)
+    if not sizes:
+        raise CalibrationMismatch("all calibration faults got the same pfn")
+    if len(sizes) > 1:
+        raise CalibrationMismatch(f"pairs give different sizeof(struct page): {sorted(sizes)}")
+    size = sizes.pop()
+    if size <= 0 or size > 4096 or size % 8:
+        raise CalibrationMismatch(f"implausible sizeof(struct page) = {size}")
+    return ref_page - ref_pfn * size, size
+
+
+def _pagemap_pfn(fd: int, vaddr: int) -> int | None:
+    """pfn of the page mapped at ``vaddr`` (Documentation/admin-guide/mm/pagemap.rst),
+    None when not present."""
+    entry = int.from_bytes(os.pread(fd, 8, (vaddr // mmap.PAGESIZE) * 8), "little")
+    if not entry & PAGEMAP_PRESENT:
+        return None
+    pfn = entry & PAGEMAP_PFN_MASK
+    if pfn == 0:
+        raise EnvironmentProblem(
+            "/proc/self/pagemap hides pfns (shown only with CAP_SYS_ADMIN): run "
+            "cmaprof record as root, not in a user namespace"
+        )
+    return pfn
 
 
 def _sum_percpu(leaves: Any, fields: list[str]) -> list[int]:
@@ -94,32 +157,41 @@ class PageAllocCollector:
         self.calibration = Calibration()
         self.attached = False
 
-    def calibrate(self, timeout_s: float = 5.0) -> Calibration:
-        """Pair struct page pointers with pfns, then validate page->flags zones."""
+    def calibrate(self) -> Calibration:
+        """Pair struct page pointers of cmaprof's own faults with their pfns, then
+        validate page->flags zones.
+
+        :raises EnvironmentProblem: no round of faults gave pairs that all agree.
+        """
         b = self.bpf
+        tid_t = b[b"calib_tid"]
+        tid_t[tid_t.Key(0)] = tid_t.Leaf(threading.get_native_id())
         b.attach_raw_tracepoint(tp=b"mm_page_alloc", fn_name=b"calib_raw")
+        problems: list[str] = []
         try:
-            b.attach_tracepoint(tp=b"kmem:mm_page_alloc", fn_name=b"calib_tp")
+            fd = os.open("/proc/self/pagemap", os.O_RDONLY)
             try:
-                deadline = time.monotonic() + timeout_s
-                want = 64
-                while time.monotonic() < deadline:
-                    _touch_pages(4 << 20)
-                    if sum(b["calib_count"][b["calib_count"].Key(0)]) >= want:
-                        break
+                for _ in range(CALIB_ROUNDS):
+                    pairs = self._fault_round(fd)
+                    try:
+                        base, size = solve_memmap([(pfn, page) for pfn, page, _ in pairs])
+                    except CalibrationMismatch as exc:
+                        problems.append(f"{exc} ({len(pairs)} pairs)")
+                        continue
+                    break
+                else:
+                    raise EnvironmentProblem(
+                        f"calibration failed: {CALIB_ROUNDS} rounds of cmaprof's own page "
+                        f"faults gave no consistent (struct page, pfn) pairs: "
+                        f"{'; '.join(problems)}; report this with `cmaprof doctor` output"
+                    )
             finally:
-                b.detach_tracepoint(tp=b"kmem:mm_page_alloc")
+                os.close(fd)
         finally:
             b.detach_raw_tracepoint(tp=b"mm_page_alloc")
+            tid_t[tid_t.Key(0)] = tid_t.Leaf(0)
 
-        counts = list(b["calib_count"][b["calib_count"].Key(0)])
-        pairs: list[tuple[int, int, int]] = []
-        table = b["calib_pairs"]
-        for i in range(max(counts, default=0)):
-            for cpu, leaf in enumerate(table[table.Key(i)]):
-                if i < counts[cpu]:
-                    pairs.append((leaf.pfn, leaf.page, leaf.flags))
-        lay = b["layout"][b["layout"].Key(0)]
+        lay = b[b"layout"][b[b"layout"].Key(0)]
         cal = self.calibration
         cal.layout = {
             "zones_pgshift": lay.zones_pgshift,
@@ -128,39 +200,58 @@ class PageAllocCollector:
             "nodes_mask": lay.nodes_mask,
             "header_page_struct_size": lay.page_struct_size,
         }
-        cal.pairs = len(pairs)
-        if len(pairs) < 8:
-            raise EnvironmentProblem(
-                f"calibration saw only {len(pairs)} kmem:mm_page_alloc events in {timeout_s:.0f} s "
-                f"(tracepoint disabled or filtered?); cannot map struct page to pfn"
-            )
-        size = self._struct_page_size(pairs)
-        bases = collections.Counter(page - pfn * size for pfn, page, _ in pairs)
-        base, agree = bases.most_common(1)[0]
-        if agree < 0.9 * len(pairs):
-            raise EnvironmentProblem(
-                f"calibration inconsistent: only {agree} of {len(pairs)} (page, pfn) pairs agree "
-                f"on the memory map base; report this with `cmaprof doctor` output"
-            )
-        cal.page_struct_size, cal.vmemmap_base, cal.agreeing_pairs = size, base, agree
+        cal.rounds = len(problems) + 1
+        cal.pairs = cal.agreeing_pairs = len(pairs)
+        cal.page_struct_size, cal.vmemmap_base = size, base
+        header = lay.page_struct_size
+        cal.size_check = (
+            f"measured {size} bytes = sizeof(struct page) of the compile-time headers"
+            if size == header
+            else f"measured {size} bytes, compile-time headers say {header} (headers of "
+            f"another kernel build); the measured size is used"
+        )
         self._validate_zones(pairs)
         return cal
 
-    @staticmethod
-    def _struct_page_size(pairs: list[tuple[int, int, int]]) -> int:
-        """sizeof(struct page) on the running kernel, from pointer and pfn differences."""
-        votes: collections.Counter[int] = collections.Counter()
-        ref = pairs[0]
-        for pfn, page, _ in pairs[1:]:
-            dpfn = pfn - ref[0]
-            if dpfn and (page - ref[1]) % dpfn == 0:
-                votes[(page - ref[1]) // dpfn] += 1
-        if not votes:
-            raise EnvironmentProblem("calibration: all sampled allocations had the same pfn")
-        size, _ = votes.most_common(1)[0]
-        if size <= 0 or size > 4096:
-            raise EnvironmentProblem(f"calibration: implausible sizeof(struct page) = {size}")
-        return size
+    def _fault_round(self, fd: int) -> list[tuple[int, int, int]]:
+        """Write-fault fresh anonymous pages one at a time; (pfn, page, flags) of each
+        fault during which exactly one calibration allocation happened, and whose
+        pfn had not changed when read again after the last fault."""
+        b = self.bpf
+        count_t, pairs_t = b[b"calib_count"], b[b"calib_pairs"]
+        k0 = count_t.Key(0)
+        m = mmap.mmap(-1, CALIB_PAGES * mmap.PAGESIZE)
+        try:
+            if hasattr(mmap, "MADV_NOHUGEPAGE"):
+                try:
+                    m.madvise(mmap.MADV_NOHUGEPAGE)
+                except OSError:  # kernel without CONFIG_TRANSPARENT_HUGEPAGE: no THP
+                    pass
+            view = ctypes.c_char.from_buffer(m)
+            addr = ctypes.addressof(view)
+            del view
+            found: list[tuple[int, int, int, int]] = []
+            for i in range(CALIB_PAGES):
+                off = i * mmap.PAGESIZE
+                n0 = count_t[k0].value
+                m[off] = 1
+                n1 = count_t[k0].value
+                if n1 - n0 != 1:
+                    self.calibration.skipped_touches += 1
+                    continue
+                leaf = pairs_t[pairs_t.Key(n0 % CALIB_PAIRS)]
+                pfn = _pagemap_pfn(fd, addr + off)
+                if pfn is not None:
+                    found.append((off, pfn, leaf.page, leaf.flags))
+                if len(found) >= CALIB_WANT:
+                    break
+            return [
+                (pfn, page, flags)
+                for off, pfn, page, flags in found
+                if _pagemap_pfn(fd, addr + off) == pfn
+            ]
+        finally:
+            m.close()
 
     def _validate_zones(self, pairs: list[tuple[int, int, int]]) -> None:
         cal, lay = self.calibration, self.calibration.layout

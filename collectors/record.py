@@ -9,6 +9,10 @@ SIGINT, SIGTERM and SIGHUP only set a flag: the recording is finished and marked
 with the reason, and a running command gets the signal forwarded (Ctrl-C in a
 terminal reaches it directly). Interval data is written as it comes, so a SIGKILL
 leaves every finished interval readable in ``series/``.
+
+A start-up that fails (compile, load, attach, calibration) detaches every program and
+removes the directory before the error is shown: no half recording is left, and the
+next ``record -o`` of the same path needs no ``--force``.
 """
 
 from __future__ import annotations
@@ -309,6 +313,59 @@ class _Session:
         self.bpf.cleanup()
 
 
+class _CountingWindow:
+    """When counting was switched on and off, in the clock of ``bpf_ktime_get_ns()``
+    (CLOCK_MONOTONIC, which ``perf record -k mono``, ``trace-cmd record -C mono`` and
+    tracefs ``trace_clock`` mono print), and in CLOCK_REALTIME for humans.
+
+    Counting surely covered ``[on_ns, off_ns]``; it began no earlier than
+    ``on_before_ns`` and ended no later than ``off_after_ns`` (each switch is one BPF
+    map update between two clock reads).
+    """
+
+    def __init__(self, page: PageAllocCollector) -> None:
+        self.page = page
+        self.on_before_ns = self.on_ns = self.off_ns = self.off_after_ns = 0
+        self.realtime_offset_ns = 0
+        self.intervals: list[list[int]] = []
+
+    def _switch(self, on: bool) -> tuple[int, int]:
+        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        self.page.set_enabled(on)
+        after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        self.realtime_offset_ns = real - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return before, after
+
+    def switch_on(self) -> None:
+        self.on_before_ns, self.on_ns = self._switch(True)
+
+    def switch_off(self) -> None:
+        self.off_ns, self.off_after_ns = self._switch(False)
+
+    def interval(self, start_ns: int, end_ns: int) -> None:
+        """One series interval, CLOCK_MONOTONIC ns."""
+        self.intervals.append([start_ns, end_ns])
+
+    def as_metadata(self) -> dict[str, Any]:
+        real = self.realtime_offset_ns
+        out: dict[str, Any] = {
+            "clock": "CLOCK_MONOTONIC",
+            "on_before_ns": self.on_before_ns,
+            "on_ns": self.on_ns,
+            "on_realtime_ns": self.on_ns + real,
+            "intervals_ns": self.intervals,
+            "intervals_realtime_ns": [[a + real, b + real] for a, b in self.intervals],
+        }
+        if self.off_ns:
+            out.update(
+                off_ns=self.off_ns,
+                off_after_ns=self.off_after_ns,
+                off_realtime_ns=self.off_ns + real,
+            )
+        return out
+
+
 def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
     """Record; return the command's exit status (0 without a command).
 
@@ -395,41 +452,34 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     child: subprocess.Popen | None = None
     exit_status = 0
     try:
-        if not flag.stop:
-            try:
-                bpf, names, defines = _load_probes(tfs, names, defines, opts, meta, err)
-            except EnvironmentProblem:
-                _discard_unstarted(opts.output)
-                raise
-            call_symbol = (
-                features.cma_call_symbol(tfs) if defines.get("HAVE_KPROBE_CMA_ALLOC") else None
+        try:
+            session, stats_fd = _start(
+                tfs,
+                opts,
+                names,
+                defines,
+                zones,
+                cma_areas,
+                (stream_spec, stream_filter),
+                writer,
+                meta,
+                err,
+                flag,
             )
-            meta["cma_call_symbol"] = call_symbol
-            session = _Session(bpf, names, zones, cma_areas, call_symbol)
-            if stream_spec is not None and stream_filter is not None:
-                from cmaprof.collectors.stream import StreamCollector
-
-                batch = defines.get("STREAM_BATCH") or probes.get("stream").options["STREAM_BATCH"]
-                session.stream = StreamCollector(bpf, writer, stream_spec, int(batch))
-                session.stream.configure(stream_filter)
-        if not flag.stop and session is not None:
-            cal = session.page.calibrate()
-            meta["page_alloc"] = cal.as_metadata()
-            if cal.zone_source != "page_flags":
-                print(f"cmaprof: warning: {cal.zone_reason}", file=err)
-            session.page.configure()
-            if session.blockers is not None:
-                session.blockers.configure()
-            session.attach()
-            stats_fd = bpfmodule.enable_stats()
+        except BaseException:
+            # Nothing was counted and _start detached everything: remove what start-up
+            # wrote, so the next ``record -o`` of the same path works without --force.
+            _discard_unstarted(opts.output)
+            raise
         if flag.stop or session is None:
             meta["stop_reason"] = f"signal {flag.name} during start-up"
             meta["counting_started"] = False
             _finish(writer, meta, session, {})
             return 128 + int(flag.signum or 0)
 
-        session.page.set_enabled(True)
-        t0 = time.monotonic_ns()
+        window = _CountingWindow(session.page)
+        window.switch_on()
+        t0 = window.on_ns
         vm_start = _snapshot(writer, "start")
         if session.cma is not None:
             session.cma.open(t0)
@@ -447,6 +497,7 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
             )
         meta["counting_started"] = True
         meta["start_time"] = _now_iso()
+        meta["counting_window"] = window.as_metadata()
         writer.write_metadata(meta)
 
         if opts.command:
@@ -495,6 +546,7 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
                 vm = procfs.parse_vmstat(procfs.read_text(Path("/"), "proc/vmstat") or "")
                 delta = cube_delta(cube, prev_cube)
                 _write_interval(writer, session, delta, (prev_t - t0, now - t0), vm)
+                window.interval(prev_t, now)
                 if live:
                     vm_delta = {k: v - prev_vm.get(k, 0) for k, v in vm.items()}
                     print(
@@ -508,8 +560,10 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
             wake = min(x for x in (next_tick, end_at or next_tick) if x is not None)
             time.sleep(max(0.0, min(0.05, (wake - time.monotonic_ns()) / 1e9)))
 
-        vm_end = _snapshot(writer, "end", lambda: session.page.set_enabled(False))
-        t_end = time.monotonic_ns()
+        vm_end = _snapshot(writer, "end", window.switch_off)
+        t_end = window.off_ns
+        window.interval(prev_t, t_end)
+        meta["counting_window"] = window.as_metadata()
         if session.stream is not None:
             meta["stream"] = session.stream.finish()
         if session.cma is not None:
@@ -546,6 +600,72 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
     if flag.stop and not opts.command:
         return 0
     return exit_status
+
+
+def _start(
+    tfs: Path,
+    opts: RecordOptions,
+    names: list[str],
+    defines: dict[str, Any],
+    zones: list,
+    cma_areas: list,
+    stream: tuple[Any, Any],
+    writer: RecordingWriter,
+    meta: dict[str, Any],
+    err: IO[str],
+    flag: _StopFlag,
+) -> tuple[_Session | None, int | None]:
+    """Compile, calibrate, configure and attach; (None, None) when a stop signal came
+    first. Counting is not yet on. On any failure every program is detached before the
+    exception leaves.
+
+    :raises EnvironmentProblem: compile, load or attach failure, calibration refused.
+    """
+    if flag.stop:
+        return None, None
+    from cmaprof.collectors.compilecheck import ProbeCompileError
+
+    try:
+        bpf, names, defines = _load_probes(tfs, names, defines, opts, meta, err)
+    except ProbeCompileError:
+        raise
+    except Exception as exc:  # BCC raises a bare Exception when compile/load fails
+        if "Failed to attach" in str(exc):
+            raise EnvironmentProblem(
+                f"BCC could not attach the probes ({exc}; the kernel's reason is above): "
+                f"a classic tracepoint takes at most 64 BPF programs (BPF_TRACE_MAX_PROGS, "
+                f"kernel/trace/bpf_trace.c) and other tools may hold them; cmaprof doctor "
+                f"lists the programs attached to cmaprof's tracepoints"
+            ) from exc
+        raise EnvironmentProblem(
+            f"BCC could not compile or load the probes ({exc}; the compiler's "
+            f"messages are above): check the headers row of cmaprof doctor; "
+            f"cmaprof probes dump {' '.join(names)} prints the exact source"
+        ) from exc
+    call_symbol = features.cma_call_symbol(tfs) if defines.get("HAVE_KPROBE_CMA_ALLOC") else None
+    meta["cma_call_symbol"] = call_symbol
+    session = _Session(bpf, names, zones, cma_areas, call_symbol)
+    try:
+        if stream[0] is not None and stream[1] is not None:
+            from cmaprof.collectors.stream import StreamCollector
+
+            batch = defines.get("STREAM_BATCH") or probes.get("stream").options["STREAM_BATCH"]
+            session.stream = StreamCollector(bpf, writer, stream[0], int(batch))
+            session.stream.configure(stream[1])
+        if flag.stop:
+            return session, None
+        cal = session.page.calibrate()
+        meta["page_alloc"] = cal.as_metadata()
+        if cal.zone_source != "page_flags":
+            print(f"cmaprof: warning: {cal.zone_reason}", file=err)
+        session.page.configure()
+        if session.blockers is not None:
+            session.blockers.configure()
+        session.attach()
+        return session, bpfmodule.enable_stats()
+    except BaseException:
+        session.close()
+        raise
 
 
 def _discard_unstarted(out: Path) -> None:

@@ -65,7 +65,7 @@ PROBES: dict[str, Probe] = {
         name="page_alloc",
         description="pages per node/zone/order/gfp/migratetype/CMA area",
         tracepoints=("kmem/mm_page_alloc",),
-        options={"MAX_KEYS": 16384, "MAX_FAIL_KEYS": 1024, "CALIB_PAIRS": 256},
+        options={"MAX_KEYS": 16384, "MAX_FAIL_KEYS": 1024, "CALIB_PAIRS": 64},
     ),
     "cma": Probe(
         name="cma",

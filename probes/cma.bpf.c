@@ -167,6 +167,11 @@ int cma_call_return(struct pt_regs *ctx)
 }
 #endif
 
+/*
+ * Every TRACEPOINT_PROBE returns 1: for a classic tracepoint with a BPF program the
+ * kernel's perf_trace_run_bpf_submit() (kernel/events/core.c) hands the event on to
+ * perf only when the program returns non-zero; 0 would hide it from every perf user.
+ */
 #if HAVE_CMA_START
 TRACEPOINT_PROBE(cma, cma_alloc_start)
 {
@@ -174,7 +179,7 @@ TRACEPOINT_PROBE(cma, cma_alloc_start)
 	struct cma_call *c;
 
 	if (!cfg || !cfg->enabled)
-		return 0;
+		return 1;
 #if HAVE_KPROBE_CMA_ALLOC
 	c = cma_current();
 #else
@@ -185,7 +190,7 @@ TRACEPOINT_PROBE(cma, cma_alloc_start)
 #endif
 	if (c)
 		TP_DATA_LOC_READ_STR(c->name, name, sizeof(c->name));
-	return 0;
+	return 1;
 }
 #endif
 
@@ -196,7 +201,7 @@ TRACEPOINT_PROBE(cma, cma_alloc_finish)
 	struct cma_call *c = cma_current();
 
 	if (!cfg || !c)
-		return 0;
+		return 1;
 	c->pfn = args->pfn;
 	c->page_ok = args->page != 0;
 	c->have_finish = 1;
@@ -210,7 +215,7 @@ TRACEPOINT_PROBE(cma, cma_alloc_finish)
 	cma_end(cfg, c, CMA_OUTCOME_PAGE, args->page != 0);
 #endif
 #endif
-	return 0;
+	return 1;
 }
 #endif
 
@@ -223,7 +228,7 @@ TRACEPOINT_PROBE(cma, cma_alloc_busy_retry)
 		c->busy_retries++;
 		c->last_retry_pfn = args->pfn;
 	}
-	return 0;
+	return 1;
 }
 #endif
 
@@ -238,7 +243,7 @@ TRACEPOINT_PROBE(cma, cma_alloc)
 		c->page_ok = args->page != 0;
 		c->have_finish = 1;
 	}
-	return 0;
+	return 1;
 }
 #endif
 
@@ -248,14 +253,14 @@ TRACEPOINT_PROBE(page_isolation, test_pages_isolated)
 	struct cma_call *c = cma_current();
 
 	if (!c)
-		return 0;
+		return 1;
 	c->isolate_tests++;
 	if (args->fin_pfn < args->end_pfn) {
 		c->isolate_failures++;
 		if (c->first_busy_pfn == (__u64)-1)
 			c->first_busy_pfn = args->fin_pfn;
 	}
-	return 0;
+	return 1;
 }
 #endif
 
@@ -267,7 +272,7 @@ TRACEPOINT_PROBE(cma, cma_release)
 	__u64 *v;
 
 	if (!cfg || !cfg->enabled)
-		return 0;
+		return 1;
 	idx = cma_lookup(cfg, args->pfn);
 	if (idx == CMA_AREA_NONE)
 		idx = MAX_CMA_AREAS;
@@ -277,6 +282,6 @@ TRACEPOINT_PROBE(cma, cma_release)
 	v = cma_release_calls.lookup(&idx);
 	if (v)
 		*v += 1;
-	return 0;
+	return 1;
 }
 #endif

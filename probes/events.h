@@ -72,22 +72,11 @@ struct page_alloc_fail_key {
 #define DROP_BULK_FULL 4	/* bulk table had no room */
 #define NR_DROPS 16		/* room to grow; DROP_* indexes never change */
 
-/* Start-up calibration: a struct page * paired with the pfn of the same event. */
+/* Start-up calibration: the struct page * of one of cmaprof's own page faults. */
 struct calib_pair {
-	__u64 pfn;
 	__u64 page;		/* kernel address: used in the collector only */
 	__u64 flags;		/* page->flags word */
-};
-
-struct calib_slot {
-	__u64 page;
-	__u64 pfn;
-	__u64 flags;
-	__u64 gfp;
-	__u32 order;
-	__u8 have_page;
-	__u8 have_pfn;
-	__u8 pad[2];
+	__u64 gfp;		/* the allocation's gfp_t */
 };
 
 /* Constants of the headers the program was compiled against. */

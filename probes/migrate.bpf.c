@@ -9,6 +9,14 @@
  * thp_failed, thp_split since ~v5.10, Anshuman Khandual "mm/vmstat: Add events
  * for THP migration without split"); migrate:mm_migrate_pages_start since v5.13
  * (Linux kernel commit 7bc1aec5e287); without it no durations.
+ *
+ * Both are classic tracepoints (the arguments of mm_migrate_pages changed with the
+ * THP fields, so the format file, not TP_PROTO, says where they are), and both
+ * programs always return 1: perf_trace_run_bpf_submit() (kernel/events/core.c)
+ * passes the event on to perf only when every BPF program on the tracepoint returns
+ * non-zero, so 0 would hide it from every perf user (perf stat -e
+ * migrate:mm_migrate_pages counted 0 beside cmaprof). With no perf user on the CPU
+ * it returns right after the program either way: returning 1 costs nothing then.
  */
 #include <linux/migrate_mode.h>
 
@@ -30,7 +38,7 @@ TRACEPOINT_PROBE(migrate, mm_migrate_pages_start)
 
 	if (cfg && cfg->enabled)
 		migrate_start_ns.update(&tid, &now);
-	return 0;
+	return 1;
 }
 #endif
 
@@ -42,13 +50,13 @@ TRACEPOINT_PROBE(migrate, mm_migrate_pages)
 	struct migrate_val *v;
 
 	if (!cfg || !cfg->enabled)
-		return 0;
+		return 1;
 	key.reason = args->reason;
 	key.mode = args->mode;
 	v = migrate_stats.lookup_or_try_init(&key, &init);
 	if (!v) {
 		count_drop(DROP_MIGRATE_FULL);
-		return 0;
+		return 1;
 	}
 	v->calls += 1;
 	v->succeeded += args->succeeded;
@@ -80,5 +88,5 @@ TRACEPOINT_PROBE(migrate, mm_migrate_pages)
 		}
 	}
 #endif
-	return 0;
+	return 1;
 }

@@ -5,9 +5,12 @@
  *
  * Tracepoints: kmem:mm_page_alloc as a raw tracepoint (TP_PROTO(struct page *page,
  * unsigned int order, gfp_t gfp_flags, int migratetype), unchanged since before
- * v4.9; raw tracepoints need v4.17). At start-up the same event is also taken as a
- * classic tracepoint for a moment, to pair each struct page * with its pfn
- * (calibration of vmemmap; see collectors/page_alloc.py).
+ * v4.9; raw tracepoints need v4.17). At start-up a second raw-tracepoint program
+ * (calib_raw) takes, from cmaprof's own calibrating thread only, the struct page * of
+ * each order-0 __GFP_MOVABLE allocation; the collector makes those with page faults
+ * and reads their pfns from /proc/self/pagemap (calibration of vmemmap; see
+ * collectors/page_alloc.py). No classic tracepoint is used: nothing perf, ftrace or
+ * another BPF tool attaches to kmem:mm_page_alloc can disturb it or be disturbed.
  * Kernels: 4.17 and later (tested: 6.1 guest, 6.18 host).
  *
  * Zone and node are read from page->flags (the first word of struct page on
@@ -32,7 +35,7 @@
 #define MAX_FAIL_KEYS 1024
 #endif
 #ifndef CALIB_PAIRS
-#define CALIB_PAIRS 256
+#define CALIB_PAIRS 64	/* a power of two: a ring indexed by calib_count */
 #endif
 
 #if ENABLE_BLOCKERS
@@ -44,67 +47,31 @@ static __always_inline void blockers_note_alloc(__u64 pfn, __u8 area, __u32 orde
 BPF_PERCPU_HASH(page_alloc, struct page_alloc_key, struct page_alloc_val, MAX_KEYS);
 BPF_PERCPU_HASH(page_alloc_fail, struct page_alloc_fail_key, struct page_alloc_val,
 		MAX_FAIL_KEYS);
-BPF_PERCPU_ARRAY(calib_slot, struct calib_slot, 1);
-BPF_PERCPU_ARRAY(calib_pairs, struct calib_pair, CALIB_PAIRS);
-BPF_PERCPU_ARRAY(calib_count, __u32, 1);
+BPF_ARRAY(calib_tid, __u32, 1);	/* the calibrating thread; 0: calibrate nothing */
+BPF_ARRAY(calib_pairs, struct calib_pair, CALIB_PAIRS);
+BPF_ARRAY(calib_count, __u64, 1);
 BPF_ARRAY(layout, struct layout_info, 1);
 
-static __always_inline void calib_store(struct calib_slot *s)
-{
-	__u32 zero = 0;
-	__u32 *n = calib_count.lookup(&zero);
-	struct calib_pair pair = {};
-	__u32 idx;
-
-	if (!n)
-		return;
-	idx = *n;
-	if (idx >= CALIB_PAIRS)
-		return;
-	*n = idx + 1;
-	pair.pfn = s->pfn;
-	pair.page = s->page;
-	pair.flags = s->flags;
-	calib_pairs.update(&idx, &pair);
-}
-
 /*
- * Both halves of one mm_page_alloc call run back to back on the same CPU; whichever
- * comes second completes the pair (an interrupt allocating in between can mismatch
- * a pair: the collector takes the consensus of all pairs).
+ * Calibration: the struct page * (and its flags word) of each order-0 movable
+ * allocation made by the calibrating thread, i.e. the pages its anonymous write
+ * faults get. The collector reads calib_count before and after each fault and keeps
+ * a pair only when exactly one such allocation happened in between.
  */
-static __always_inline void calib_meet(struct calib_slot *s, int raw, __u64 page, __u64 flags,
-				       __u64 pfn, __u32 order, __u64 gfp)
-{
-	int other = raw ? s->have_pfn : s->have_page;
-
-	if (raw) {
-		s->page = page;
-		s->flags = flags;
-	} else {
-		s->pfn = pfn;
-	}
-	if (other && s->order == order && s->gfp == gfp) {
-		calib_store(s);
-		s->have_page = 0;
-		s->have_pfn = 0;
-		return;
-	}
-	s->order = order;
-	s->gfp = gfp;
-	s->have_page = raw;
-	s->have_pfn = !raw;
-}
-
-/* Calibration, raw half: the struct page * and its flags word. */
 int calib_raw(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 zero = 0;
-	struct calib_slot *s = calib_slot.lookup(&zero);
+	__u32 *tid = calib_tid.lookup(&zero);
+	__u64 *n = calib_count.lookup(&zero);
 	struct layout_info *l = layout.lookup(&zero);
+	struct calib_pair pair = {};
 	__u64 page = ctx->args[0];
-	__u64 flags = 0;
+	__u32 idx;
 
+	if (!tid || !n || !*tid || (__u32)bpf_get_current_pid_tgid() != *tid)
+		return 0;
+	if (!page || (__u32)ctx->args[1] != 0 || !((gfp_t)ctx->args[2] & __GFP_MOVABLE))
+		return 0;
 	if (l && !l->page_struct_size) {
 		l->zones_pgshift = CM_ZONES_PGSHIFT;
 		l->zones_mask = CM_ZONES_MASK;
@@ -112,22 +79,11 @@ int calib_raw(struct bpf_raw_tracepoint_args *ctx)
 		l->nodes_mask = CM_NODES_MASK;
 		l->page_struct_size = sizeof(struct page);
 	}
-	if (!s || !page)
-		return 0;
-	bpf_probe_read_kernel(&flags, sizeof(flags), (void *)page);
-	calib_meet(s, 1, page, flags, 0, (__u32)ctx->args[1], (__u64)(gfp_t)ctx->args[2]);
-	return 0;
-}
-
-/* Calibration, classic half: the pfn that the record of the same call holds. */
-int calib_tp(struct tracepoint__kmem__mm_page_alloc *args)
-{
-	__u32 zero = 0;
-	struct calib_slot *s = calib_slot.lookup(&zero);
-
-	if (!s || args->pfn == (__u64)-1)
-		return 0;
-	calib_meet(s, 0, 0, 0, args->pfn, args->order, args->gfp_flags);
+	pair.page = page;
+	pair.gfp = (__u64)(gfp_t)ctx->args[2];
+	bpf_probe_read_kernel(&pair.flags, sizeof(pair.flags), (void *)page);
+	idx = __sync_fetch_and_add(n, 1) & (CALIB_PAIRS - 1);
+	calib_pairs.update(&idx, &pair);
 	return 0;
 }
 

@@ -43,7 +43,6 @@ OUR_PROGS = {
     for n in (
         "page_alloc_raw",
         "calib_raw",
-        "calib_tp",
         "tracepoint__migrate__mm_migrate_pages",
         "tracepoint__migrate__mm_migrate_pages_start",
     )
