@@ -586,7 +586,10 @@ def page_owner_table(path: Path, base_pfn: int, count: int) -> list[dict[str, An
 
 
 _OWNER_HEAD = re.compile(r"order (\d+), mask (0x[0-9a-f]+)\(([^)]*)\), pid (\d+)(?:, tgid \d+)?")
-_OWNER_PFN = re.compile(r"^PFN (\d+) type (\S+) Block (\d+) type (\S+) Flags (\S+)", re.MULTILINE)
+#: mm/page_owner.c print_page_owner(): ``PFN %lu`` in 6.1, ``PFN 0x%lx`` in later kernels.
+_OWNER_PFN = re.compile(
+    r"^PFN (0x[0-9a-f]+|\d+) type (\S+) Block (\d+) type (\S+) Flags (\S+)", re.MULTILINE
+)
 #: Stack frames that mark a page allocated for buffer heads of a block device.
 BH_FRAMES = ("grow_dev_page", "__getblk", "folio_create_buffers", "grow_buffers")
 
@@ -597,7 +600,7 @@ def parse_page_owner(text: str) -> dict[str, Any] | None:
     if head is None or pfn is None:
         return None
     return {
-        "pfn": int(pfn.group(1)),
+        "pfn": int(pfn.group(1), 0),
         "order": int(head.group(1)),
         "gfp_mask": head.group(2),
         "gfp": head.group(3),

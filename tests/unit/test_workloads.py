@@ -195,6 +195,12 @@ def test_parse_page_owner_record():
     assert wl.parse_page_owner("garbage") is None
 
 
+def test_parse_page_owner_hex_pfn_of_newer_kernels():
+    """6.12/7.3 print ``PFN 0x%lx`` (mm/page_owner.c print_page_owner())."""
+    r = wl.parse_page_owner(OWNER.replace("PFN 460001", f"PFN {460001:#x}"))
+    assert r is not None and r["pfn"] == 460001 and r["block_type"] == "CMA"
+
+
 def test_hugetlb_cma_needs_a_hugetlb_cma_kernel(tmp_path, monkeypatch):
     monkeypatch.setattr(wl, "SYSFS_MM", tmp_path)
     with pytest.raises(EnvironmentProblem, match="hugepages-1048576kB"), wl.hugetlb_cma():
