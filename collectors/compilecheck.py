@@ -3,8 +3,9 @@
 ``cmaprof doctor`` says "recording: possible" only when the default probes compile and
 load here; ``cmaprof record`` fails with the same message before it creates anything.
 A compile is slow (seconds on a host, minutes in a TCG guest), so each result is cached
-per kernel (release, build string), BCC version, probe set, ``-D`` options and source
-text in ``~/.cache/cmaprof/compile.json``; a successful ``record`` stores its own result.
+per kernel (release, build string), headers, BCC version, probe set, ``-D`` options and
+source text in ``~/.cache/cmaprof/compile.json``; a successful ``record`` stores its own
+result. Only a compiler's own error is remembered as a failure.
 
 The first compiler error names a file: a probe's own ``<name>.bpf.c`` (the module's text
 carries ``#line`` markers) or a kernel header, attributed to the probe whose file
@@ -27,8 +28,11 @@ from typing import Any
 from cmaprof import probes
 from cmaprof.errors import EnvironmentProblem
 
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cmaprof"
-CACHE_FILE = CACHE / "compile.json"
+
+def _cache_file() -> Path:
+    """``$XDG_CACHE_HOME/cmaprof/compile.json`` (``~/.cache`` by default), read each time."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cmaprof/compile.json"
+
 
 #: Probes that need another one compiled with them (probes/blockers.bpf.c #error).
 NEEDS = {"blockers": ("cma",), "stream": ("page_alloc",)}
@@ -50,7 +54,7 @@ class CompileFailure:
 
     def message(self, names: Sequence[str]) -> str:
         """One line: which probe, the first error, and what --skip-unavailable leaves out."""
-        who = f"probe {self.probe}" if self.probe else "the probes"
+        who = f"probe {self.probe} does" if self.probe else "the probes do"
         left = dependents(self.probe, names) if self.probe else []
         skip = (
             f"; add --skip-unavailable to record without {', '.join(left)}, or leave "
@@ -59,7 +63,7 @@ class CompileFailure:
             else ""
         )
         return (
-            f"{who} does not compile or load on this kernel: {self.error}{skip}; "
+            f"{who} not compile or load on this kernel: {self.error}{skip}; "
             f"cmaprof probes dump {' '.join(names)} prints the exact source"
         )
 
@@ -155,9 +159,23 @@ def _kernel_id() -> str:
     return f"{u.release} {u.version}"
 
 
+def _headers_id() -> str:
+    """What BCC compiles against, as it chooses (``BCC_KERNEL_SOURCE``, the modules'
+    ``build`` link, or the kheaders archive): installing other headers is a new key."""
+    rel = os.uname().release
+    parts = [os.environ.get("BCC_KERNEL_SOURCE", "")]
+    for p in (Path(f"/lib/modules/{rel}/build"), Path("/sys/kernel/kheaders.tar.xz")):
+        try:
+            parts.append(f"{p.resolve()}:{p.stat().st_mtime_ns}")
+        except OSError:
+            parts.append(f"{p}:-")
+    return " ".join(parts)
+
+
 def cache_key(names: Sequence[str], defines: Mapping[str, Any], bcc_version: str) -> str:
     h = hashlib.sha256()
-    for part in (_kernel_id(), bcc_version, probes.text(names), *probes.cflags(names, defines)):
+    parts = (_kernel_id(), _headers_id(), bcc_version, probes.text(names))
+    for part in (*parts, *probes.cflags(names, defines)):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -165,7 +183,7 @@ def cache_key(names: Sequence[str], defines: Mapping[str, Any], bcc_version: str
 
 def _read_cache() -> dict[str, Any]:
     try:
-        data = json.loads(CACHE_FILE.read_text())
+        data = json.loads(_cache_file().read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -182,18 +200,23 @@ def cached(key: str) -> CompileFailure | bool | None:
 
 
 def remember(key: str, result: CompileFailure | None) -> None:
-    """Store one result (best effort: a read-only home only costs a compile later)."""
+    """Store one result (best effort: a read-only home only costs a compile later).
+    Only a compiler's own error is remembered: anything else (BCC's bare exception
+    without a diagnostic, a signal, memory) may not happen again."""
+    if result is not None and " error: " not in result.error:
+        return
     data = _read_cache()
     data[key] = (
         {"ok": True, "kernel": _kernel_id()}
         if result is None
         else {"ok": False, "kernel": _kernel_id(), "probe": result.probe, "error": result.error}
     )
+    path = _cache_file()
     try:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = CACHE_FILE.with_suffix(".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        tmp.replace(CACHE_FILE)
+        tmp.replace(path)
     except OSError:
         pass
 

@@ -63,6 +63,7 @@ def test_dependents_follow_needs():
 
 def test_message_names_probe_error_and_what_skip_leaves_out():
     names = ["page_alloc", "cma", "migrate", "blockers"]
+    assert CompileFailure(None, "e").message(names).startswith("the probes do not compile")
     msg = CompileFailure("cma", "cma.bpf.c:1:2: error: boom").message(names)
     assert msg.startswith("probe cma does not compile or load on this kernel: cma.bpf.c")
     assert "--skip-unavailable to record without cma, blockers" in msg
@@ -71,9 +72,10 @@ def test_message_names_probe_error_and_what_skip_leaves_out():
 
 
 def test_cache_round_trip(tmp_path, monkeypatch):
-    monkeypatch.setattr(compilecheck, "CACHE", tmp_path)
-    monkeypatch.setattr(compilecheck, "CACHE_FILE", tmp_path / "compile.json")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert compilecheck.cached("k") is None
+    compilecheck.remember("k", CompileFailure(None, "Failed to compile BPF module <text>"))
+    assert compilecheck.cached("k") is None, "no compiler error line: not remembered"
     compilecheck.remember("k", CompileFailure("blockers", "x: error: y"))
     assert compilecheck.cached("k") == CompileFailure("blockers", "x: error: y")
     compilecheck.remember("k", None)
