@@ -36,12 +36,12 @@ def _vmstat(g: Path) -> dict[str, int]:
 
 
 def _common(g: Path) -> dict:
-    return dict(
-        formats_dir=g / "formats",
-        zoneinfo=g / "proc" / "zoneinfo",
-        pagetypeinfo=g / "proc" / "pagetypeinfo",
-        cma_ranges=[str(g / "cma")],
-    )
+    return {
+        "formats_dir": g / "formats",
+        "zoneinfo": g / "proc" / "zoneinfo",
+        "pagetypeinfo": g / "proc" / "pagetypeinfo",
+        "cma_ranges": [str(g / "cma")],
+    }
 
 
 def _window(g: Path) -> tuple[float, float]:
