@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from cmaprof.analysis import blockers, check, cma, formats, migrate, page_alloc, stream
+from cmaprof.analysis import layout as layout_  # issue 12: memory layout section
 from cmaprof.analysis.counterfactual import table_counterfactual
 from cmaprof.analysis.recording import Recording
 
@@ -275,6 +276,7 @@ def table_report(rec: Recording, redact: bool = False) -> str:
         return rd.redact_text(text, rec)
     parts = [
         table_header(rec),
+        layout_.table_layout(rec),  # issue 12
         table_zone_gfp(rec),
         table_cma(rec),
         blockers.table_cma_failures(rec),
@@ -322,6 +324,9 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
         "cma_alloc": cma.df_cma_summary(rec),
         "migrate": migrate.df_migrate(rec),
         "check": check.df_check(rec),
+        # issue 12: zones per node and CMA areas (analysis/layout.py)
+        "layout": layout_.df_layout(rec),
+        "cma_layout": layout_.df_cma_layout(rec),
     }
     if blockers.has_blockers(rec):  # absent: not measured; empty: none seen
         out["cma_failures"] = blockers.df_cma_failures(rec)
