@@ -1,0 +1,418 @@
+"""Why each cma_alloc() call failed: one cause per failed call, and the evidence for it.
+
+The vocabulary is :class:`Cause` (defined here once). :func:`df_cma_failures` gives
+every failed call of ``tables/cma_alloc`` exactly one cause, decided from what the
+recording holds, in this order (the first rule that applies wins):
+
+1. the area: a request larger than the area's ``count`` (debugfs) can never succeed
+   (6.1 counts the failure; 6.12 returns before any event or counter);
+2. the layout (:mod:`cmaprof.analysis.layout`): no position aligned to ``2**align`` pages
+   (relative to pfn 0) leaves room for the request inside the area: it can never fit;
+3. the kernel's own return value where the kernel gives it (``errorno`` of
+   ``cma_alloc_finish``, ~6.3 on): -EINTR, -ENOMEM, -EBUSY, anything else;
+4. whether a range was tried at all (the finish event's pfn, busy retries, isolation
+   tests): when none was, the bitmap search found no free aligned run: the request was
+   larger than the free pages of the area (debugfs ``used`` sampled before the call) or
+   there was no aligned free range of its size;
+5. for -EBUSY (or busy retries where the kernel gives no errno): the pages that blocked
+   it (``cma_blockers``: migrate stage and pages left at the isolation test = migration
+   failed; isolate stage = isolation refused), else the per-call counts (pages that
+   failed to migrate; busy retries without a failed isolation test = isolation
+   refused), else -EBUSY after N busy retries;
+6. otherwise unknown, with the raw call row as the evidence.
+
+``decided_by`` names the rule, ``evidence`` says in words what decided it and what the
+recording lacked. pfns stay out of ``evidence`` (``first_busy_pfn``, ``blocker_pfns``
+hold them, so ``--redact`` can null them).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno as errno_mod
+import textwrap
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from cmaprof.analysis import blockers, layout
+from cmaprof.analysis.cma import df_cma_calls
+from cmaprof.kernel import procfs
+
+if TYPE_CHECKING:
+    from cmaprof.analysis.recording import Recording
+
+WIDTH = 80
+#: blocker pfns listed per call (the column holds all of them).
+PFNS_SHOWN = 4
+
+
+class Cause(enum.Enum):
+    """Why a cma_alloc() call failed. Values are the stable names in frames and JSON."""
+
+    TOO_LARGE_FOR_AREA = "too_large_for_area"
+    TOO_LARGE_FOR_AVAILABLE = "too_large_for_available"
+    NEVER_FITS = "never_fits"
+    NO_ALIGNED_FREE_RANGE = "no_aligned_free_range"
+    ISOLATION_REFUSED = "isolation_refused"
+    MIGRATION_FAILED = "migration_failed"
+    BUSY_RETRIES = "busy_retries"
+    ENOMEM = "enomem"
+    INTERRUPTED = "interrupted"
+    UNKNOWN = "unknown"
+
+    @property
+    def label(self) -> str:
+        return LABELS[self]
+
+
+LABELS = {
+    Cause.TOO_LARGE_FOR_AREA: "request larger than the area",
+    Cause.TOO_LARGE_FOR_AVAILABLE: "request larger than the area's free pages",
+    Cause.NEVER_FITS: "no aligned position can ever fit",
+    Cause.NO_ALIGNED_FREE_RANGE: "no aligned free range",
+    Cause.ISOLATION_REFUSED: "isolation refused (unmovable page)",
+    Cause.MIGRATION_FAILED: "migration failed",
+    Cause.BUSY_RETRIES: "-EBUSY after busy retries",
+    Cause.ENOMEM: "-ENOMEM (no memory to migrate to)",
+    Cause.INTERRUPTED: "interrupted (-EINTR, fatal signal)",
+    Cause.UNKNOWN: "unknown",
+}
+CAUSE_NAMES = [c.value for c in Cause]
+
+COLUMNS = [
+    "start_ns",
+    "area",
+    "pid",
+    "comm",
+    "pages_requested",
+    "align",
+    "latency_ns",
+    "busy_retries",
+    "errno",
+    "cause",
+    "decided_by",
+    "evidence",
+    "blocker_causes",
+    "blocker_pages",
+    "blocker_pfns",
+    "first_busy_pfn",
+]
+
+EINTR, ENOMEM, EBUSY = errno_mod.EINTR, errno_mod.ENOMEM, errno_mod.EBUSY
+
+
+def _errno_name(e: int) -> str:
+    return "-" + errno_mod.errorcode.get(e, str(e))
+
+
+def _int(v: Any) -> int | None:
+    return None if v is None or pd.isna(v) else int(v)
+
+
+@dataclass
+class Evidence:
+    """What a recording can tell about its failed calls, and whether it measured it.
+
+    :param errorno: the kernel's ``cma_alloc_finish`` has ``errorno`` (HAVE_CMA_ERRORNO).
+    :param isolate: ``page_isolation:test_pages_isolated`` was traced per call.
+    :param migrate: the migrate probe counted ``mm_migrate_pages`` per call.
+    :param blockers: the blockers probe ran (``blocker_rows`` are its decoded rows).
+    :param areas: CMA area name -> its range (:func:`layout.cma_areas_of`).
+    :param used: ``series/cma_used`` rows (debugfs ``used`` pages per area and sample).
+    """
+
+    errorno: bool = False
+    isolate: bool = False
+    migrate: bool = False
+    blockers: bool = False
+    areas: dict[str, procfs.CmaArea] = field(default_factory=dict)
+    blocker_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    used: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @classmethod
+    def of(cls, rec: Recording) -> Evidence:
+        probes = rec.meta.get("probes") or {}
+        defines = rec.meta.get("defines") or {}
+        has_blockers = blockers.has_blockers(rec)
+        used = rec.df_cma_used_series()
+        return cls(
+            errorno=bool(defines.get("HAVE_CMA_ERRORNO")),
+            isolate=bool(defines.get("HAVE_TEST_PAGES_ISOLATED")),
+            migrate="migrate" in probes,
+            blockers=has_blockers,
+            areas={a.name: a for a in layout.cma_areas_of(rec)},
+            blocker_rows=rec.df_cma_blockers() if has_blockers else pd.DataFrame(),
+            used=used.sort_values("t_ns") if not used.empty else used,
+        )
+
+    def call_blockers(self, pid: int, start_ns: int) -> pd.DataFrame:
+        bl = self.blocker_rows
+        if bl.empty:
+            return bl
+        return bl[(bl["tid"] == pid) & (bl["cma_start_ns"] == start_ns)]
+
+    def used_before(self, area: str, start_ns: int) -> tuple[int, int] | None:
+        """(debugfs used pages, sample time) of the last sample before the call."""
+        u = self.used
+        if u.empty:
+            return None
+        u = u[(u["area"] == area) & (u["t_ns"] < start_ns)]
+        if u.empty:
+            return None
+        last = u.iloc[-1]
+        return int(last["used_pages"]), int(last["t_ns"])
+
+
+def classify(call: Any, ev: Evidence) -> dict[str, Any]:
+    """One failed call (a :func:`df_cma_calls` row) -> ``cause``, ``decided_by``,
+    ``evidence`` and the blocker columns."""
+    n = int(call.pages_requested)
+    align = int(call.align)
+    retries = int(call.busy_retries)
+    tests, test_fails = int(call.isolate_tests), int(call.isolate_failures)
+    err = _int(call.errno)
+    err = -err if err is not None and err < 0 else err  # stored as the kernel's -E
+    area = ev.areas.get(str(call.area))
+    out: dict[str, Any] = {"blocker_causes": "", "blocker_pages": 0, "blocker_pfns": ""}
+    missing = []
+    if not ev.errorno:
+        missing.append("no errorno on this kernel")
+
+    def done(cause: Cause, by: str, text: str) -> dict[str, Any]:
+        if missing and by not in ("area count", "layout"):
+            text += " [" + "; ".join(missing) + "]"
+        out.update(cause=cause.value, decided_by=by, evidence=text)
+        return out
+
+    # 1-2: the area and its layout
+    if area is not None and area.count is not None:
+        if n > area.count:
+            return done(
+                Cause.TOO_LARGE_FOR_AREA,
+                "area count",
+                f"{n} pages requested, the area has {area.count} (debugfs count)",
+            )
+        if area.base_pfn is not None and not layout.can_ever_fit(
+            area.base_pfn, area.count, n, align
+        ):
+            first = layout.align_up(area.base_pfn, align)
+            return done(
+                Cause.NEVER_FITS,
+                "layout",
+                f"align {align}: the first 2^{align}-aligned position is base+"
+                f"{first - area.base_pfn}, leaving {max(0, area.base_pfn + area.count - first)} "
+                f"of the area's {area.count} pages < {n}; base aligned to order "
+                f"{layout.base_align_order(area.base_pfn)}",
+            )
+    else:
+        missing.append("area range unknown (no debugfs base_pfn/count)")
+
+    tried = call.pfn is not None and not pd.isna(call.pfn) or retries > 0 or tests > 0
+    tried = tried or int(call.migrate_succeeded) + int(call.migrate_failed) > 0
+
+    # 3: the kernel's own errno
+    if err is not None and err not in (0, EBUSY, ENOMEM):
+        if err == EINTR:
+            return done(
+                Cause.INTERRUPTED,
+                "errorno",
+                f"errorno -EINTR: a fatal signal ended the call after {retries} busy retries",
+            )
+        return done(Cause.UNKNOWN, "errorno", f"errorno {_errno_name(err)}: not a known ending")
+    if err == ENOMEM and tried:
+        return done(
+            Cause.ENOMEM,
+            "errorno",
+            f"errorno -ENOMEM after a range was tried ({int(call.migrate_succeeded)} pages "
+            f"migrated, {int(call.migrate_failed)} failed): no memory to migrate to",
+        )
+
+    # 4: no range tried: the bitmap search found nothing
+    if not tried:
+        why = "errorno -ENOMEM and no" if err == ENOMEM else "no"
+        used = ev.used_before(str(call.area), int(call.start_ns))
+        if area is not None and area.count is not None and used is not None:
+            free = area.count - used[0]
+            if n > free:
+                return done(
+                    Cause.TOO_LARGE_FOR_AVAILABLE,
+                    "debugfs used",
+                    f"{why} range tried; {n} pages requested, {free} free of "
+                    f"{area.count} (debugfs used {used[0]} at {used[1] / 1e9:.1f} s, "
+                    f"before the call)",
+                )
+        if used is None:
+            missing.append("no debugfs used sample before the call")
+        return done(
+            Cause.NO_ALIGNED_FREE_RANGE,
+            "no range tried",
+            f"{why} range tried (no finish pfn, busy retries or isolation tests): no free "
+            f"run of {n} pages at align {align} in the bitmap; the bitmap at the failure is "
+            f"not recorded, so the largest aligned free run is unknown",
+        )
+
+    # 5: ranges were tried and refused
+    if err is None and retries == 0:
+        return done(
+            Cause.UNKNOWN,
+            "call counts",
+            f"a range was tried and failed without a busy retry: -ENOMEM or -EINTR, which "
+            f"only errorno tells apart ({tests} isolation tests, "
+            f"{int(call.migrate_failed)} pages failed to migrate)",
+        )
+    bl = ev.call_blockers(int(call.pid), int(call.start_ns))
+    if not bl.empty:
+        moved = bl[bl["stage"].isin(["migrate", "test_isolated"])]
+        iso = bl[bl["stage"] == "isolate"]
+        part = moved if not moved.empty else iso
+        pfns = sorted({int(p) for p in part["pfn"]})
+        first = part.drop_duplicates("pfn")
+        counts = first.groupby(["cause", "state"]).size().sort_values(ascending=False)
+        out["blocker_causes"] = ",".join(dict.fromkeys(str(c) for c, _ in counts.index))
+        out["blocker_pages"] = len(pfns)
+        out["blocker_pfns"] = ",".join(str(p) for p in pfns)
+        classes = ", ".join(f"{k} {c} ({st})" for (c, st), k in counts.items())
+        ending = f"errorno {_errno_name(err)}" if err else f"{retries} busy retries (ended -EBUSY)"
+        if not moved.empty:
+            return done(
+                Cause.MIGRATION_FAILED,
+                "blockers",
+                f"{ending}; {len(pfns)} distinct pages not migrated or still in use at the "
+                f"isolation test (cma_blockers): {classes}",
+            )
+        return done(
+            Cause.ISOLATION_REFUSED,
+            "blockers",
+            f"{ending}; pageblock isolation refused by {len(pfns)} pages (cma_blockers): {classes}",
+        )
+    if not ev.blockers:
+        missing.append("blockers probe not run")
+    if ev.migrate and int(call.migrate_failed) > 0:
+        return done(
+            Cause.MIGRATION_FAILED,
+            "migrate counts",
+            f"{retries} busy retries; {int(call.migrate_failed)} pages failed to migrate "
+            f"(mm_migrate_pages during the call); which pages is not recorded",
+        )
+    if not ev.migrate:
+        missing.append("migrate probe not run")
+    if ev.isolate and retries > 0 and test_fails == 0:
+        return done(
+            Cause.ISOLATION_REFUSED,
+            "isolation tests",
+            f"{retries} busy retries and no failed isolation test ({tests} tests): "
+            f"start_isolate_page_range() refused the ranges before migration",
+        )
+    if not ev.isolate:
+        missing.append("test_pages_isolated not traced")
+    return done(
+        Cause.BUSY_RETRIES,
+        "busy retries",
+        f"-EBUSY after {retries} busy retries, {test_fails} of {tests} isolation tests "
+        f"failed (first_busy_pfn: the first pfn not isolated)",
+    )
+
+
+def df_cma_failures(rec: Recording) -> pd.DataFrame:
+    """One row per failed cma_alloc() call with its ``cause`` (a :class:`Cause` value;
+    categorical in vocabulary order), ``decided_by`` (which evidence decided), ``evidence``
+    (in words, with what the recording lacked), the blocking pages (``blocker_causes``,
+    ``blocker_pages``, ``blocker_pfns``) and the call's own fields (pages, align,
+    latency, busy retries, errno when the kernel gives it, ``first_busy_pfn``).
+
+    Not :func:`cmaprof.analysis.blockers.df_cma_failures`, which counts blocking *pages*
+    per (area, stage, cause, state); this one is per failed *call*.
+    """
+    return failures_frame(df_cma_calls(rec), Evidence.of(rec))
+
+
+def failures_frame(calls: pd.DataFrame, ev: Evidence) -> pd.DataFrame:
+    """:func:`df_cma_failures` from :func:`df_cma_calls` rows and the evidence."""
+    if calls.empty or not (~calls["success"]).any():
+        df = pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS})
+        df["cause"] = pd.Categorical([], categories=CAUSE_NAMES)
+        return df
+    rows = []
+    for call in calls[~calls["success"]].itertuples(index=False):
+        c = classify(call, ev)
+        rows.append(
+            {
+                "start_ns": int(call.start_ns),
+                "area": str(call.area),
+                "pid": int(call.pid),
+                "comm": str(call.comm),
+                "pages_requested": int(call.pages_requested),
+                "align": int(call.align),
+                "latency_ns": int(call.latency_ns),
+                "busy_retries": int(call.busy_retries),
+                "errno": _int(call.errno),
+                "first_busy_pfn": _int(call.first_busy_pfn),
+                **c,
+            }
+        )
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["cause"] = pd.Categorical(df["cause"], categories=CAUSE_NAMES)
+    df["errno"] = df["errno"].astype("Int64")
+    df["first_busy_pfn"] = df["first_busy_pfn"].astype("Int64")
+    return df
+
+
+def df_cma_failure_causes(rec: Recording) -> pd.DataFrame:
+    """Per cause (only those seen): ``calls``, ``share`` of the failed calls (sums to 1)."""
+    return causes_frame(df_cma_failures(rec))
+
+
+def causes_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`df_cma_failure_causes` from :func:`df_cma_failures` rows."""
+    counts = df["cause"].value_counts(sort=False)
+    counts = counts[counts > 0]
+    total = int(counts.sum())
+    return pd.DataFrame(
+        {
+            "cause": [str(c) for c in counts.index],
+            "label": [Cause(c).label for c in counts.index],
+            "calls": [int(v) for v in counts.values],
+            "share": [v / total for v in counts.values] if total else [],
+        }
+    )
+
+
+def _latency(ns: int) -> str:
+    return f"{ns / 1e9:.2f} s" if ns >= 1e9 else f"{ns / 1e6:.2f} ms"
+
+
+def table_cma_failure_causes(rec: Recording) -> str:
+    """Failed cma_alloc() calls by cause (counts, shares, 100% total), then each call
+    with the evidence that decided its cause; "" when no call failed."""
+    from cmaprof.analysis.redact import fmt_pfn
+
+    df = df_cma_failures(rec)
+    if df.empty:
+        return ""
+    by = causes_frame(df)
+    out = [
+        "Why cma_alloc() failed (each failed call: one cause)",
+        f"{'cause':<44} {'calls':>7} {'share':>7}",
+    ]
+    for r in by.itertuples(index=False):
+        out.append(f"{r.label[:44]:<44} {r.calls:>7} {r.share:>7.1%}")
+    out.append(f"{'total':<44} {int(by['calls'].sum()):>7} {by['share'].sum():>7.1%}")
+    out.append("")
+    for r in df.itertuples(index=False):
+        head = (
+            f"{r.area} {r.pages_requested} pages align {r.align}, "
+            f"{_latency(r.latency_ns)}, pid {r.pid} {r.comm}: {Cause(r.cause).label}"
+        )
+        out.extend(textwrap.wrap(head, WIDTH, subsequent_indent="    "))
+        text = f"by {r.decided_by}: {r.evidence}"
+        if r.blocker_pfns:
+            pfns = [int(p) for p in str(r.blocker_pfns).split(",")]
+            shown = ", ".join(fmt_pfn(p) for p in pfns[:PFNS_SHOWN])
+            more = f" and {len(pfns) - PFNS_SHOWN} more" if len(pfns) > PFNS_SHOWN else ""
+            text += f"; pfns {shown}{more}"
+        if r.first_busy_pfn is not pd.NA and not pd.isna(r.first_busy_pfn):
+            text += f"; first_busy_pfn {fmt_pfn(int(r.first_busy_pfn))}"
+        out.extend(textwrap.wrap(text, WIDTH, initial_indent="  ", subsequent_indent="    "))
+    return "\n".join(out)
