@@ -121,6 +121,8 @@ class Evidence:
     :param blockers: the blockers probe ran (``blocker_rows`` are its decoded rows).
     :param areas: CMA area name -> its range (:func:`layout.cma_areas_of`).
     :param used: ``series/cma_used`` rows (debugfs ``used`` pages per area and sample).
+    :param maxchunk: area -> {"start"|"end": debugfs ``maxchunk`` pages} saved in the
+        recording (the largest free run of the bitmap, any alignment).
     """
 
     errorno: bool = False
@@ -130,6 +132,7 @@ class Evidence:
     areas: dict[str, procfs.CmaArea] = field(default_factory=dict)
     blocker_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
     used: pd.DataFrame = field(default_factory=pd.DataFrame)
+    maxchunk: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, rec: Recording) -> Evidence:
@@ -145,6 +148,14 @@ class Evidence:
             areas={a.name: a for a in layout.cma_areas_of(rec)},
             blocker_rows=rec.df_cma_blockers() if has_blockers else pd.DataFrame(),
             used=used.sort_values("t_ns") if not used.empty else used,
+            maxchunk={
+                a: {
+                    w: v
+                    for w in ("start", "end")
+                    if (v := rec.sys_counter(w, f"cma/{a}/maxchunk")) is not None
+                }
+                for a in rec.cma_area_names
+            },
         )
 
     def call_blockers(self, pid: int, start_ns: int) -> pd.DataFrame:
@@ -163,6 +174,17 @@ class Evidence:
             return None
         last = u.iloc[-1]
         return int(last["used_pages"]), int(last["t_ns"])
+
+
+def _maxchunk_text(mc: dict[str, int]) -> str:
+    """What the recording knows of the largest free run around a failure."""
+    known = ", ".join(f"{v} pages at the {w}" for w, v in mc.items())
+    if not known:
+        return "the bitmap at the failure is not recorded (no debugfs maxchunk either)"
+    return (
+        f"the bitmap at the failure is not recorded; debugfs maxchunk (largest free run, "
+        f"any alignment): {known} of the recording"
+    )
 
 
 def classify(call: Any, ev: Evidence) -> dict[str, Any]:
@@ -249,8 +271,8 @@ def classify(call: Any, ev: Evidence) -> dict[str, Any]:
             Cause.NO_ALIGNED_FREE_RANGE,
             "no range tried",
             f"{why} range tried (no finish pfn, busy retries or isolation tests): no free "
-            f"run of {n} pages at align {align} in the bitmap; the bitmap at the failure is "
-            f"not recorded, so the largest aligned free run is unknown",
+            f"run of {n} pages at align {align} in the bitmap; "
+            + _maxchunk_text(ev.maxchunk.get(str(call.area), {})),
         )
 
     # 5: ranges were tried and refused
@@ -415,4 +437,44 @@ def table_cma_failure_causes(rec: Recording) -> str:
         if r.first_busy_pfn is not pd.NA and not pd.isna(r.first_busy_pfn):
             text += f"; first_busy_pfn {fmt_pfn(int(r.first_busy_pfn))}"
         out.extend(textwrap.wrap(text, WIDTH, initial_indent="  ", subsequent_indent="    "))
+    return "\n".join(out)
+
+
+def table_causes_compare(sides: list[Any]) -> str:
+    """Failed cma_alloc() calls by cause per side of ``cmaprof compare`` (calls summed
+    over the side's iterations, share of the side's failed calls).
+
+    :param sides: :class:`cmaprof.analysis.compare.Side` objects.
+    """
+    label_w, col_w = 30, 23
+    out = ["cma_alloc() failed calls by cause (all iterations of a side; share)"]
+    per_side: list[pd.Series | None] = []
+    for s in sides:
+        recs = [r for r in s.recordings if "cma" in (r.meta.get("probes") or {})]
+        if not recs:
+            per_side.append(None)
+            continue
+        frames = [df_cma_failures(r) for r in recs]
+        cat = pd.concat(frames) if any(len(f) for f in frames) else frames[0]
+        per_side.append(cat["cause"].astype(str).value_counts())
+    if all(p is None for p in per_side):
+        return "\n".join(out + ["  not recorded (no cma probe on any side)"])
+    if all(p is None or p.empty for p in per_side):
+        return "\n".join(out + ["  none on any side"])
+    out.append(
+        " " * label_w + "".join(f"{s.name[: col_w - 2]:>{col_w - 2}}  " for s in sides).rstrip()
+    )
+    for c in Cause:
+        if not any(p is not None and c.value in p.index for p in per_side):
+            continue
+        cells = []
+        for p in per_side:
+            if p is None:
+                cells.append(f"{'-':>{col_w - 2}}  ")
+                continue
+            k = int(p.get(c.value, 0))
+            cells.append(f"{f'{k} ({k / p.sum():.0%})':>{col_w - 2}}  ")
+        out.append((f"{c.label[: label_w - 1]:<{label_w}}" + "".join(cells)).rstrip())
+    totals = [f"{'-' if p is None else int(p.sum()):>{col_w - 2}}  " for p in per_side]
+    out.append((f"{'total failed calls':<{label_w}}" + "".join(totals)).rstrip())
     return "\n".join(out)

@@ -216,6 +216,13 @@ def test_a_used_sample_during_the_call_is_not_taken_for_the_free_pages():
     assert "no debugfs used sample before the call" in row.evidence
 
 
+def test_no_aligned_free_range_gives_the_saved_maxchunk():
+    calls, ev = CASES["no_aligned_free_range"]
+    row = _one(calls, **ev, maxchunk={"a": {"start": 900, "end": 300}})
+    assert "900 pages at the start, 300 pages at the end" in row.evidence
+    assert "no debugfs maxchunk" in _case("no_aligned_free_range").evidence
+
+
 def test_enomem_without_a_range_tried_is_the_bitmap_search():
     row = _one(_call(errno=-12, pages_requested=500), errorno=True, used=_used(100))
     assert row.cause == "no_aligned_free_range" and "errorno -ENOMEM" in row.evidence
@@ -244,3 +251,18 @@ def test_one_cause_per_failed_call_and_shares_sum_to_one():
     by = causes.causes_frame(df)
     assert dict(zip(by["cause"], by["calls"])) == {"too_large_for_area": 2, "interrupted": 1}
     assert by["share"].sum() == pytest.approx(1.0)
+
+
+def test_compare_shows_causes_per_side():
+    from cmaprof.analysis.compare import load_side
+
+    sides = [load_side(TOO_LARGE), load_side(BLOCKERS)]
+    text = causes.table_causes_compare(sides)
+    rows = {ln[:30].strip(): ln[30:].split() for ln in text.splitlines()[2:]}
+    assert rows["request larger than the area"] == ["1", "(100%)", "0", "(0%)"]
+    assert rows["migration failed"] == ["0", "(0%)", "1", "(100%)"]
+    assert rows["total failed calls"] == ["1", "1"]
+    assert max(map(len, text.splitlines())) <= 80
+    stock = load_side(REC / "guest-stock")
+    assert causes.table_causes_compare([stock]).endswith("none on any side")
+    assert "not recorded" in causes.table_causes_compare([load_side(REC / "host-6.18-anon")])
