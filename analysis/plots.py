@@ -101,6 +101,13 @@ def save_all(rec: Recording, outdir: Path, fmt: str = "png") -> list[Path]:
         path = outdir / f"{name}.{fmt}"
         fn(rec).savefig(path)
         paths.append(path)
+    # issue 12: CMA held / borrowed / free over time (analysis/utilisation.py)
+    from cmaprof.analysis.utilisation import plot_cma_held_borrowed_free
+
+    if not rec.df_cma_used_series().empty:
+        path = outdir / f"cma_held_borrowed_free.{fmt}"
+        plot_cma_held_borrowed_free(rec).savefig(path)
+        paths.append(path)
     return paths
 
 
