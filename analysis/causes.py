@@ -38,6 +38,7 @@ import pandas as pd
 
 from cmaprof.analysis import blockers, layout
 from cmaprof.analysis.cma import df_cma_calls
+from cmaprof.analysis.redact import fmt_pfn
 from cmaprof.kernel import procfs
 
 if TYPE_CHECKING:
@@ -164,16 +165,20 @@ class Evidence:
             return bl
         return bl[(bl["tid"] == pid) & (bl["cma_start_ns"] == start_ns)]
 
-    def used_before(self, area: str, start_ns: int) -> tuple[int, int] | None:
-        """(debugfs used pages, sample time) of the last sample before the call."""
+    def used_before(self, area: str, start_ns: int) -> tuple[int, int, int] | None:
+        """(debugfs used pages, t_k, t_k+1) of the last sample surely read before the
+        call: ``record`` stamps sample k with its tick time t_k and reads the file
+        after the page_alloc cube (seconds under TCG), but before tick k+1, so only a
+        sample whose next tick is at or before the call's start qualifies."""
         u = self.used
         if u.empty:
             return None
-        u = u[(u["area"] == area) & (u["t_ns"] < start_ns)]
-        if u.empty:
-            return None
-        last = u.iloc[-1]
-        return int(last["used_pages"]), int(last["t_ns"])
+        u = u[u["area"] == area]
+        times = u["t_ns"].to_numpy()
+        for k in range(len(u) - 2, -1, -1):
+            if times[k + 1] <= start_ns:
+                return int(u["used_pages"].iloc[k]), int(times[k]), int(times[k + 1])
+        return None
 
 
 def _maxchunk_text(mc: dict[str, int]) -> str:
@@ -262,11 +267,12 @@ def classify(call: Any, ev: Evidence) -> dict[str, Any]:
                     Cause.TOO_LARGE_FOR_AVAILABLE,
                     "debugfs used",
                     f"{why} range tried; {n} pages requested, {free} free of "
-                    f"{area.count} (debugfs used {used[0]} at {used[1] / 1e9:.1f} s, "
-                    f"before the call)",
+                    f"{area.count} (debugfs used {used[0]}, read between "
+                    f"{used[1] / 1e9:.1f} s and {used[2] / 1e9:.1f} s, before the call at "
+                    f"{int(call.start_ns) / 1e9:.1f} s)",
                 )
         if used is None:
-            missing.append("no debugfs used sample before the call")
+            missing.append("no debugfs used sample surely read before the call")
         return done(
             Cause.NO_ALIGNED_FREE_RANGE,
             "no range tried",
@@ -408,8 +414,6 @@ def _latency(ns: int) -> str:
 def table_cma_failure_causes(rec: Recording) -> str:
     """Failed cma_alloc() calls by cause (counts, shares, 100% total), then each call
     with the evidence that decided its cause; "" when no call failed."""
-    from cmaprof.analysis.redact import fmt_pfn
-
     df = df_cma_failures(rec)
     if df.empty:
         return ""

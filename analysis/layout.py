@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from cmaprof.analysis.redact import fmt_pfn
 from cmaprof.errors import BadInput
 from cmaprof.kernel import procfs
 
@@ -364,8 +365,6 @@ def df_cma_fit(rec: Recording) -> pd.DataFrame:
 
 
 def _pfn(v: Any) -> str:
-    from cmaprof.analysis.redact import fmt_pfn
-
     return fmt_pfn(None if v is None or pd.isna(v) else int(v))
 
 

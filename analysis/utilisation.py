@@ -15,6 +15,11 @@ sampled together at each interval (same ``t_ns``):
   the page allocator gave to ordinary allocations (movable requests fall back to, or on
   6.1 prefer, CMA pageblocks).
 
+``t_ns`` is the tick at which ``cmaprof record`` took the sample; it reads /proc/vmstat
+and then debugfs after the page_alloc cube (which can take seconds under TCG), so a
+sample describes some moment before the next tick, and ``used`` and ``nr_free_cma`` are
+not read at the same instant (a cma_alloc() between the two reads counts in one only).
+
 Per-area free pages exist only as that global counter, so ``free_pages`` and
 ``borrowed_pages`` are given per area only when the recording has exactly one CMA area;
 with several they are null (a new collector field would be needed: per-zone

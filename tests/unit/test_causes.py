@@ -119,9 +119,16 @@ def _call(**kw):
     return pd.DataFrame([row])
 
 
-def _used(used_pages, t_ns=5_000):
+def _used(used_pages, t_ns=5_000, later=None):
+    """Samples at t=0 (``used_pages``) and at ``t_ns`` (``later``, default the same)."""
+    later = used_pages if later is None else later
     return pd.DataFrame(
-        {"t_ns": [t_ns], "area": ["a"], "used_pages": [used_pages], "count_pages": [1024]}
+        {
+            "t_ns": [0, t_ns],
+            "area": ["a", "a"],
+            "used_pages": [used_pages, later],
+            "count_pages": [1024, 1024],
+        }
     )
 
 
@@ -198,7 +205,7 @@ def test_evidence_says_what_decided_and_what_was_missing():
     assert "base+512" in row.evidence and "leaving 261632" in row.evidence
     assert "order 9" in row.evidence
     row = _case("too_large_for_available")
-    assert "124 free of 1024" in row.evidence and "debugfs used 900" in row.evidence
+    assert "124 free of 1024" in row.evidence and "debugfs used 900, read between" in row.evidence
     row = _case("busy_retries")
     assert "-EBUSY after 4 busy retries" in row.evidence
     assert "no errorno on this kernel" in row.evidence
@@ -209,11 +216,15 @@ def test_evidence_says_what_decided_and_what_was_missing():
     assert row.cause == "unknown" and "-EINVAL" in row.evidence
 
 
-def test_a_used_sample_during_the_call_is_not_taken_for_the_free_pages():
-    # debugfs "used" counts the range a call has reserved in the bitmap while it runs
-    row = _one(_call(pages_requested=500), used=_used(900, t_ns=10_000))
+def test_a_used_sample_maybe_read_during_the_call_is_not_taken():
+    # the sample stamped 8000 ns may have been read after the call started at 10000 ns
+    # (record reads debugfs after the page_alloc cube); the one stamped 0 was read before
+    # the tick at 8000: 100 used, 924 free >= 500
+    row = _one(_call(pages_requested=500), used=_used(100, t_ns=8_000, later=900))
     assert row.cause == "no_aligned_free_range"
-    assert "no debugfs used sample before the call" in row.evidence
+    row = _one(_call(pages_requested=500), used=_used(900, t_ns=10_001))
+    assert row.cause == "no_aligned_free_range"
+    assert "no debugfs used sample surely read before the call" in row.evidence
 
 
 def test_no_aligned_free_range_gives_the_saved_maxchunk():
