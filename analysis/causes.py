@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import errno as errno_mod
+import re
 import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -482,3 +483,66 @@ def table_causes_compare(sides: list[Any]) -> str:
     totals = [f"{'-' if p is None else int(p.sum()):>{col_w - 2}}  " for p in per_side]
     out.append((f"{'total failed calls':<{label_w}}" + "".join(totals)).rstrip())
     return "\n".join(out)
+
+
+# ---- the kernel's own account: dmesg "alloc failed" lines ---------------------------
+
+#: 6.1 mm/cma.c cma_alloc(): pr_err_ratelimited("%s: %s: alloc failed, req-size: %lu
+#: pages, ret: %d\n", __func__, cma->name, count, ret) (``__cma_alloc`` on newer kernels).
+_ALLOC_FAILED_RE = re.compile(
+    r"(?P<func>\w+): (?P<area>\S+): alloc failed, req-size: (?P<pages>\d+) pages, "
+    r"ret: (?P<ret>-?\d+)"
+)
+#: The return value the kernel prints for each cause (``None``: no line is printed: 6.1
+#: returns before the message for a request larger than the area; isolation refused,
+#: migration failed and busy retries all end as -EBUSY).
+KERNEL_RET: dict[Cause, int | None] = {
+    Cause.TOO_LARGE_FOR_AREA: None,
+    Cause.TOO_LARGE_FOR_AVAILABLE: -ENOMEM,
+    Cause.NEVER_FITS: -ENOMEM,
+    Cause.NO_ALIGNED_FREE_RANGE: -ENOMEM,
+    Cause.ISOLATION_REFUSED: -EBUSY,
+    Cause.MIGRATION_FAILED: -EBUSY,
+    Cause.BUSY_RETRIES: -EBUSY,
+    Cause.ENOMEM: -ENOMEM,
+    Cause.INTERRUPTED: -EINTR,
+}
+
+
+def parse_dmesg_alloc_failed(text: str) -> pd.DataFrame:
+    """The kernel's ``alloc failed`` lines in a dmesg capture, in order: ``area``,
+    ``pages`` (req-size) and ``ret`` (the errno cma_alloc() ended with). Printed unless
+    the caller passed ``no_warn``: debugfs ``alloc`` prints it (6.1 cma_debug.c passes
+    false), hugetlb's gigantic pages do not (``no_warn`` true)."""
+    rows = [
+        {"area": m["area"], "pages": int(m["pages"]), "ret": int(m["ret"])}
+        for m in _ALLOC_FAILED_RE.finditer(text)
+    ]
+    return pd.DataFrame(rows, columns=["area", "pages", "ret"])
+
+
+def check_against_dmesg(failures: pd.DataFrame, dmesg: pd.DataFrame) -> pd.DataFrame:
+    """Each failed call next to the kernel's ``alloc failed`` line for it, matched in
+    order per (area, pages): ``kernel_ret`` (null: no line), ``expected_ret`` (from
+    :data:`KERNEL_RET` for our cause) and ``agrees``.
+
+    :param failures: :func:`df_cma_failures` rows (in call order).
+    :param dmesg: :func:`parse_dmesg_alloc_failed` rows of the same run.
+    """
+    queues: dict[tuple[str, int], list[int]] = {}
+    for r in dmesg.itertuples(index=False):
+        queues.setdefault((str(r.area), int(r.pages)), []).append(int(r.ret))
+    out = failures[["start_ns", "area", "pages_requested", "cause"]].copy()
+    kernel, expected = [], []
+    for r in out.sort_values("start_ns", kind="stable").itertuples():
+        q = queues.get((str(r.area), int(r.pages_requested)), [])
+        kernel.append(q.pop(0) if q else None)
+        expected.append(KERNEL_RET.get(Cause(str(r.cause))) if str(r.cause) != "unknown" else None)
+    out = out.sort_values("start_ns", kind="stable")
+    out["kernel_ret"] = pd.array(kernel, dtype="Int64")
+    out["expected_ret"] = pd.array(expected, dtype="Int64")
+    out["agrees"] = [
+        (k is None and e is None) or (k is not None and e is not None and k == e)
+        for k, e in zip(kernel, expected, strict=True)
+    ]
+    return out.reset_index(drop=True)

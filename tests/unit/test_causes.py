@@ -277,3 +277,30 @@ def test_compare_shows_causes_per_side():
     stock = load_side(REC / "guest-stock")
     assert causes.table_causes_compare([stock]).endswith("none on any side")
     assert "not recorded" in causes.table_causes_compare([load_side(REC / "host-6.18-anon")])
+
+
+def test_dmesg_cross_check():
+    # lines in the format of 6.1 mm/cma.c (pr_err_ratelimited in cma_alloc())
+    dmesg = (
+        "[  211.9] cma_alloc: reserved: alloc failed, req-size: 49152 pages, ret: -16\n"
+        "[  300.1] some other line\n"
+        "[  301.0] cma_alloc: big: alloc failed, req-size: 262144 pages, ret: -12\n"
+    )
+    parsed = causes.parse_dmesg_alloc_failed(dmesg)
+    assert parsed.to_dict("records") == [
+        {"area": "reserved", "pages": 49152, "ret": -16},
+        {"area": "big", "pages": 262144, "ret": -12},
+    ]
+    fails = causes.df_cma_failures(load(BLOCKERS))
+    never = _case("never_fits")
+    both = pd.concat(
+        [fails, pd.DataFrame([never]).assign(area="big", start_ns=fails.start_ns[0] + 1)]
+    )
+    chk = causes.check_against_dmesg(both, parsed)
+    assert chk["kernel_ret"].tolist() == [-16, -12] and chk["agrees"].all()
+    # 6.1 prints no line for a request larger than the area
+    chk = causes.check_against_dmesg(causes.df_cma_failures(load(TOO_LARGE)), parsed)
+    assert chk["kernel_ret"].isna().all() and chk["agrees"].all()
+    # a wrong cause disagrees with the kernel
+    wrong = fails.assign(cause=pd.Categorical(["interrupted"], categories=causes.CAUSE_NAMES))
+    assert not causes.check_against_dmesg(wrong, parsed)["agrees"].any()
