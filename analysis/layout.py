@@ -373,10 +373,10 @@ def _num(v: Any) -> str:
 
 
 def _fit_text(base: int, count: int) -> str:
-    """``align<=9: any size; 10: <=N; ...; >=K: none`` for one area."""
+    """``align<=9: any size <=C; 10-16: <=N; ...; >=K: none`` for one area (pages)."""
     table = fit_table(base, count)
     full = [o for o, p in table if p >= count]
-    parts = [f"align<={full[-1]}: any size <= {count}"] if full else []
+    parts = [f"align<={full[-1]}: any size <={count}"] if full else []
     runs: list[list[int]] = []  # [first order, last order, pages] of equal largest requests
     for o, p in table:
         if 0 < p < count:
@@ -384,11 +384,24 @@ def _fit_text(base: int, count: int) -> str:
                 runs[-1][1] = o
             else:
                 runs.append([o, o, p])
-    parts += [f"{a}: <= {p}" if a == b else f"{a}-{b}: <= {p}" for a, b, p in runs]
+    parts += [f"{a}: <={p}" if a == b else f"{a}-{b}: <={p}" for a, b, p in runs]
     none = [o for o, p in table if p == 0]
     if none:
         parts.append(f">={none[0]}: none")
     return "; ".join(parts)
+
+
+def _wrap_parts(first: str, text: str, indent: str = "    ") -> list[str]:
+    """``text`` of ``; ``-joined parts on lines of <= 80 columns, broken between parts."""
+    lines, cur = [], first
+    for i, part in enumerate(text.split("; ")):
+        piece = part if i == 0 else "; " + part
+        if i and len(cur) + len(piece) > WIDTH:
+            lines.append(cur + ";")
+            cur = indent + part
+        else:
+            cur += piece
+    return lines + [cur]
 
 
 def table_layout(rec: Recording) -> str:
@@ -453,14 +466,7 @@ def table_layout(rec: Recording) -> str:
                     )
                 )
             if r.base_pfn is not pd.NA and r.count is not pd.NA:
-                out.extend(
-                    textwrap.wrap(
-                        "fits: " + _fit_text(int(r.base_pfn), int(r.count)),
-                        WIDTH,
-                        initial_indent="  ",
-                        subsequent_indent="    ",
-                    )
-                )
+                out.extend(_wrap_parts("  fits: ", _fit_text(int(r.base_pfn), int(r.count))))
     return "\n".join(out)
 
 

@@ -185,7 +185,7 @@ def test_text_layout_within_80_columns_and_says_what_never_fits():
         assert max(map(len, text.splitlines())) <= 80
     text = layout.table_layout(load(STOCK))
     assert "N0 DMA32" in text and "0x6fe00" in text
-    assert "align<=9: any size <= 65536; 10-16: <= 65024; >=17: none" in text
+    assert "align<=9: any size <=65536; 10-16: <=65024; >=17: none" in text
 
 
 def test_report_has_the_layout_and_redaction_hides_its_pfns():
@@ -195,7 +195,7 @@ def test_report_has_the_layout_and_redaction_hides_its_pfns():
     red = tables.table_report(rec, redact=True)
     assert "Memory layout" in red and "0x6fe00" not in red
     # the analysis is the same: the alignment and what fits do not depend on printing
-    assert "align<=9: any size <= 65536; 10-16: <= 65024; >=17: none" in red
+    assert "align<=9: any size <=65536; 10-16: <=65024; >=17: none" in red
     frames = tables.report_tables(rec)
     assert frames["layout"]["spanned"].sum() == sum(z["spanned"] for z in rec.meta["zones"])
     assert list(frames["cma_layout"]["area"]) == ["reserved"]
