@@ -15,6 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cmaprof.analysis import compare, counterfactual, page_alloc
+from cmaprof.analysis.causes import plot_failed_calls_by_cause  # issue 12
 from cmaprof.analysis.cma import df_cma_calls
 from cmaprof.analysis.compare import Side
 from cmaprof.analysis.recording import Recording
@@ -342,6 +343,7 @@ SIDE_PLOTS = {
     "zone_gfp": plot_zone_gfp_sides,
     "cma_utilisation": plot_cma_utilisation,
     "failure_causes": plot_failure_causes,
+    "failed_calls_by_cause": plot_failed_calls_by_cause,  # issue 12: every cause class
 }
 
 

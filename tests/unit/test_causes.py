@@ -304,3 +304,16 @@ def test_dmesg_cross_check():
     # a wrong cause disagrees with the kernel
     wrong = fails.assign(cause=pd.Categorical(["interrupted"], categories=causes.CAUSE_NAMES))
     assert not causes.check_against_dmesg(wrong, parsed)["agrees"].any()
+
+
+def test_plot_shows_every_cause_class_per_side():
+    from cmaprof.analysis.compare import load_side
+
+    fig = causes.plot_failed_calls_by_cause([load_side(TOO_LARGE), load_side(BLOCKERS)])
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [Cause.TOO_LARGE_FOR_AREA.label, Cause.MIGRATION_FAILED.label]
+    widths = sorted(p.get_width() for p in ax.patches)
+    assert widths == [0, 0, 1, 1]  # one failed call of each cause, on its own side
+    empty = causes.plot_failed_calls_by_cause([load_side(REC / "guest-stock")])
+    assert "no failed cma_alloc() call" in empty.axes[0].texts[0].get_text()
