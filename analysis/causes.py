@@ -108,6 +108,16 @@ COLUMNS = [
 EINTR, ENOMEM, EBUSY = errno_mod.EINTR, errno_mod.ENOMEM, errno_mod.EBUSY
 
 
+def _dict(v: Any) -> dict[str, Any]:
+    """A metadata object, or {} where the field is absent or not an object."""
+    return v if isinstance(v, dict) else {}
+
+
+def has_cma_probe(rec: Recording) -> bool:
+    """Whether the recording ran the cma probe (so its failed calls were seen)."""
+    return "cma" in _dict(rec.meta.get("probes"))
+
+
 def _errno_name(e: int) -> str:
     return "-" + errno_mod.errorcode.get(e, str(e))
 
@@ -141,8 +151,8 @@ class Evidence:
 
     @classmethod
     def of(cls, rec: Recording) -> Evidence:
-        probes = rec.meta.get("probes") or {}
-        defines = rec.meta.get("defines") or {}
+        probes = _dict(rec.meta.get("probes"))
+        defines = _dict(rec.meta.get("defines"))
         has_blockers = blockers.has_blockers(rec)
         used = rec.df_cma_used_series()
         return cls(
@@ -205,6 +215,8 @@ def classify(call: Any, ev: Evidence) -> dict[str, Any]:
     tests, test_fails = int(call.isolate_tests), int(call.isolate_failures)
     err = _int(call.errno)
     err = -err if err is not None and err < 0 else err  # stored as the kernel's -E
+    if err == 0:  # a failed call with errorno 0 says nothing: decide as without errno
+        err = None
     area = ev.areas.get(str(call.area))
     out: dict[str, Any] = {"blocker_causes": "", "blocker_pages": 0, "blocker_pfns": ""}
     missing = []
@@ -357,7 +369,10 @@ def df_cma_failures(rec: Recording) -> pd.DataFrame:
     Not :func:`cmaprof.analysis.blockers.df_cma_failures`, which counts blocking *pages*
     per (area, stage, cause, state); this one is per failed *call*.
     """
-    return failures_frame(df_cma_calls(rec), Evidence.of(rec))
+    calls = df_cma_calls(rec)
+    if calls.empty or not (~calls["success"]).any():
+        return failures_frame(calls, Evidence())
+    return failures_frame(calls, Evidence.of(rec))
 
 
 def failures_frame(calls: pd.DataFrame, ev: Evidence) -> pd.DataFrame:
@@ -458,7 +473,7 @@ def table_causes_compare(sides: list[Any]) -> str:
     out = ["cma_alloc() failed calls by cause (all iterations of a side; share)"]
     per_side: list[pd.Series | None] = []
     for s in sides:
-        recs = [r for r in s.recordings if "cma" in (r.meta.get("probes") or {})]
+        recs = [r for r in s.recordings if has_cma_probe(r)]
         if not recs:
             per_side.append(None)
             continue
@@ -570,7 +585,7 @@ def plot_failed_calls_by_cause(sides: list[Any]) -> Figure:
     counts: dict[str, pd.Series] = {}
     missing = []
     for s in sides:
-        recs = [r for r in s.recordings if "cma" in (r.meta.get("probes") or {})]
+        recs = [r for r in s.recordings if has_cma_probe(r)]
         if not recs:
             missing.append(s.name)
             continue

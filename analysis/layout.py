@@ -124,12 +124,25 @@ def zones_of(rec: Recording) -> list[procfs.Zone]:
         text = rec.read_text(rel)
         if text:
             return procfs.parse_zoneinfo(text, str(rec.path / rel))
+    zones = rec.meta.get("zones")
     out = []
-    for z in rec.meta.get("zones") or []:
-        if isinstance(z, dict):
-            fields: dict[str, Any] = {k: z.get(k) for k in procfs.Zone.__dataclass_fields__}
+    for z in zones if isinstance(zones, list) else []:
+        if not isinstance(z, dict):
+            continue
+        fields: dict[str, Any] = {k: z.get(k) for k in procfs.Zone.__dataclass_fields__}
+        ints = ("node", "idx", "spanned", "present", "managed")
+        optional = ("start_pfn", "cma")
+        if (
+            isinstance(fields["name"], str)
+            and all(_is_int(fields[k]) for k in ints)
+            and all(fields[k] is None or _is_int(fields[k]) for k in optional)
+        ):
             out.append(procfs.Zone(**fields))
     return out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def cma_areas_of(rec: Recording) -> list[procfs.CmaArea]:
@@ -157,8 +170,8 @@ def cma_areas_of(rec: Recording) -> list[procfs.CmaArea]:
         out.append(
             procfs.CmaArea(
                 str(a.get("name")),
-                base if isinstance(base, int) else None,
-                count if isinstance(count, int) else None,
+                base if _is_int(base) else None,
+                count if _is_int(count) else None,
                 str(a.get("source") or ""),
             )
         )

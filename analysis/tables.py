@@ -332,7 +332,7 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
         "layout": layout_.df_layout(rec),
         "cma_layout": layout_.df_cma_layout(rec),
     }
-    if "cma" in (m.get("probes") or {}):  # issue 12: one cause per failed call
+    if causes_.has_cma_probe(rec):  # issue 12: one cause per failed call
         out["cma_failed_calls"] = causes_.df_cma_failures(rec)
         out["cma_utilisation"] = utilisation_.df_cma_utilisation(rec)
     if blockers.has_blockers(rec):  # absent: not measured; empty: none seen

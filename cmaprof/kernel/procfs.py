@@ -89,7 +89,7 @@ def parse_zoneinfo(text: str, source: str = "zoneinfo") -> list[Zone]:
         if cur is not None:
             zones.append(Zone(**cur))
 
-    for line in text.splitlines():
+    for n, line in enumerate(text.splitlines(), 1):
         m = _ZONE_HDR.match(line)
         if m:
             flush()
@@ -110,10 +110,11 @@ def parse_zoneinfo(text: str, source: str = "zoneinfo") -> list[Zone]:
         if cur is None:
             continue
         parts = line.split()
-        if len(parts) == 2 and parts[0] in ("spanned", "present", "managed", "cma"):
-            cur[parts[0]] = int(parts[1])
-        elif len(parts) == 2 and parts[0] == "start_pfn:":
-            cur["start_pfn"] = int(parts[1])
+        key = parts[0] if len(parts) == 2 else ""
+        if key in ("spanned", "present", "managed", "cma", "start_pfn:"):
+            if not (parts[1].isascii() and parts[1].isdigit()):
+                raise BadInput(f"{source}:{n}: {key.rstrip(':')} is not a number: {line!r}")
+            cur["start_pfn" if key == "start_pfn:" else key] = int(parts[1])
     flush()
     if not zones:
         raise BadInput(f"{source}: no 'Node N, zone NAME' blocks: not a /proc/zoneinfo file")
@@ -153,14 +154,14 @@ def parse_zoneinfo_counters(text: str, source: str = "zoneinfo") -> list[dict[st
         if stripped.startswith("pages free"):
             in_node_stats = False
             parts = stripped.split()
-            if len(parts) == 3 and parts[2].isdigit():
+            if len(parts) == 3 and parts[2].isascii() and parts[2].isdigit():
                 cur["free"] = int(parts[2])
             continue
         if stripped == "pagesets":
             in_node_stats = True  # per-CPU lines follow: not zone counters
             continue
         parts = stripped.split()
-        if in_node_stats or len(parts) != 2 or not parts[1].isdigit():
+        if in_node_stats or len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()):
             continue
         cur.setdefault(parts[0], int(parts[1]))
     if not out:

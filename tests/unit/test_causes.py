@@ -317,3 +317,8 @@ def test_plot_shows_every_cause_class_per_side():
     assert widths == [0, 0, 1, 1]  # one failed call of each cause, on its own side
     empty = causes.plot_failed_calls_by_cause([load_side(REC / "guest-stock")])
     assert "no failed cma_alloc() call" in empty.axes[0].texts[0].get_text()
+
+
+def test_errorno_zero_on_a_failed_call_is_no_evidence():
+    row = _one(_call(errno=0, pfn=0x40000, isolate_tests=1), errorno=True, isolate=True)
+    assert row.cause == "unknown" and "-ENOMEM or -EINTR" in row.evidence

@@ -132,3 +132,9 @@ def test_zoneinfo_counters_of_a_real_6_1_guest():
     assert "nr_inactive_anon" not in blocks[0] and blocks[0]["nr_zone_inactive_anon"] == 0
     # an unpopulated zone prints the span lines and no zone stats
     assert blocks[2]["spanned"] == 0 and "nr_free_pages" not in blocks[2]
+
+
+def test_zoneinfo_with_a_damaged_number_names_the_line():
+    text = ZONEINFO_TWO_NODES_MOVABLE.replace("spanned  520192", "spanned  52x192")
+    with pytest.raises(BadInput, match=r"z.txt:9: spanned is not a number"):
+        procfs.parse_zoneinfo(text, "z.txt")
