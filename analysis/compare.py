@@ -627,6 +627,12 @@ def table_compare(sides: list[Side], alpha: float = stats.ALPHA) -> str:
         out.append("not tested:")
         for note in shown:
             out.extend(textwrap.wrap(note, WIDTH, initial_indent="  ", subsequent_indent="    "))
+    # issue 12: the layouts of the sides next to each other (analysis/layout.py) and
+    # the failed calls by cause (analysis/causes.py)
+    from cmaprof.analysis.causes import table_causes_compare
+    from cmaprof.analysis.layout import table_layout_compare
+
+    out += ["", table_layout_compare(sides), "", table_causes_compare(sides)]
     return "\n".join(out) + "\n"
 
 

@@ -15,6 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cmaprof.analysis import compare, counterfactual, page_alloc
+from cmaprof.analysis.causes import plot_failed_calls_by_cause  # issue 12
 from cmaprof.analysis.cma import df_cma_calls
 from cmaprof.analysis.compare import Side
 from cmaprof.analysis.recording import Recording
@@ -100,6 +101,13 @@ def save_all(rec: Recording, outdir: Path, fmt: str = "png") -> list[Path]:
     for name, fn in (("zone_gfp", plot_zone_gfp), ("pages_over_time", plot_pages_over_time)):
         path = outdir / f"{name}.{fmt}"
         fn(rec).savefig(path)
+        paths.append(path)
+    # issue 12: CMA held / borrowed / free over time (analysis/utilisation.py)
+    from cmaprof.analysis.utilisation import plot_cma_held_borrowed_free
+
+    if not rec.df_cma_used_series().empty:
+        path = outdir / f"cma_held_borrowed_free.{fmt}"
+        plot_cma_held_borrowed_free(rec).savefig(path)
         paths.append(path)
     return paths
 
@@ -335,6 +343,7 @@ SIDE_PLOTS = {
     "zone_gfp": plot_zone_gfp_sides,
     "cma_utilisation": plot_cma_utilisation,
     "failure_causes": plot_failure_causes,
+    "failed_calls_by_cause": plot_failed_calls_by_cause,  # issue 12: every cause class
 }
 
 

@@ -27,8 +27,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from cmaprof.analysis import formats, schema
-from cmaprof.collectors import procfs
 from cmaprof.errors import BadInput
+from cmaprof.kernel import procfs
 
 FORMAT_VERSION = 1
 LOADERS = {1: "load_v1"}

@@ -16,6 +16,9 @@ from typing import Any
 import pandas as pd
 
 from cmaprof.analysis import blockers, check, cma, formats, migrate, page_alloc, stream
+from cmaprof.analysis import causes as causes_  # issue 12: a cause per failed cma_alloc()
+from cmaprof.analysis import layout as layout_  # issue 12: memory layout section
+from cmaprof.analysis import utilisation as utilisation_  # issue 12: held/borrowed/free
 from cmaprof.analysis.counterfactual import table_counterfactual
 from cmaprof.analysis.recording import Recording
 
@@ -278,8 +281,11 @@ def table_report(rec: Recording, redact: bool = False) -> str:
         return rd.redact_text(text, rec)
     parts = [
         table_header(rec),
+        layout_.table_layout(rec),  # issue 12
         table_zone_gfp(rec),
         table_cma(rec),
+        causes_.table_cma_failure_causes(rec),  # issue 12
+        utilisation_.table_cma_utilisation(rec),  # issue 12
         blockers.table_cma_failures(rec),
         blockers.table_cma_blockers_origin(rec),
         table_counterfactual(rec),
@@ -325,7 +331,13 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
         "cma_alloc": cma.df_cma_summary(rec),
         "migrate": migrate.df_migrate(rec),
         "check": check.df_check(rec),
+        # issue 12: zones per node and CMA areas (analysis/layout.py)
+        "layout": layout_.df_layout(rec),
+        "cma_layout": layout_.df_cma_layout(rec),
     }
+    if causes_.has_cma_probe(rec):  # issue 12: one cause per failed call
+        out["cma_failed_calls"] = causes_.df_cma_failures(rec)
+        out["cma_utilisation"] = utilisation_.df_cma_utilisation(rec)
     if blockers.has_blockers(rec):  # absent: not measured; empty: none seen
         out["cma_failures"] = blockers.df_cma_failures(rec)
         out["cma_blockers_origin"] = blockers.df_cma_blockers_origin(rec)

@@ -102,3 +102,39 @@ def test_cma_areas_from_debugfs_and_sysfs(tmp_path):
     assert areas["reserved"].base_pfn == 0x44000 and areas["reserved"].end_pfn == 0x44000 + 65536
     assert areas["reserved"].source == "debugfs"
     assert areas["hugetlb0"].end_pfn is None and areas["hugetlb0"].source == "sysfs"
+
+
+def test_parsers_live_in_the_neutral_module_and_the_old_path_still_works():
+    from cmaprof.kernel import procfs as neutral
+
+    for name in ("Zone", "CmaArea", "parse_vmstat", "parse_zoneinfo", "unambiguous_zone"):
+        assert getattr(procfs, name) is getattr(neutral, name)
+
+
+def test_analysis_does_not_import_collectors():
+    root = Path(__file__).parents[2] / "analysis"
+    offenders = [
+        p.name for p in root.glob("*.py") if "cmaprof.collectors" in p.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
+
+
+def test_zoneinfo_counters_of_a_real_6_1_guest():
+    from cmaprof.kernel.procfs import parse_zoneinfo_counters
+
+    text = (Path(__file__).parents[1] / "data/formats/linux-6.1-guest/proc/zoneinfo").read_text()
+    blocks = parse_zoneinfo_counters(text)
+    movable = blocks[3]
+    # the text: "Node 0, zone  Movable", "pages free 238533", "nr_free_cma 65398"
+    assert (movable["node"], movable["idx"]) == (0, 3)
+    assert (movable["free"], movable["nr_free_cma"], movable["cma"]) == (238533, 65398, 65536)
+    # nr_inactive_anon of the per-node stats (in the DMA block) is not a zone counter
+    assert "nr_inactive_anon" not in blocks[0] and blocks[0]["nr_zone_inactive_anon"] == 0
+    # an unpopulated zone prints the span lines and no zone stats
+    assert blocks[2]["spanned"] == 0 and "nr_free_pages" not in blocks[2]
+
+
+def test_zoneinfo_with_a_damaged_number_names_the_line():
+    text = ZONEINFO_TWO_NODES_MOVABLE.replace("spanned  520192", "spanned  52x192")
+    with pytest.raises(BadInput, match=r"z.txt:9: spanned is not a number"):
+        procfs.parse_zoneinfo(text, "z.txt")
