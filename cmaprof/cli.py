@@ -225,18 +225,36 @@ def import_(
     show_default=True,
     help="significance level of the tests (two-sided)",
 )
-def compare(sides: tuple[Path, ...], fmt: str, alpha: float) -> None:
+@click.option(
+    "--wide", is_flag=True, help="text: every label on the line of its numbers (for grep)"
+)
+def compare(sides: tuple[Path, ...], fmt: str, alpha: float, wide: bool) -> None:
     """Compare BASE with OTHER sides; each a recording or a directory of iterations.
+
+    Per metric the mean, Stddev, CoeffVar, Min and Max over a side's iterations
+    (latency also p50/p90/p99 over its calls), each with its change against BASE;
+    * where a test says the difference is significant. Refuses one side; warns
+    (on stderr) where the sides differ in kernel, CMA layout or workload.
 
     \b
     Examples:
       cmaprof compare runs/stock runs/movable
+      cmaprof compare runs/stock runs/movable --wide | grep latency
       cmaprof compare runs/stock runs/movable --format json
     """
     from cmaprof.analysis import compare as cmp
 
     loaded = [cmp.load_side(s) for s in sides]
-    click.echo(cmp.FORMATS[fmt](loaded, alpha), nl=False)
+    warnings = cmp.check_sides(loaded)
+    for w in warnings:
+        click.echo(f"cmaprof: warning: {w}", err=True)
+    if fmt == "text":
+        out = cmp.table_compare(loaded, alpha, wide=wide)
+    elif fmt == "json":
+        out = cmp.compare_json(loaded, alpha, warnings)
+    else:
+        out = cmp.compare_csv(loaded, alpha)
+    click.echo(out, nl=False)
 
 
 @cli.command()
