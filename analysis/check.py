@@ -1,7 +1,9 @@
 """The check table: every count cmaprof traced next to a kernel counter it did not compute.
 
 Columns: ``counter``, ``source`` (where the kernel's number comes from), ``unit``,
-``traced``, ``kernel``, ``diff_pct`` = (traced - kernel) / kernel; page-allocator
+``traced`` (null where the probe that counts it did not run; ``note`` says why),
+``kernel``, ``diff_pct`` = (traced - kernel) / kernel (null where undefined: no probe,
+or the kernel counted 0 and cmaprof did not); page-allocator
 rows also carry ``zone``, ``traced_pages`` (mm_page_alloc), ``bulk_pages`` (bulk
 allocator fast path) and ``vmstat_pages``, with ``traced = traced_pages + bulk_pages``.
 """
@@ -24,6 +26,7 @@ COLUMNS = [
     "traced",
     "kernel",
     "diff_pct",
+    "note",
 ]
 
 
@@ -40,6 +43,7 @@ def df_check(rec: Recording) -> pd.DataFrame:
                 **r,
                 "traced": traced,
                 "kernel": kernel,
+                "note": "",
             }
         )
     rows += cma.check_rows(rec) + migrate.check_rows(rec)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from cmaprof.analysis import blockers, check, cma, formats, migrate, page_alloc, stream
+from cmaprof.analysis import blockers, check, cma, formats, migrate, page_alloc, stats, stream
 from cmaprof.analysis.counterfactual import table_counterfactual
 from cmaprof.analysis.recording import Recording
 
@@ -114,18 +114,24 @@ def table_check(rec: Recording) -> str:
         "Check against the kernel: counters read at the start and end of the recording",
         f"{'counter':<28} {'source':<12} {'unit':<5} {'traced':>10} {'kernel':>10} {'diff':>8}",
     ]
+    notes: dict[str, None] = {}
     for r in df.itertuples(index=False):
         kernel = "-" if r.kernel is None or pd.isna(r.kernel) else f"{int(r.kernel)}"
-        if r.diff_pct is None or pd.isna(r.diff_pct):
+        traced = "-" if r.traced is None or pd.isna(r.traced) else f"{int(r.traced)}"
+        if traced != "-" and kernel != "-" and (r.diff_pct is None or pd.isna(r.diff_pct)):
+            diff = f"{int(r.traced) - int(r.kernel):+d}"  # kernel counted 0: no ratio
+        elif r.diff_pct is None or pd.isna(r.diff_pct):
             diff = "-"
-        elif math.isinf(r.diff_pct):
-            diff = "inf"
         else:
             diff = f"{r.diff_pct:+.2f}%"
         out.append(
-            f"{str(r.counter)[:28]:<28} {r.source:<12} {r.unit:<5} {int(r.traced):>10} "
+            f"{str(r.counter)[:28]:<28} {r.source:<12} {r.unit:<5} {traced:>10} "
             f"{kernel:>10} {diff:>8}"
         )
+        if isinstance(r.note, str) and r.note:
+            notes[r.note] = None
+    for note in notes:
+        out.append(textwrap.fill(f"-: {note}", WIDTH, subsequent_indent="  "))
     bulk = rec.meta.get("probes_unavailable", {}).get("bulk")
     if bulk:
         out.append(
@@ -141,8 +147,11 @@ def _dropped(meta: dict) -> dict[str, int]:
     return {k: int(v) for k, v in d.items()}
 
 
-def _ms(ns: float) -> str:
-    """Latency in milliseconds, three significant digits, at most 6 characters (< 1000 s)."""
+def _ms(ns: float | None) -> str:
+    """Latency in milliseconds, three significant digits, at most 6 characters (< 1000 s);
+    ``-`` for a value that is not there."""
+    if ns is None or pd.isna(ns):
+        return "-"
     ms = ns / 1e6
     return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
@@ -164,6 +173,21 @@ def table_cma(rec: Recording) -> str:
             f"{str(r.area)[:10]:<10} {r.calls:>5} {r.succeeded:>5} {r.failed:>4} "
             f"{r.pages_allocated:>7} {r.busy_retries:>5} {r.migrate_succeeded:>6} "
             f"{_ms(r.p50_ns):>6} {_ms(r.p90_ns):>6} {_ms(r.p99_ns):>6} {_ms(r.max_ns):>6}"
+        )
+    few = [
+        f"{name} needs {cma.calls_needed(q)}"
+        for name, q in cma.PERCENTILES.items()
+        if (df["calls"] < cma.calls_needed(q)).any()
+    ]
+    if few:
+        out.append(
+            textwrap.fill(
+                f"-: too few calls to estimate the percentile ({', '.join(few)} calls in "
+                f"the area, {stats.TAIL_MIN} beyond it); "
+                + ", ".join(f"{r.area} has {r.calls}" for r in df.itertuples(index=False)),
+                WIDTH,
+                subsequent_indent="  ",
+            )
         )
     return "\n".join(out)
 

@@ -171,3 +171,63 @@ def test_duckdb_reads_a_directory_of_recordings(tmp_path):
     ).fetchall()
     traced = int(load(REC).df_page_alloc()["pages"].sum())
     assert rows == [(2, 2 * traced, 2)]
+
+
+BLOCKERS = DATA / "recordings" / "guest-6.1-blockers"
+
+
+def test_counts_of_a_probe_that_did_not_run_are_dashes():
+    """guest-6.1-blockers ran without the migrate probe: the kernel migrated 1076 pages,
+    cmaprof counted none because it did not look; '-' with the reason, not -100%."""
+    rec = load(BLOCKERS)
+    assert "migrate" not in rec.meta["probes"]
+    chk = tables.check.df_check(rec).set_index("counter")
+    assert chk.loc["pgmigrate_success", "kernel"] == 1076
+    assert chk["traced"].isna()["pgmigrate_success"]
+    assert chk["diff_pct"].isna()["pgmigrate_success"]
+    assert (
+        "migrate probe did not run: not asked for (--probes)"
+        in chk.loc["pgmigrate_success", "note"]
+    )
+    text = tables.table_check(rec)
+    line = next(x for x in text.splitlines() if x.startswith("pgmigrate_success"))
+    assert line.split()[-3:] == ["-", "1076", "-"]
+    assert "-: migrate probe did not run: not asked for (--probes)" in text
+    assert "-100.00%" not in text
+
+
+def test_percentiles_only_with_enough_calls():
+    """One call (blockers), 6 calls (guest-6.1-cma), 20 calls (a stock iteration):
+    p50 needs 10 calls, p90 50, p99 500; the maximum is always shown."""
+    for name, shown in (
+        ("guest-6.1-blockers", []),
+        ("guest-6.1-cma", []),
+        ("guest-stock/iter-1", ["p50"]),
+    ):
+        rec = load(DATA / "recordings" / name)
+        summary = tables.cma.df_cma_summary(rec)
+        got = [q for q in ("p50", "p90", "p99") if summary[f"{q}_ns"].notna().all()]
+        assert got == shown, name
+        text = tables.table_cma(rec)
+        row = text.splitlines()[2].split()
+        assert row[7:10].count("-") == 3 - len(shown) and row[10] != "-"
+        assert f"reserved has {len(tables.cma.df_cma_calls(rec))}" in text
+        assert "too few calls to estimate" in text
+
+
+@pytest.mark.parametrize(
+    "name", ["host-6.18-anon", "guest-6.1-blockers", "guest-6.1-cma", "guest-stock/iter-1"]
+)
+def test_no_inf_in_any_report(name):
+    rec = load(DATA / "recordings" / name)
+    for text in (tables.table_report(rec), tables.report_json(rec)):
+        assert "inf" not in text.replace("info", "").replace("infer", "").lower(), name
+        assert "NaN" not in text
+
+
+def test_check_without_a_kernel_count_is_an_absolute_difference():
+    from cmaprof.analysis.cma import _row
+
+    row = _row("x", "/proc/vmstat", "pages", 5, 0)
+    assert row["diff_pct"] is None
+    assert _row("x", "/proc/vmstat", "pages", 0, 0)["diff_pct"] == 0.0
