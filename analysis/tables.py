@@ -63,11 +63,13 @@ def table_header(rec: Recording) -> str:
     return "\n".join(lines)
 
 
-def table_zone_gfp(rec: Recording, top: int = 12) -> str:
+def table_zone_gfp(rec: Recording, top: int = 12, wide: bool = False) -> str:
     """Per node and zone: the GFP classes by pages, with share, orders, migratetypes.
 
-    Each class is a line of numbers followed by its GFP string, indented and wrapped
-    at ``|`` so that no line exceeds 80 columns.
+    Each class is a line of numbers followed by its GFP string (as the kernel prints
+    it), indented and wrapped at ``|`` so that no line exceeds 80 columns.
+
+    :param wide: the GFP string at the end of its line of numbers, unwrapped (for grep)
     """
     df = page_alloc.df_gfp_classes(rec)
     page_size = int(rec.meta.get("page_size") or 4096)
@@ -76,6 +78,8 @@ def table_zone_gfp(rec: Recording, top: int = 12) -> str:
         out.append("  no allocations traced")
         return "\n".join(out)
     hdr = f"{'pages':>10} {'share':>6} {'allocs':>10}  {'orders':<20} migratetypes"
+    if wide:
+        hdr = f"{hdr:<{WIDTH}} gfp"
     indent = " " * 6
     for (node, zone), g in df.groupby(["node", "zone"], observed=True, sort=True):
         total = int(g["pages"].sum())
@@ -86,10 +90,14 @@ def table_zone_gfp(rec: Recording, top: int = 12) -> str:
         )
         out.append(hdr)
         for r in g.head(top).itertuples(index=False):
-            out.append(
+            nums = (
                 f"{r.pages:>10} {r.zone_share:>6.1%} {r.allocs:>10}  {r.orders:<20.20} "
-                f"{r.migratetypes}"[:WIDTH]
+                f"{r.migratetypes}"
             )
+            if wide:
+                out.append(f"{nums:<{WIDTH}} {r.gfp}")
+                continue
+            out.append(nums[:WIDTH])
             out.extend(
                 indent + line for line in formats.wrap_flags(str(r.gfp), WIDTH - len(indent))
             )
@@ -286,24 +294,26 @@ def table_footer(rec: Recording) -> str:
     return "\n".join(out)
 
 
-def table_report(rec: Recording, redact: bool = False) -> str:
+def table_report(rec: Recording, redact: bool = False, wide: bool = False) -> str:
     """The whole text report: header, per-zone GFP classes, CMA, migration, check, footer.
 
     :param redact: hide pfns, pids and local paths (:mod:`cmaprof.analysis.redact`).
+    :param wide: GFP strings on the line of their numbers, unwrapped, so that ``grep``
+        returns both (lines then exceed 80 columns)
     """
     if redact:
         from cmaprof.analysis import redact as rd
 
         with rd.active():
-            text = table_report(rd.view(rec))
+            text = table_report(rd.view(rec), wide=wide)
         return rd.redact_text(text, rec)
     parts = [
         table_header(rec),
-        table_zone_gfp(rec),
+        table_zone_gfp(rec, wide=wide),
         table_cma(rec),
         blockers.table_cma_failures(rec),
-        blockers.table_cma_blockers_origin(rec),
-        table_counterfactual(rec),
+        blockers.table_cma_blockers_origin(rec, wide=wide),
+        table_counterfactual(rec, wide=wide),
         table_migrate(rec),
         stream.table_stream(rec),
         table_check(rec),

@@ -125,15 +125,21 @@ def record(
     is_flag=True,
     help="for a public post: hide pfns, pids and local paths (comm and counts are kept)",
 )
-def report(recording: Path, fmt: str, redact: bool) -> None:
+@click.option(
+    "--wide",
+    is_flag=True,
+    help="text: GFP strings on the line of their numbers, unwrapped (for grep)",
+)
+def report(recording: Path, fmt: str, redact: bool, wide: bool) -> None:
     """Tables of a recording: per-zone GFP classes and the check against the kernel."""
     from cmaprof.analysis import tables
     from cmaprof.analysis.recording import load
 
     rec = load(recording)
-    out = {"text": tables.table_report, "json": tables.report_json, "csv": tables.report_csv}[fmt](
-        rec, redact
-    )
+    if fmt == "text":
+        out = tables.table_report(rec, redact, wide=wide)
+    else:
+        out = {"json": tables.report_json, "csv": tables.report_csv}[fmt](rec, redact)
     click.echo(out, nl=False)
 
 

@@ -231,3 +231,33 @@ def test_check_without_a_kernel_count_is_an_absolute_difference():
     row = _row("x", "/proc/vmstat", "pages", 5, 0)
     assert row["diff_pct"] is None
     assert _row("x", "/proc/vmstat", "pages", 0, 0)["diff_pct"] == 0.0
+
+
+def test_wide_report_keeps_each_gfp_class_on_the_line_of_its_numbers():
+    rec = load(BLOCKERS)
+    proc = run_cli("report", str(BLOCKERS), "--wide")
+    assert proc.returncode == 0, proc.stderr
+    hits = [x for x in proc.stdout.splitlines() if x.endswith("__GFP_HARDWALL|__GFP_MOVABLE")]
+    # the buffer-head class: in the zone table, the blockers' origin and the counterfactual
+    assert len(hits) >= 3 and all(any(c.isdigit() for c in x.split("GFP_")[0]) for x in hits)
+    gfp = tables.page_alloc.df_gfp_classes(rec)["gfp"]
+    wide = proc.stdout.splitlines()
+    for g in gfp.head(12):
+        assert any(x.endswith(" " + g) and x.split()[0].isdigit() for x in wide), g
+    narrow = tables.table_report(rec)
+    assert max(map(len, narrow.splitlines())) <= 80
+
+
+def test_report_and_compare_spell_a_gfp_class_alike():
+    """One class, one spelling: the kernel's print fmt order, in report and compare."""
+    from cmaprof.analysis import compare
+
+    side = compare.load_side(DATA / "recordings" / "guest-stock")
+    df = compare.df_compare([side, side])
+    compared = {m.split(": ", 1)[1] for m in df.loc[df["section"] == "zone_gfp", "metric"]} - {
+        "(other classes)"
+    }
+    reported: set[str] = set()
+    for rec in side.recordings:
+        reported |= set(tables.page_alloc.df_gfp_classes(rec)["gfp"])
+    assert compared and compared <= reported
