@@ -11,6 +11,7 @@ import io
 import json
 import math
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,7 @@ import pandas as pd
 from cmaprof.analysis import blockers, check, cma, formats, migrate, page_alloc, stats, stream
 from cmaprof.analysis.counterfactual import table_counterfactual
 from cmaprof.analysis.recording import Recording
+from cmaprof.errors import BadInput
 
 WIDTH = 80
 
@@ -364,26 +366,65 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
 
 
 def _jsonable(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+    """A JSON value: numbers stay numbers; NaN, NA and infinities (undefined) are null."""
+    if v is None or v is pd.NA or v is pd.NaT:
         return None
     if hasattr(v, "item"):
-        return v.item()
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
     return v
 
 
-def report_json(rec: Recording, redact: bool = False) -> str:
-    """One JSON object: table name -> list of row objects."""
+def _tables(rec: Recording, redact: bool, table: str | None) -> dict[str, pd.DataFrame]:
+    out = report_tables(rec, redact)
+    if table is None:
+        return out
+    if table not in out:
+        raise BadInput(
+            f"no table {table!r} in the report of {rec.path}; its tables: {', '.join(out)}"
+        )
+    return {table: out[table]}
+
+
+def report_json(rec: Recording, redact: bool = False, table: str | None = None) -> str:
+    """One JSON object: table name -> list of row objects (only ``table`` if given).
+    Numbers are JSON numbers; undefined values are null."""
     obj = {}
-    for name, df in report_tables(rec, redact).items():
+    for name, df in _tables(rec, redact, table).items():
         obj[name] = [
             {k: _jsonable(v) for k, v in row.items()}
             for row in df.astype(object).to_dict(orient="records")
         ]
-    return json.dumps(obj, indent=2) + "\n"
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
+def table_csv(rec: Recording, table: str, redact: bool = False) -> str:
+    """One table of the report as CSV (header line, one line per row) that
+    ``pandas.read_csv`` reads.
+
+    :raises BadInput: the report has no such table (the message names those it has)
+    """
+    buf = io.StringIO()
+    _tables(rec, redact, table)[table].to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def write_csv_tables(rec: Recording, outdir: Path, redact: bool = False) -> list[Path]:
+    """Write every table of the report as ``outdir/NAME.csv``; return the paths."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, df in report_tables(rec, redact).items():
+        path = outdir / f"{name}.csv"
+        df.to_csv(path, index=False)
+        paths.append(path)
+    return paths
 
 
 def report_csv(rec: Recording, redact: bool = False) -> str:
-    """Every table as CSV, each preceded by a ``# table: NAME`` line."""
+    """Every table as CSV in one stream, each preceded by a ``# table: NAME`` line (what
+    ``report --format csv`` prints without ``-o DIR`` or ``--table``; pandas reads the
+    files of :func:`write_csv_tables` or one :func:`table_csv`)."""
     buf = io.StringIO()
     for name, df in report_tables(rec, redact).items():
         buf.write(f"# table: {name}\n")

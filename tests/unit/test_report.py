@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cmaprof.analysis import load, load_many, tables
@@ -261,3 +263,41 @@ def test_report_and_compare_spell_a_gfp_class_alike():
     for rec in side.recordings:
         reported |= set(tables.page_alloc.df_gfp_classes(rec)["gfp"])
     assert compared and compared <= reported
+
+
+def test_csv_one_file_per_table_that_pandas_reads(tmp_path):
+    out = tmp_path / "csv"
+    proc = run_cli("report", str(REC), "--format", "csv", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    names = set(tables.report_tables(load(REC)))
+    assert {p.stem for p in out.glob("*.csv")} == names
+    zg = pd.read_csv(out / "zone_gfp.csv")
+    want = tables.page_alloc.df_zone_gfp(load(REC))
+    assert len(zg) == len(want) and zg["pages"].sum() == want["pages"].sum()
+    chk = pd.read_csv(out / "check.csv")
+    assert "pgalloc_normal" in set(chk["counter"])
+
+
+def test_csv_one_table_to_stdout_and_unknown_table():
+    proc = run_cli("report", str(REC), "--format", "csv", "--table", "check")
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_csv(io.StringIO(proc.stdout))
+    assert list(df.columns[:3]) == ["counter", "source", "unit"]
+    bad = run_cli("report", str(REC), "--format", "csv", "--table", "nope")
+    assert bad.returncode == 2 and "its tables: recording, zones" in bad.stderr
+
+
+def test_json_numbers_are_numbers_or_null():
+    """No string stands for a number: an undefined change is null, never "inf"."""
+    for name in ("host-6.18-anon", "guest-6.1-blockers"):
+        obj = json.loads(tables.report_json(load(DATA / "recordings" / name)))
+        for rows in obj.values():
+            for row in rows:
+                for k, v in row.items():
+                    if k.endswith(("_pct", "_ns", "pages", "traced", "kernel")):
+                        assert v is None or isinstance(v, (int, float)), (name, k, v)
+        chk = {r["counter"]: r for r in obj["check"]}
+        if name == "guest-6.1-blockers":
+            assert chk["pgmigrate_success"]["traced"] is None
+            assert chk["pgmigrate_success"]["kernel"] == 1076
+            assert obj["cma_alloc"][0]["p50_ns"] is None
