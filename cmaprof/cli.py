@@ -323,8 +323,11 @@ def plot(sides: tuple[Path, ...], output: Path, fmt: str) -> None:
     from cmaprof.analysis import plots
 
     loaded = [cmp.load_side(s) for s in sides]
-    for path in plots.save_sides(loaded, output, fmt):
+    skipped: dict[str, str] = {}
+    for path in plots.save_sides(loaded, output, fmt, skipped):
         click.echo(f"plot: {path}")
+    for name, why in skipped.items():
+        click.echo(f"plot: skipped {name}: {why}", err=True)
 
 
 @cli.group()
