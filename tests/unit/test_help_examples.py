@@ -1,4 +1,5 @@
-"""Every command's --help has examples, and each example parses (click, not run).
+"""Every command's --help has examples, and each example parses (click, not run), as
+does every cmaprof command of the README.
 
 An example is a line under "Examples:" that starts with ``cmaprof``; a trailing
 backslash continues it, `` | `` and ``#`` end it. Parsing resolves the subcommands and
@@ -134,3 +135,44 @@ def test_the_parser_refuses_what_click_refuses():
 def test_old_option_spellings_still_parse():
     parse(shlex.split("cmaprof plot a b -o out --format svg"))
     parse(shlex.split("cmaprof vm run --out /tmp/x -- true"))
+
+
+def readme_commands() -> list[str]:
+    """The ``cmaprof ...`` commands of the README's indented code blocks, continuation
+    lines (a trailing backslash, or an open quote) joined."""
+    from tests.conftest import ROOT
+
+    out, cur = [], ""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if not line.startswith("    ") and not cur:
+            continue
+        text = line.removeprefix("    ")
+        if not cur and not text.startswith("cmaprof "):
+            continue
+        cur = f"{cur}\n{text}" if cur else text
+        if cur.endswith("\\"):
+            cur = cur[:-1]
+            continue
+        try:
+            shlex.split(cur, comments=True)
+        except ValueError:  # an open quote: the command goes on
+            continue
+        out.append(cur)
+        cur = ""
+    return out
+
+
+README_COMMANDS = readme_commands()
+
+
+def test_readme_has_commands():
+    assert len(README_COMMANDS) >= 12
+    assert any(c.startswith("cmaprof vm run") for c in README_COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "command", README_COMMANDS, ids=[c.split("\n")[0] for c in README_COMMANDS]
+)
+def test_readme_command_parses(command):
+    parse(shlex.split(command, comments=True))
+    assert not re.search(r"--iterations[ =][23]\b", command)
