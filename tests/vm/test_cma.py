@@ -15,7 +15,6 @@ import json
 
 import pytest
 
-
 from cmaprof.analysis import cma
 from tests.conftest import run_cli
 
