@@ -296,7 +296,8 @@ def _short_gfp(gfp: str, width: int = 95) -> str:
 
 def plot_cma_utilisation(sides: list[Side]) -> Figure:
     """Per side, over time: the CMA area's debugfs ``used`` (pages held by cma_alloc(),
-    percent of the area) with every cma_alloc() call marked (o success, x failure), and
+    percent of the area) with every cma_alloc() call marked at the size it asked for,
+    in percent of its area (o success, x failure), and
     below it the rate of pages the page allocator placed in CMA pageblocks."""
     fig = Figure(figsize=(8, 6), dpi=100, layout="constrained")
     axes = fig.subplots(2, len(sides), sharex="col", sharey="row", squeeze=False)
@@ -315,14 +316,18 @@ def plot_cma_utilisation(sides: list[Side]) -> Figure:
                 any_used = True
             calls = df_cma_calls(rec) if "cma" in (rec.meta.get("probes") or {}) else None
             if calls is not None and len(calls):
+                # each call at the size it asked for, in percent of its area
+                sizes = {
+                    str(a.get("name")): a.get("count") for a in rec.meta.get("cma_areas") or []
+                }
+                y = [
+                    p / sizes[a] * 100 if sizes.get(a) else np.nan
+                    for p, a in zip(calls["pages_requested"], calls["area"].astype(str))
+                ]
+                y = pd.Series(y, index=calls.index)
                 ok = calls["success"].astype(bool)
-                y = 100.5 + i * 2.0
-                top.plot(
-                    calls.loc[ok, "start_ns"] / 1e9, [y] * int(ok.sum()), "o", ms=3, color=color
-                )
-                top.plot(
-                    calls.loc[~ok, "start_ns"] / 1e9, [y] * int((~ok).sum()), "x", ms=5, color=color
-                )
+                top.plot(calls.loc[ok, "start_ns"] / 1e9, y[ok], "o", ms=4, color=color)
+                top.plot(calls.loc[~ok, "start_ns"] / 1e9, y[~ok], "x", ms=6, mew=1.5, color=color)
             series = rec.df_page_alloc_series()
             if not series.empty and counterfactual.has_cma(rec):
                 series["zone"] = series["zone"].astype(str)
@@ -342,16 +347,16 @@ def plot_cma_utilisation(sides: list[Side]) -> Figure:
         if not any_used:
             _empty(top, "no cma_used series")
         else:
-            top.set_ylim(0, 100.5 + 2.0 * len(s.recordings) + 1)
+            top.set_ylim(0, 105)
         if not any_rate:
             _empty(bottom, "no CMA placement data")
         bottom.set_xlabel("seconds since start")
-    axes[0][0].set_ylabel("area held by cma_alloc() (%)", fontsize=9)
+    axes[0][0].set_ylabel("% of the area: held by\ncma_alloc() (line), asked (marks)", fontsize=8)
     axes[1][0].set_ylabel("placed in CMA\npageblocks (MiB/s)", fontsize=9)
     n = max(len(s.recordings) for s in sides)
     handles = [Line2D([], [], color=f"C{i % 10}", label=f"iteration {i + 1}") for i in range(n)] + [
-        Line2D([], [], color="0.3", marker="o", ls="", ms=4, label="cma_alloc() call, succeeded"),
-        Line2D([], [], color="0.3", marker="x", ls="", ms=5, label="cma_alloc() call, failed"),
+        Line2D([], [], color="0.3", marker="o", ls="", ms=4, label="call succeeded (at its size)"),
+        Line2D([], [], color="0.3", marker="x", ls="", ms=6, label="call failed (at its size)"),
     ]
     fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=min(4, len(handles)))
     return fig

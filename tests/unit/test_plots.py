@@ -208,3 +208,16 @@ def test_one_call_cdf_still_shows_the_call():
     lo, hi = ax.get_xlim()
     assert lo < lat < hi
     assert "1 call" in line.get_label()
+
+
+def test_utilisation_marks_each_call_at_the_size_it_asked_for():
+    """The blockers run's one call asked for 49152 of 65536 pages and failed: an x at
+    75%, not at the top of the axis whatever the request."""
+    side = load_side(BLOCKERS)
+    fig = plots.plot_cma_utilisation([side])
+    top = fig.axes[0]
+    (fail,) = [x for x in top.get_lines() if x.get_marker() == "x" and len(x.get_xdata())]
+    calls = plots.df_cma_calls(side.recordings[0])
+    want = calls["pages_requested"].iloc[0] / side.recordings[0].meta["cma_areas"][0]["count"]
+    assert list(fail.get_ydata()) == pytest.approx([want * 100])
+    assert 0 < want * 100 < 100
