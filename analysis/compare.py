@@ -127,7 +127,7 @@ def workload_of(rec: Recording) -> str:
         return "system-wide"
     if len(cmd) > 2 and cmd[1] == "-m":  # python -m cmaprof ...
         cmd = cmd[2:]
-    words = [c.rsplit("/", 1)[-1] if c.startswith("/") else c for c in cmd]
+    words = [c.rsplit("/", 1)[-1] if c.startswith("/") or i == 0 else c for i, c in enumerate(cmd)]
     return textwrap.shorten(" ".join(words), 40, placeholder="...")
 
 

@@ -358,3 +358,13 @@ def test_host_recording_has_no_cma_rows():
     assert not (df["metric"] == LOGICAL_CMA).any()
     assert math.isclose(_row(df, "zones", "Normal", side.name)["change_pct"], 0.0)
     assert load(side.path).meta["kernel_release"] in text
+
+
+def test_workload_names_programs_without_their_directories(tmp_path):
+    src = DATA / "recordings" / "host-6.18-anon"
+    dst = tmp_path / "rel"
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "metadata.json").read_text())
+    meta["command"] = [".venv/bin/cmaprof", "workload", "anon:128", "dir=/tmp/x"]
+    (dst / "metadata.json").write_text(json.dumps(meta))
+    assert compare.workload_of(load(dst)) == "cmaprof workload anon:128 dir=/tmp/x"
