@@ -391,8 +391,11 @@ def table_cma_failures(rec: Recording) -> str:
     return "\n".join(out)
 
 
-def table_cma_blockers_origin(rec: Recording) -> str:
-    """Blocking pages by the gfp of the allocation that placed them in CMA."""
+def table_cma_blockers_origin(rec: Recording, wide: bool = False) -> str:
+    """Blocking pages by the gfp of the allocation that placed them in CMA.
+
+    :param wide: GFP strings unwrapped, on the line of their numbers
+    """
     if not has_blockers(rec):
         return ""
     df = df_cma_blockers_origin(rec)
@@ -402,7 +405,7 @@ def table_cma_blockers_origin(rec: Recording) -> str:
     else:
         out.append(f"{'cause':<16} {'state':<18} {'pages':>6} {'events':>7}  gfp")
         df = df.sort_values(["pages", "events"], ascending=False, kind="stable")
-        width = 80 - (16 + 18 + 6 + 7 + 5)
+        width = 10**6 if wide else 80 - (16 + 18 + 6 + 7 + 5)
         for r in df.itertuples(index=False):
             lines = formats.wrap_flags(str(r.gfp), width)
             out.append(

@@ -1,8 +1,10 @@
 """The check table: every count cmaprof traced next to a kernel counter it did not compute.
 
 Columns: ``counter``, ``source`` (where the kernel's number comes from), ``unit``,
-``traced``, ``kernel``, ``diff_pct`` = (traced - kernel) / kernel, ``note`` (why a row
-compares fewer than all traced events, else empty); page-allocator
+``traced`` (null where the probe that counts it did not run), ``kernel``, ``diff_pct`` =
+(traced - kernel) / kernel (null where undefined: no probe, or the kernel counted 0 and
+cmaprof did not), ``note`` (why a row is null, or compares fewer than all traced
+events: a failed cma_alloc() the kernel did not count); page-allocator
 rows also carry ``zone``, ``traced_pages`` (mm_page_alloc), ``bulk_pages`` (bulk
 allocator fast path) and ``vmstat_pages``, with ``traced = traced_pages + bulk_pages``.
 """

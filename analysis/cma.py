@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cmaprof.analysis import stats
 from cmaprof.analysis.recording import Recording
 
 OUTCOME_SOURCES = {
@@ -52,7 +53,9 @@ def df_cma_calls(rec: Recording) -> pd.DataFrame:
 
 
 def df_cma_summary(rec: Recording) -> pd.DataFrame:
-    """Per area: calls, outcomes, pages, busy retries, migrations, latency percentiles."""
+    """Per area: calls, outcomes, pages, busy retries, migrations, latency percentiles
+    (``pNN_ns`` null where the area has too few calls to estimate them:
+    :func:`quantile_estimable`)."""
     df = df_cma_calls(rec)
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in SUMMARY_COLUMNS})
@@ -70,13 +73,37 @@ def df_cma_summary(rec: Recording) -> pd.DataFrame:
                 "busy_retries": int(g["busy_retries"].sum()),
                 "migrate_succeeded": int(g["migrate_succeeded"].sum()),
                 "migrate_failed": int(g["migrate_failed"].sum()),
-                "p50_ns": int(lat.quantile(0.50)),
-                "p90_ns": int(lat.quantile(0.90)),
-                "p99_ns": int(lat.quantile(0.99)),
+                **{
+                    f"{name}_ns": int(lat.quantile(q)) if quantile_estimable(len(g), q) else None
+                    for name, q in PERCENTILES.items()
+                },
                 "max_ns": int(lat.max()),
             }
         )
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for name in PERCENTILES:
+        out[f"{name}_ns"] = out[f"{name}_ns"].astype("Int64")
+    return out
+
+
+#: Latency percentiles of the summary, and the calls each needs (:func:`quantile_estimable`).
+PERCENTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
+
+
+def quantile_estimable(n: int, q: float) -> bool:
+    """Whether ``n`` calls estimate quantile ``q``: at least
+    :data:`~cmaprof.analysis.stats.TAIL_MIN` calls beyond it (p50: 10 calls, p90: 50,
+    p99: 500), the rule compare uses before it tests a percentile. With fewer, p99 of
+    20 calls is the largest call under another name."""
+    return stats.quantile_testable(n, q)
+
+
+def calls_needed(q: float) -> int:
+    """Calls :func:`quantile_estimable` needs for quantile ``q``."""
+    n = 1
+    while not quantile_estimable(n, q):
+        n += 1
+    return n
 
 
 def check_rows(rec: Recording) -> list[dict]:
@@ -85,6 +112,7 @@ def check_rows(rec: Recording) -> list[dict]:
     start, end = rec.vmstat("start"), rec.vmstat("end")
     if "cma_alloc_success" not in end:
         return []
+    off = probe_not_run(rec, "cma")
     df = df_cma_calls(rec)
     ok = df[df["success"]] if not df.empty else df
     bad = df[~df["success"]] if not df.empty else df
@@ -95,10 +123,11 @@ def check_rows(rec: Recording) -> list[dict]:
             "cma_alloc_success",
             "/proc/vmstat",
             "calls",
-            len(ok),
+            None if off else len(ok),
             end["cma_alloc_success"] - start.get("cma_alloc_success", 0),
+            off or "",
         ),
-        _fail_row("cma_alloc_fail", "/proc/vmstat", "calls", len(bad), len(early), fail_calls),
+        _fail_row("cma_alloc_fail", "/proc/vmstat", "calls", len(bad), len(early), fail_calls, off),
     ]
     for area in sorted(set(rec.cma_area_names) | set(df["area"] if not df.empty else [])):
         for what, part in (("success", ok), ("fail", bad)):
@@ -109,10 +138,12 @@ def check_rows(rec: Recording) -> list[dict]:
             traced = _pages(part, area)
             counter = f"{area}/alloc_pages_{what}"
             if what == "success":
-                rows.append(_row(counter, "sysfs", "pages", traced, k1 - k0))
+                rows.append(
+                    _row(counter, "sysfs", "pages", None if off else traced, k1 - k0, off or "")
+                )
             else:
                 rows.append(
-                    _fail_row(counter, "sysfs", "pages", traced, _pages(early, area), k1 - k0)
+                    _fail_row(counter, "sysfs", "pages", traced, _pages(early, area), k1 - k0, off)
                 )
     return rows
 
@@ -131,31 +162,57 @@ def _returned_before_finish(rec: Recording, calls: pd.DataFrame) -> pd.Series:
     return (src == OUTCOME_SOURCES[3]) | ((src == OUTCOME_SOURCES[2]) & has_errorno)
 
 
-def _fail_row(counter: str, source: str, unit: str, traced: int, early: int, kernel: int) -> dict:
+def _fail_row(
+    counter: str, source: str, unit: str, traced: int, early: int, kernel: int, off: str | None
+) -> dict:
     """A failure row. Kernels differ in whether a call that returns before its
     ``cma_alloc_finish`` is counted: 6.1's cma_alloc() counts a request larger than the
     area as a failure (``goto out``), 6.12's __cma_alloc() returns NULL before counting
     it. Where the kernel's count equals the calls that reached the finish event, the row
-    compares those and its note says how many returned early, uncounted by the kernel."""
+    compares those and its note says how many returned early, uncounted by the kernel.
+    ``off``: why the cma probe did not run (then nothing was traced)."""
+    if off:
+        return _row(counter, source, unit, None, kernel, off)
     if early and traced != kernel and traced - early == kernel:
-        row = _row(counter, source, unit, traced - early, kernel)
-        row["note"] = (
+        return _row(
+            counter,
+            source,
+            unit,
+            traced - early,
+            kernel,
             f"{early} failed {'call' if unit == 'calls' else 'page'}"
             f"{'' if early == 1 else 's'} returned before cma_alloc_finish and this kernel "
-            f"does not count {'it' if early == 1 else 'them'}; traced in all: {traced}"
+            f"does not count {'it' if early == 1 else 'them'}; traced in all: {traced}",
         )
-        return row
     return _row(counter, source, unit, traced, kernel)
 
 
-def _row(counter: str, source: str, unit: str, traced: int, kernel: int) -> dict:
-    diff = (traced - kernel) / kernel * 100 if kernel else (0.0 if traced == 0 else float("inf"))
+def _row(
+    counter: str, source: str, unit: str, traced: int | None, kernel: int, note: str = ""
+) -> dict:
+    """One check row; ``traced`` None where the probe did not run (``note`` says why),
+    ``diff_pct`` None where it is undefined (no probe, or the kernel counted 0)."""
+    if traced is None:
+        diff = None
+    elif kernel:
+        diff = round((traced - kernel) / kernel * 100, 3)
+    else:
+        diff = 0.0 if traced == 0 else None
     return {
         "counter": counter,
         "source": source,
         "unit": unit,
         "traced": traced,
         "kernel": kernel,
-        "diff_pct": round(diff, 3),
-        "note": "",
+        "diff_pct": diff,
+        "note": note,
     }
+
+
+def probe_not_run(rec: Recording, probe: str) -> str | None:
+    """Why ``probe`` did not run in ``rec`` (``probe NAME did not run: WHY``), or None."""
+    probes = rec.meta.get("probes")
+    if probes is None or probe in probes:  # imported text has no probe list: its events ran
+        return None
+    why = (rec.meta.get("probes_unavailable") or {}).get(probe) or "not in the recording"
+    return f"{probe} probe did not run: {why}"

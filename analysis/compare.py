@@ -1,22 +1,27 @@
 """Compare sides (kernels, layouts), each a recording or a directory of iterations.
 
 A *side* is what one column of ``cmaprof compare`` shows: one recording, or a directory of
-recordings taken as iterations of the same run (:func:`load_side`). Every row is one
-metric: the value shown is the mean over the side's iterations (latency percentiles are
-taken over all of the side's cma_alloc() calls pooled), then the relative change against
-the baseline (the first side), and a ``*`` only where a test says the difference is
-significant (:mod:`cmaprof.analysis.stats`: Mann-Whitney U on per-iteration values, a
-bootstrap interval for percentiles).
+recordings taken as iterations of the same run (:func:`load_side`). The table has the
+shape of mmtests' compare-kernels, which linux-mm readers know: per metric the Amean,
+Stddev, CoeffVar, Min and Max over the side's iterations (latency: those and p50/p90/p99
+over all of the side's cma_alloc() calls pooled), the baseline (the first side) first,
+each other side with its change against the baseline's same statistic (an absolute
+difference where the baseline is <= 0 or the change beyond +-1000%), and a ``*`` only
+where a test says the difference is significant (:mod:`cmaprof.analysis.stats`:
+Mann-Whitney U on per-iteration values, a bootstrap interval for percentiles). Metrics
+with a better direction (failures, latency, lost events) say which.
 
 Kernels need not have the same zones: rows are the union over all sides and a side whose
 kernel lacks a zone, counter or probe shows ``-``. The **logical CMA** row lines up CMA
 memory however the kernel lays it out: pages in CMA pageblocks inside DMA32/Normal/
 Movable (``cma_area`` from the pfn) on one kernel, pages in a zone named CMA on another.
-Those pages are also counted in their zone's row.
+Those pages are also counted in their zone's row. GFP classes are spelled in the
+baseline kernel's flag order (:func:`gfp_label`).
 
-:func:`df_compare` gives the long table (one row per metric and side, with the
-per-iteration values and the test) that ``--format json|csv`` prints; :func:`table_compare`
-the mmtests-style text.
+:func:`check_sides` refuses one side or one path twice and warns where the sides differ
+in kernel, layout or workload. :func:`df_compare` gives the long table (one row per
+metric, statistic and side, with the per-iteration values and the test) that
+``--format json|csv`` prints; :func:`table_compare` the text.
 """
 
 from __future__ import annotations
@@ -34,14 +39,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cmaprof.analysis import counterfactual, stats
+from cmaprof.analysis import counterfactual, formats, stats
 from cmaprof.analysis.cma import df_cma_calls
 from cmaprof.analysis.migrate import df_migrate
 from cmaprof.analysis.recording import Recording, load_many
 from cmaprof.errors import BadInput
 
 WIDTH = 80
-LABEL_W = 30
 LOGICAL_CMA = "logical CMA"
 #: Zone order for the union of rows (others follow in order of appearance).
 ZONE_ORDER = ["DMA", "DMA32", "Normal", "HighMem", "Movable", "CMA", "Device"]
@@ -53,7 +57,7 @@ VMSTAT_PREFIXES = ("pgalloc_", "pgmigrate_", "compact_stall", "compact_fail", "c
 
 SECTIONS = {
     "zones": "Pages allocated per zone (logical CMA: CMA pageblocks or zone CMA)",
-    "zone_gfp": "Pages per zone and GFP class (flags after the GFP_* names sorted)",
+    "zone_gfp": "Pages per zone and GFP class (flags in the baseline kernel's order)",
     "cma_gfp": "GFP classes landing in CMA (logical CMA)",
     "counterfactual": "ZONE_CMA counterfactual: CMA pages a ZONE_CMA kernel refuses "
     "(__GFP_MOVABLE without __GFP_HIGHMEM)",
@@ -123,7 +127,7 @@ def workload_of(rec: Recording) -> str:
         return "system-wide"
     if len(cmd) > 2 and cmd[1] == "-m":  # python -m cmaprof ...
         cmd = cmd[2:]
-    words = [c.rsplit("/", 1)[-1] if c.startswith("/") else c for c in cmd]
+    words = [c.rsplit("/", 1)[-1] if c.startswith("/") or i == 0 else c for i, c in enumerate(cmd)]
     return textwrap.shorten(" ".join(words), 40, placeholder="...")
 
 
@@ -154,13 +158,16 @@ class IterationMetrics:
     not_recorded: set[str] = field(default_factory=set)
 
 
-def gfp_label(gfp: str) -> str:
-    """A GFP string as one kernel printed it, in a form that lines up across kernels:
-    composite names (``GFP_*``) first in the kernel's order, then single flags sorted
-    (6.1 prints ``__GFP_COMP|__GFP_ZERO`` where 6.18 prints ``__GFP_ZERO|__GFP_COMP``)."""
+def gfp_label(gfp: str, order: dict[str, int] | None = None) -> str:
+    """A GFP string in one spelling for every side: the names in the order of ``order``
+    (the baseline kernel's ``show_gfp_flags()`` table, :func:`gfp_order`), names that
+    table lacks after them as printed. 6.1 prints ``__GFP_COMP|__GFP_ZERO`` where 6.18
+    prints ``__GFP_ZERO|__GFP_COMP``; with one kernel this is the kernel's own string,
+    the one ``cmaprof report`` prints. Without ``order`` the string is kept."""
+    if not order:
+        return gfp
     names = gfp.split("|")
-    composite = [n for n in names if not n.startswith("__")]
-    return "|".join(composite + sorted(n for n in names if n.startswith("__")))
+    return "|".join(sorted(names, key=lambda n: order.get(n, len(order))))
 
 
 def _zone_gfp_label(zone: str, gfp: str) -> str:
@@ -197,7 +204,6 @@ def iteration_metrics(rec: Recording) -> IterationMetrics:
     m.zero_sections.update({"zone_gfp", "cma_gfp", "migrate", "failures"})
     if not df.empty:
         df["zone"] = df["zone"].astype(str)
-        df["gfp"] = [gfp_label(g) for g in df["gfp"]]
         for z, pages in df.groupby("zone")["pages"].sum().items():
             v[("zones", str(z), "pages")] = float(pages)
         for (z, gfp), pages in df.groupby(["zone", "gfp"])["pages"].sum().items():
@@ -219,7 +225,7 @@ def iteration_metrics(rec: Recording) -> IterationMetrics:
         v[("counterfactual", "predicted loss of CMA use", "%")] = float(cf["refused_pct"])
         cdf = counterfactual.df_counterfactual(rec)
         for r in cdf[cdf["refused"].astype(bool)].itertuples(index=False):
-            v[("counterfactual", f"refused: {gfp_label(r.gfp)}", "pages")] = float(r.pages)
+            v[("counterfactual", f"refused: {r.gfp}", "pages")] = float(r.pages)
     else:
         m.not_recorded.add("counterfactual")
     # cma_alloc
@@ -321,18 +327,26 @@ def latencies_ns(side: Side) -> np.ndarray | None:
 
 # --------------------------------------------------------------------------- comparison
 
+#: Statistics of each metric over a side's iterations, in mmtests compare-kernels order.
+STATS = ["Amean", "Stddev", "CoeffVar", "Min", "Max"]
+#: Latency statistics over all cma_alloc() calls of a side, pooled.
+LATENCY_STATS = [*STATS, *QUANTILES]
+#: A relative change beyond this (or on a baseline <= 0) is shown as an absolute difference.
+MAX_PCT = 1000.0
+
 COLUMNS = [
     "section",
     "metric",
     "unit",
+    "stat",
+    "direction",
     "side",
     "n",
     "value",
-    "median",
-    "min",
-    "max",
     "values",
     "change_pct",
+    "change_abs",
+    "change_shown",
     "test",
     "p_value",
     "ci_low",
@@ -340,6 +354,29 @@ COLUMNS = [
     "significant",
     "note",
 ]
+
+_LOWER_VMSTAT = ("pgmigrate_fail", "compact_fail", "compact_stall", "cma_alloc_fail")
+
+
+def direction(sec: str, metric: str) -> str | None:
+    """ "lower" or "higher" where one direction is better for a metric, else None.
+
+    Page counts per zone or GFP class have no better direction (they say where memory
+    went); failures, retries, lost events and latency are better lower; the success
+    rate of cma_alloc() higher.
+    """
+    if sec == "cma_alloc":
+        if metric == "success rate":
+            return "higher"
+        if metric in ("failed", "busy retries", "pages failed to migrate", "latency"):
+            return "lower"
+    if sec in ("failures", "lost"):
+        return "lower"
+    if sec == "migrate" and metric.endswith(" failed"):
+        return "lower"
+    if sec == "vmstat" and (metric in _LOWER_VMSTAT or metric.endswith("/alloc_pages_fail")):
+        return "lower"
+    return None
 
 
 def _zone_key(z: str) -> tuple[int, str]:
@@ -387,42 +424,111 @@ def _ordered_keys(all_keys: list[Key], sides_vals: list[list[dict[Key, float]]])
     return out
 
 
-def _change(base: float | None, other: float | None) -> float | None:
-    if base is None or other is None:
-        return None
-    if base == 0:
-        return 0.0 if other == 0 else math.inf
-    return (other - base) / abs(base) * 100
+def change(base: float | None, other: float | None) -> tuple[float | None, float | None, str]:
+    """(relative change in %, absolute difference, which one the text shows).
+
+    The relative change is None on a zero baseline (undefined, never infinite); the text
+    shows the absolute difference ("abs") where the baseline is <= 0 or the relative
+    change is beyond :data:`MAX_PCT` (``+120050%`` of 51 pages says less than ``+61826``).
+    """
+    if base is None or other is None or math.isnan(base) or math.isnan(other):
+        return None, None, ""
+    diff = other - base
+    pct = diff / abs(base) * 100 if base != 0 else None
+    if other == base:
+        return (0.0 if pct is not None else None), 0.0, "pct"
+    if base <= 0 or pct is None or abs(pct) > MAX_PCT:
+        return pct, diff, "abs"
+    return pct, diff, "pct"
 
 
-def _cell(sec: str, metric: str, unit: str, side: str, vals: list[float] | None) -> dict[str, Any]:
+def _describe(a: np.ndarray, with_quantiles: bool) -> dict[str, float | None]:
+    """mmtests' statistics of a sample (pandas: sample standard deviation, ddof=1)."""
+    s = pd.Series(a, dtype=float)
+    mean = float(s.mean())
+    std = float(s.std(ddof=1)) if len(s) > 1 else None
+    out: dict[str, float | None] = {
+        "Amean": mean,
+        "Stddev": std,
+        "CoeffVar": (std / abs(mean) * 100) if std is not None and mean != 0 else None,
+        "Min": float(s.min()),
+        "Max": float(s.max()),
+    }
+    if with_quantiles:
+        for label, q in QUANTILES.items():
+            out[label] = float(s.quantile(q))
+    return out
+
+
+def _empty_row(sec: str, metric: str, unit: str, stat: str, side: str) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update(section=sec, metric=metric, unit=unit, side=side, significant=False, test="none")
-    if vals:
-        a = np.asarray(vals, dtype=float)
-        row.update(
-            n=len(a),
-            value=float(a.mean()),
-            median=float(np.median(a)),
-            min=float(a.min()),
-            max=float(a.max()),
-            values=[float(x) for x in a],
-        )
-    else:
-        row["n"] = 0
+    row.update(
+        section=sec,
+        metric=metric,
+        unit=unit,
+        stat=stat,
+        direction=direction(sec, metric),
+        side=side,
+        n=0,
+        significant=False,
+        test="none",
+    )
     return row
 
 
-def df_compare(sides: list[Side], alpha: float = stats.ALPHA) -> pd.DataFrame:
-    """The long comparison table: one row per (metric, side); the first side is the base.
+def gfp_order(side: Side) -> dict[str, int] | None:
+    """Position of each GFP name in the side's kernel table (``show_gfp_flags()`` in the
+    ``mm_page_alloc`` print fmt), None when the recording cannot say."""
+    for rec in side.recordings:
+        try:
+            return {name: i for i, (_, name) in enumerate(rec.gfp_table.entries)}
+        except BadInput:
+            continue
+    return None
 
-    ``value`` is the mean of the per-iteration ``values`` (the pooled percentile for
-    latency rows), ``change_pct`` relative to the base, ``test`` "mwu", "bootstrap" or
-    "none" (``note`` says why), ``significant`` only when the test rejected equality.
+
+def _canon_keys(metrics: list[list[IterationMetrics]], order: dict[str, int] | None) -> None:
+    """Rewrite every GFP string in the metric keys into the baseline kernel's order, so
+    that one class is one row even where two kernels print its flags differently."""
+    if order is None:
+        return
+
+    def canon(k: Key) -> Key:
+        sec, metric, unit = k
+        if sec == "zone_gfp":
+            zone, _, gfp = metric.partition("\x00")
+            return (sec, _zone_gfp_label(zone, gfp_label(gfp, order)), unit)
+        if sec == "cma_gfp":
+            return (sec, gfp_label(metric, order), unit)
+        if sec == "counterfactual" and metric.startswith("refused: "):
+            return (sec, "refused: " + gfp_label(metric[len("refused: ") :], order), unit)
+        return k
+
+    for ms in metrics:
+        for m in ms:
+            new: dict[Key, float] = {}
+            for k, v in m.values.items():
+                c = canon(k)
+                new[c] = new.get(c, 0.0) + v
+            m.values = new
+
+
+def df_compare(sides: list[Side], alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """The long comparison table: one row per (metric, statistic, side); the first side
+    is the baseline.
+
+    ``stat`` is one of :data:`STATS` over the side's per-iteration values (``values``,
+    on the Amean row), or for the ``latency`` metric one of :data:`LATENCY_STATS` over
+    all the side's cma_alloc() calls pooled. ``change_pct`` is relative to the baseline's
+    same statistic (null on a zero baseline), ``change_abs`` the difference,
+    ``change_shown`` which of the two the text prints. ``test`` is "mwu" (Amean rows),
+    "bootstrap" (latency percentiles) or "none" (``note`` says why); ``significant`` only
+    when the test rejected equality at ``alpha``.
     """
     if not sides:
         raise BadInput("compare needs at least one side")
     metrics = [[_metrics_copy(r) for r in s.recordings] for s in sides]
+    _canon_keys(metrics, gfp_order(sides[0]))
     sides_vals = [[m.values for m in ms] for ms in metrics]
     seen: dict[Key, None] = {}
     for ms in metrics:
@@ -448,19 +554,30 @@ def df_compare(sides: list[Side], alpha: float = stats.ALPHA) -> pd.DataFrame:
     }
     for k in keys:
         sec, metric, unit = k
-        base_vals = side_values(0, k)
-        for si, s in enumerate(sides):
-            vals = side_values(si, k)
-            row = _cell(sec, metric.replace("\x00", ": "), unit, s.name, vals)
-            if si and base_vals and vals:
-                row["change_pct"] = _change(float(np.mean(base_vals)), float(np.mean(vals)))
-                res = stats.mwu(base_vals, vals, alpha)
-                row.update(
-                    test=res.test, p_value=res.p_value, significant=res.significant, note=res.reason
-                )
-            elif si == 0 and vals:
-                row["change_pct"] = 0.0
-            rows.append(row)
+        label = metric.replace("\x00", ": ")
+        per_side = [side_values(si, k) for si in range(len(sides))]
+        described = [_describe(np.asarray(v, dtype=float), False) if v else None for v in per_side]
+        for stat in STATS:
+            for si, s in enumerate(sides):
+                row = _empty_row(sec, label, unit, stat, s.name)
+                vals, d = per_side[si], described[si]
+                if vals and d is not None:
+                    row.update(n=len(vals), value=d[stat])
+                    if stat == "Amean":
+                        row["values"] = [float(x) for x in vals]
+                    base = described[0]
+                    if base is not None:
+                        pct, diff, shown = change(base[stat], d[stat])
+                        row.update(change_pct=pct, change_abs=diff, change_shown=shown)
+                    if si and stat == "Amean" and per_side[0]:
+                        res = stats.mwu(per_side[0], vals, alpha)
+                        row.update(
+                            test=res.test,
+                            p_value=res.p_value,
+                            significant=res.significant,
+                            note=res.reason,
+                        )
+                rows.append(row)
         if sec == "cma_alloc" and metric == "pages failed to migrate":
             rows.extend(_latency_rows(sides, alpha))
     if not any(r["section"] == "cma_alloc" for r in rows):
@@ -494,76 +611,144 @@ def _top_gfp(keys: list[Key], sides_vals: list[list[dict[Key, float]]]) -> list[
 
 
 def _latency_rows(sides: list[Side], alpha: float) -> list[dict[str, Any]]:
+    """Rows of the ``latency`` metric (us): statistics over all calls of a side."""
     lats = [latencies_ns(s) for s in sides]
     if all(x is None for x in lats):
         return []
+    us = [lat / 1e3 if lat is not None and len(lat) else None for lat in lats]
+    described = [_describe(u, True) if u is not None else None for u in us]
     rows = []
-    base = lats[0]
-    for label, q in [*QUANTILES.items(), ("max", 1.0)]:
-        for si, (s, lat) in enumerate(zip(sides, lats)):
-            row = _cell("cma_alloc", f"latency {label}", "us", s.name, None)
-            if lat is None or not len(lat):
+    for stat in LATENCY_STATS:
+        for si, s in enumerate(sides):
+            row = _empty_row("cma_alloc", "latency", "us", stat, s.name)
+            u, d = us[si], described[si]
+            if u is None or d is None:
                 rows.append(row)
                 continue
-            us = lat / 1e3
-            val = float(np.quantile(us, q))
-            row.update(n=len(us), value=val, median=None, min=float(us.min()), max=float(us.max()))
-            if si == 0:
-                row["change_pct"] = 0.0
-            elif base is not None and len(base):
-                bval = float(np.quantile(base / 1e3, q))
-                row["change_pct"] = _change(bval, val)
-                if q < 1.0:
-                    res = stats.bootstrap_quantile_diff(base / 1e3, us, q, alpha)
-                    row.update(
-                        test=res.test,
-                        significant=res.significant,
-                        note=res.reason,
-                        ci_low=res.ci[0] if res.ci else None,
-                        ci_high=res.ci[1] if res.ci else None,
-                    )
-                else:
-                    row["note"] = "the maximum is not tested"
+            row.update(n=len(u), value=d[stat])
+            base, bu = described[0], us[0]
+            if base is not None:
+                pct, diff, shown = change(base[stat], d[stat])
+                row.update(change_pct=pct, change_abs=diff, change_shown=shown)
+            if si and bu is not None and stat in QUANTILES:
+                res = stats.bootstrap_quantile_diff(bu, u, QUANTILES[stat], alpha)
+                row.update(
+                    test=res.test,
+                    significant=res.significant,
+                    note=res.reason,
+                    ci_low=res.ci[0] if res.ci else None,
+                    ci_high=res.ci[1] if res.ci else None,
+                )
             rows.append(row)
     return rows
+
+
+# --------------------------------------------------------------------------- sides
+
+
+def check_sides(sides: list[Side]) -> list[str]:
+    """Refuse what cannot be compared; return warnings about what should not be.
+
+    :raises BadInput: fewer than two sides, or one path given twice
+    :returns: one warning per way the sides differ besides what is compared (kernel,
+        CMA layout, workload), and one when two sides hold the same numbers
+    """
+    if len(sides) < 2:
+        only = sides[0].path if sides else "nothing"
+        raise BadInput(
+            f"compare needs a baseline and at least one other side, got only {only}; "
+            f"give two (cmaprof compare BASE OTHER), or see one recording with "
+            f"`cmaprof report {only}`"
+        )
+    paths = [s.path.resolve() for s in sides]
+    for i, p in enumerate(paths):
+        if p in paths[:i]:
+            raise BadInput(
+                f"{sides[i].path} is given twice: a side compared with itself shows no "
+                f"change; give two different recordings or directories"
+            )
+    warnings = []
+    for what in ("kernel", "layout", "workload"):
+        values = [getattr(s, what) for s in sides]
+        if len(set(values)) > 1:
+            warnings.append(
+                f"sides differ in {what}: "
+                + "; ".join(f"{s.name} {v}" for s, v in zip(sides, values))
+            )
+    if len(warnings) > 1:
+        warnings.append(
+            "more than one of kernel, layout and workload differ: a change cannot be "
+            "put down to one of them"
+        )
+    base = [_metrics_copy(r).values for r in sides[0].recordings]
+    for s in sides[1:]:
+        if [_metrics_copy(r).values for r in s.recordings] == base:
+            warnings.append(
+                f"{s.name} has the same numbers as {sides[0].name}: the same recordings "
+                f"twice? every change will be 0"
+            )
+    return warnings
 
 
 # --------------------------------------------------------------------------- text
 
 
-def _fmt_value(v: float | None, unit: str) -> str:
+def _fmt_value(v: float | None, unit: str, stat: str = "Amean") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    if unit == "%" or (abs(v) < 100 and v != int(v)):
+    if unit == "%" or stat == "CoeffVar" or (abs(v) < 100 and v != int(v)):
         return f"{v:.2f}"
     return f"{v:.0f}"
 
 
-def _fmt_change(chg: float | None, significant: bool) -> str:
-    if chg is None or (isinstance(chg, float) and math.isnan(chg)):
+def _fmt_change(r: Any, unit: str) -> str:
+    """11 characters: ``(  +12.34%)``, an absolute difference ``(   +61826)``, ``*`` for
+    ``(`` and ``)`` where significant, blank without a baseline."""
+    shown = r.change_shown
+    if not isinstance(shown, str) or not shown:
         return " " * 11
-    if chg == 0:
-        return "(   +0.00%)" if not significant else "*   +0.00%*"
-    if math.isinf(chg):
-        txt = "      new"
-    elif abs(chg) >= 10000:
-        txt = f"{chg:+8.0f}%"
+    if shown == "pct":
+        pct = 0.0 if pd.isna(r.change_pct) else float(r.change_pct)
+        txt = f"{pct:+8.2f}%"
     else:
-        txt = f"{chg:+8.2f}%"
-    return f"*{txt}*" if significant else f"({txt})"
+        diff = float(r.change_abs)
+        txt = f"{_fmt_value(abs(diff), unit, r.stat)}"
+        txt = f"{'+' if diff >= 0 else '-'}{txt}"
+        txt = f"{txt:>9}"
+    return f"*{txt}*" if r.significant else f"({txt})"
 
 
-def table_compare(sides: list[Side], alpha: float = stats.ALPHA) -> str:
-    """mmtests-style text: baseline first with (0.00%), then each side's change, ``*``
-    where significant. Within 80 columns for two sides (each side adds 23)."""
+#: Width of the statistic name at the start of a text row (mmtests: ``Amean``).
+STAT_W = 9
+#: Where the first value column starts in the 80-column form.
+LABEL_W = 34
+COL_W = 23
+_DIRECTION_TAG = {"lower": " [lower]", "higher": " [higher]"}
+
+
+def _varies(g: pd.DataFrame) -> bool:
+    """Whether any side's iterations differ (else Stddev..Max repeat the mean)."""
+    spread = g.loc[g["stat"] == "Stddev", "value"]
+    return bool((spread.fillna(0) > 0).any())
+
+
+def table_compare(sides: list[Side], alpha: float = stats.ALPHA, wide: bool = False) -> str:
+    """mmtests compare-kernels-style text: per metric Amean, Stddev, CoeffVar, Min, Max
+    (and p50/p90/p99 of latency), baseline first with its value, each other side with
+    its change; ``*`` where a test says the difference is significant.
+
+    :param wide: every label on the line of its numbers (for grep), wider than 80 columns
+    """
     df = df_compare(sides, alpha)
-    col_w = 23
     out = [
-        "cmaprof compare: value = mean over iterations; (change vs baseline);",
-        f"*change* = significant at alpha={alpha:g}, two-sided:",
-        "  per-iteration values: Mann-Whitney U, exact permutation p-value;",
-        "  latency p50/p90/p99 (all calls of a side pooled): bootstrap CI of the",
-        "  difference, calls resampled; the maximum is not tested",
+        "cmaprof compare: statistics over each side's iterations (latency: over all",
+        "cma_alloc() calls of a side); (change against the baseline's same statistic):",
+        "  (+1.23%) relative; (+456) absolute, where the baseline is <= 0 or the change",
+        f"  beyond +-{MAX_PCT:g}%; Stddev..Max shown where a side's iterations differ",
+        f"*change* = significant at alpha={alpha:g}, two-sided: Amean: Mann-Whitney U on",
+        "  per-iteration values, exact p; latency p50/p90/p99: bootstrap CI of the",
+        "  difference, calls resampled; other statistics are not tested",
+        "[lower] / [higher]: the direction that is better, where a metric has one",
     ]
     for i, s in enumerate(sides):
         tag = "baseline" if i == 0 else f"side {i + 1}"
@@ -592,11 +777,18 @@ def table_compare(sides: list[Side], alpha: float = stats.ALPHA) -> str:
                 break_on_hyphens=False,
             )
         )
-    head = " " * LABEL_W + "".join(f"{s.name[: col_w - 2]:>{col_w - 2}}  " for s in sides)
-    nline = " " * LABEL_W + "".join(f"{'n=' + str(k):>{col_w - 2}}  " for k in n)
+    rows = df.assign(_label=[_label(r.section, r.metric, r.unit) for r in df.itertuples()])
+    rows["_label"] = [
+        lab + _DIRECTION_TAG.get(str(d), "") for lab, d in zip(rows["_label"], rows["direction"])
+    ]
+    label_w = LABEL_W
+    if wide and not rows.empty:
+        label_w = max(LABEL_W, STAT_W + int(rows["_label"].str.len().max()) + 1)
+    head = " " * label_w + " ".join(f"{s.name[: COL_W - 1]:>{COL_W - 1}}" for s in sides)
+    nline = " " * label_w + " ".join(f"{'n=' + str(k):>{COL_W - 1}}" for k in n)
     notes: dict[str, None] = {}
     for sec, title in SECTIONS.items():
-        part = df[df["section"] == sec]
+        part = rows[rows["section"] == sec]
         out.append("")
         out.extend(textwrap.wrap(title, WIDTH))
         if part.empty:
@@ -607,21 +799,29 @@ def table_compare(sides: list[Side], alpha: float = stats.ALPHA) -> str:
             continue
         out.append(head.rstrip())
         out.append(nline.rstrip())
-        for (metric, unit), g in part.groupby(["metric", "unit"], sort=False):
-            label = _label(sec, metric, unit)
-            cells = []
-            for i, r in enumerate(g.itertuples(index=False)):
-                chg = "(    0.00%)" if i == 0 and r.n else _fmt_change(r.change_pct, r.significant)
-                cells.append(f"{_fmt_value(r.value, unit):>10} {chg}")
-                if isinstance(r.note, str) and r.note:
-                    notes[r.note] = None
-            if len(label) > LABEL_W - 1:
-                wrapped = _wrap_label(label, WIDTH - 2)
-                out.extend("  " + w if j else w for j, w in enumerate(wrapped))
-                label = ""
-            out.append((f"{label:<{LABEL_W}}" + " ".join(cells)).rstrip())
+        for (_metric, _unit), g in part.groupby(["metric", "unit"], sort=False):
+            label = str(g["_label"].iloc[0])
+            shown_stats = [
+                st
+                for st in g["stat"].unique()
+                if st == "Amean" or st in QUANTILES or _varies(g) or (st == "Max" and _is_lat(g))
+            ]
+            own_line = not wide and len(label) > label_w - STAT_W - 1
+            if own_line:
+                out.extend(_wrap_label(label, WIDTH))
+            for st in shown_stats:
+                cells = []
+                for i, r in enumerate(g[g["stat"] == st].itertuples(index=False)):
+                    chg = _fmt_change(r, r.unit)
+                    if i == 0 and chg.strip():
+                        chg = "(    0.00%)"
+                    cells.append(f"{_fmt_value(r.value, r.unit, r.stat):>10} {chg}")
+                    if isinstance(r.note, str) and r.note:
+                        notes[r.note] = None
+                lab = f"{st:<{STAT_W}}" + ("" if own_line else label)
+                out.append((f"{lab:<{label_w}}" + " ".join(cells)).rstrip())
     notes.pop("", None)
-    shown = [n_ for n_ in notes if "iterations: Mann-Whitney" not in n_ and "maximum" not in n_]
+    shown = [n_ for n_ in notes if "iterations: Mann-Whitney" not in n_]
     if shown:
         out.append("")
         out.append("not tested:")
@@ -634,6 +834,10 @@ def table_compare(sides: list[Side], alpha: float = stats.ALPHA) -> str:
 
     out += ["", table_layout_compare(sides), "", table_causes_compare(sides)]
     return "\n".join(out) + "\n"
+
+
+def _is_lat(g: pd.DataFrame) -> bool:
+    return bool((g["metric"] == "latency").any())
 
 
 def _not_recorded_by(sides: list[Side], sec: str) -> str:
@@ -652,38 +856,38 @@ def _label(sec: str, metric: str, unit: str) -> str:
 
 
 def _wrap_label(label: str, width: int) -> list[str]:
-    """Split a long label (GFP strings) at '|' or spaces."""
-    parts = label.replace("|", "|\x01").split("\x01")
-    lines, cur = [], ""
-    for p in parts:
-        if cur and len(cur) + len(p) > width:
-            lines.append(cur)
-            cur = p
-        else:
-            cur += p
-    lines.append(cur)
-    return lines
+    """Split a long label (GFP strings) at '|' or spaces, continuation lines indented."""
+    lines = formats.wrap_flags(label, width - 2)
+    return [lines[0], *("  " + line for line in lines[1:])]
 
 
 # --------------------------------------------------------------------------- machine
 
 
 def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    """JSON value of a cell: numbers stay numbers, NaN and infinities become null."""
+    if v is None or v is pd.NA:
+        return None
     if hasattr(v, "item"):
-        return v.item()
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
     return v
 
 
-def compare_json(sides: list[Side], alpha: float = stats.ALPHA) -> str:
-    """``{"sides": [...], "alpha": a, "rows": [...]}``; rows as in :func:`df_compare`."""
+def compare_json(
+    sides: list[Side], alpha: float = stats.ALPHA, warnings: list[str] | None = None
+) -> str:
+    """``{"sides": [...], "alpha": a, "warnings": [...], "rows": [...]}``; rows as in
+    :func:`df_compare`, one object per (metric, statistic, side)."""
     df = df_compare(sides, alpha)
     rows = [{k: _jsonable(v) for k, v in r.items()} for r in df.astype(object).to_dict("records")]
     obj = {
         "alpha": alpha,
         "tests": {
-            "per_iteration": "Mann-Whitney U, two-sided, exact permutation p-value",
+            "per_iteration": "Mann-Whitney U on Amean rows, two-sided, exact permutation p-value",
             "percentiles": "percentile bootstrap CI of the difference, calls resampled",
         },
         "sides": [
@@ -697,13 +901,15 @@ def compare_json(sides: list[Side], alpha: float = stats.ALPHA) -> str:
             }
             for s in sides
         ],
+        "warnings": list(warnings or []),
         "rows": rows,
     }
-    return json.dumps(obj, indent=2, default=_jsonable) + "\n"
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
 def compare_csv(sides: list[Side], alpha: float = stats.ALPHA) -> str:
-    """The long table as CSV; ``values`` joined by ``;``."""
+    """The long table as CSV, one line per (metric, statistic, side); ``values`` joined
+    by ``;``."""
     df = df_compare(sides, alpha).copy()
     df["values"] = [";".join(f"{x:g}" for x in v) if v else "" for v in df["values"]]
     buf = io.StringIO()

@@ -126,8 +126,11 @@ def summary(rec: Recording) -> dict[str, float] | None:
     }
 
 
-def table_counterfactual(rec: Recording, top: int = 8) -> str:
-    """Text: the GFP classes in CMA a ZONE_CMA kernel would refuse, and the predicted loss."""
+def table_counterfactual(rec: Recording, top: int = 8, wide: bool = False) -> str:
+    """Text: the GFP classes in CMA a ZONE_CMA kernel would refuse, and the predicted loss.
+
+    :param wide: GFP strings unwrapped, on the line of their numbers
+    """
     s = summary(rec)
     if s is None:
         return ""
@@ -149,7 +152,7 @@ def table_counterfactual(rec: Recording, top: int = 8) -> str:
         out.extend(
             textwrap.wrap(
                 f"{r.pages:>10} {r.cma_share:>6.1%}  {r.gfp.replace('|', '| ')}",
-                80,
+                10**6 if wide else 80,
                 subsequent_indent=" " * 19,
                 break_on_hyphens=False,
             )

@@ -32,7 +32,7 @@ def df_migrate(rec: Recording) -> pd.DataFrame:
 
 def check_rows(rec: Recording) -> list[dict]:
     """pgmigrate_success|fail deltas (pages) against the pages mm_migrate_pages reported."""
-    from cmaprof.analysis.cma import _row
+    from cmaprof.analysis.cma import _row, probe_not_run
 
     start, end = rec.vmstat("start"), rec.vmstat("end")
     if (
@@ -43,20 +43,23 @@ def check_rows(rec: Recording) -> list[dict]:
         )
     ):
         return []
+    off = probe_not_run(rec, "migrate")
     df = rec.table("migrate").to_pandas()
     return [
         _row(
             "pgmigrate_success",
             "/proc/vmstat",
             "pages",
-            int(df["succeeded"].sum()),
+            None if off else int(df["succeeded"].sum()),
             end["pgmigrate_success"] - start.get("pgmigrate_success", 0),
+            off or "",
         ),
         _row(
             "pgmigrate_fail",
             "/proc/vmstat",
             "pages",
-            int(df["failed"].sum()),
+            None if off else int(df["failed"].sum()),
             end.get("pgmigrate_fail", 0) - start.get("pgmigrate_fail", 0),
+            off or "",
         ),
     ]

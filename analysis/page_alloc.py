@@ -105,14 +105,15 @@ def df_check(rec: Recording) -> pd.DataFrame:
         vm = end.get(c, 0) - start.get(c, 0)
         t = int(traced.get(zone, 0))
         b = int(bulk.get(zone, 0))
-        diff = (t + b - vm) / vm * 100 if vm else (0.0 if t + b == 0 else float("inf"))
+        # undefined (None, never infinite) where the kernel counted 0 and we did not
+        diff = (t + b - vm) / vm * 100 if vm else (0.0 if t + b == 0 else None)
         rows.append(
             {
                 "zone": zone,
                 "traced_pages": t,
                 "bulk_pages": b,
                 "vmstat_pages": vm,
-                "diff_pct": round(diff, 3),
+                "diff_pct": None if diff is None else round(diff, 3),
             }
         )
     for zone in traced.index:

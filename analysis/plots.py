@@ -7,28 +7,42 @@ list of :class:`~cmaprof.analysis.compare.Side`.
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
 from cmaprof.analysis import compare, counterfactual, page_alloc
 from cmaprof.analysis.causes import plot_failed_calls_by_cause  # issue 12
 from cmaprof.analysis.cma import df_cma_calls
 from cmaprof.analysis.compare import Side
 from cmaprof.analysis.recording import Recording
+from cmaprof.errors import BadInput
 
 FIGSIZE = (8, 4.5)
 TOP_GFP = 6
+#: Characters per title line at fontsize 10 in an 800 px figure (DejaVu Sans ~7 px each).
+TITLE_CHARS = 95
+
+
+def _fit(text: str, width: int = TITLE_CHARS) -> str:
+    """Wrap each line of a title at word boundaries so that none is cut by the figure."""
+    return "\n".join(
+        "\n".join(textwrap.wrap(line, width, break_on_hyphens=False) or [""])
+        for line in text.split("\n")
+    )
 
 
 def _title(rec: Recording, what: str) -> str:
     m = rec.meta
-    cmd = " ".join(m.get("command") or [])
-    wl = f" — {cmd[-40:]}" if cmd else ""
-    return f"{what}\nkernel {m.get('kernel_release')}{wl}"
+    return _fit(f"{what}\nkernel {m.get('kernel_release')}; workload: {compare.workload_of(rec)}")
 
 
 def plot_zone_gfp(rec: Recording) -> Figure:
@@ -69,28 +83,9 @@ def plot_pages_over_time(rec: Recording) -> Figure:
     if s.empty:
         ax.text(0.5, 0.5, "no interval data", ha="center", transform=ax.transAxes)
         return fig
-    g = s.groupby(["t_start_ns", "t_end_ns", "zone"], observed=True)["pages"].sum().reset_index()
-    vm = rec.df_vmstat_series()
-    for zone, zg in g.groupby("zone", observed=True):
-        zg = zg.sort_values("t_start_ns")
-        edges = [zg["t_start_ns"].iloc[0] / 1e9, *(zg["t_end_ns"] / 1e9)]
-        rate = zg["pages"] / ((zg["t_end_ns"] - zg["t_start_ns"]) / 1e9)
-        art = ax.stairs(rate.to_numpy(), edges, label=f"{zone} traced", linewidth=2)
-        v = vm[vm["counter"] == f"pgalloc_{str(zone).lower()}"].sort_values("t_ns")
-        if len(v) > 1:
-            vrate = (v["value"].diff() / (v["t_ns"].diff() / 1e9)).iloc[1:]
-            ax.stairs(
-                vrate.to_numpy(),
-                (v["t_ns"] / 1e9).to_numpy(),
-                ls="--",
-                color=art.get_edgecolor(),
-                label=f"{zone} vmstat",
-            )
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
+    _draw_rate(ax, rec)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("pages per second")
-    ax.legend(fontsize=8)
     return fig
 
 
@@ -129,7 +124,7 @@ def _sides_title(sides: list[Side], what: str) -> str:
     kernels = ", ".join(dict.fromkeys(s.kernel for s in sides))
     layouts = " vs ".join(dict.fromkeys(s.layout for s in sides))
     workloads = ", ".join(dict.fromkeys(s.workload for s in sides))
-    return f"{what}\nkernel {kernels}; {layouts}; workload: {workloads}"
+    return _fit(f"{what}\nkernel {kernels}; {layouts}; workload: {workloads}")
 
 
 def _empty(ax: Axes, text: str) -> None:
@@ -143,19 +138,34 @@ def plot_cma_latency_cdf(sides: list[Side]) -> Figure:
     fig = Figure(figsize=FIGSIZE, dpi=100, layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(_sides_title(sides, "cma_alloc() latency, CDF of all calls"), fontsize=10)
-    drawn = False
+    drawn_range: tuple[float, float] | None = None
     for s in sides:
         lat = compare.latencies_ns(s)
         if lat is None or not len(lat):
             continue
         ms = np.sort(lat) / 1e6
         y = np.arange(1, len(ms) + 1) / len(ms)
-        ax.step(ms, y, where="post", label=f"{_side_label(s)}, {len(ms)} calls", linewidth=1.8)
-        drawn = True
-    if not drawn:
+        # from 0 at the first call, so that one call is a visible step, not a point;
+        # each call marked while there are few enough to tell apart
+        ax.step(
+            np.r_[ms[0], ms],
+            np.r_[0.0, y],
+            where="post",
+            label=f"{_side_label(s)}, {len(ms)} call{'s' if len(ms) != 1 else ''}",
+            linewidth=1.8,
+            marker="o" if len(ms) <= 50 else None,
+            markevery=list(range(1, len(ms) + 1)) if len(ms) <= 50 else None,
+            ms=4,
+        )
+        lo, hi = drawn_range or (ms[0] / 2, ms[-1] * 2)
+        drawn_range = (min(lo, ms[0] / 2), max(hi, ms[-1] * 2))
+    if drawn_range is None:
         _empty(ax, "no cma_alloc() calls recorded")
         return fig
     ax.set_xscale("log")
+    ax.set_xlim(*drawn_range)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_ylim(0, 1.02)
     for q in (0.5, 0.9, 0.99):
         ax.axhline(q, color="0.7", linewidth=0.8, linestyle=":")
@@ -166,63 +176,125 @@ def plot_cma_latency_cdf(sides: list[Side]) -> Figure:
     return fig
 
 
-def _zone_gfp_means(side: Side) -> pd.DataFrame:
-    """Mean pages per iteration by (zone, gfp), with a "logical CMA" zone added."""
+#: GFP classes named in the zone x GFP figure at most (the rest are "other classes").
+MAX_CLASSES = 10
+
+
+def df_zone_gfp_sides(sides: list[Side]) -> pd.DataFrame:
+    """Mean pages per iteration by (side, zone, gfp), with ``in_cma`` (pages in CMA
+    pageblocks or a CMA zone: a part of the zone's pages, not more of them),
+    ``cma_eligible`` (``__GFP_MOVABLE``: the page allocator may place it in CMA) and
+    ``zone_cma_refused`` (eligible, but not ``__GFP_HIGHMEM`` too: a ZONE_CMA kernel keeps
+    it out, the buffer-head class ``GFP_NOFS|__GFP_MOVABLE|...`` among them)."""
+    cols = ["side", "zone", "gfp", "in_cma", "cma_eligible", "zone_cma_refused", "pages"]
     frames = []
-    for rec in side.recordings:
-        df = rec.df_page_alloc()
-        if df.empty:
-            continue
-        df["zone"] = df["zone"].astype(str)
-        parts = [df[["zone", "gfp", "pages"]]]
-        if counterfactual.has_cma(rec):
-            cma = df[counterfactual.in_logical_cma(df)][["gfp", "pages"]]
-            parts.append(cma.assign(zone=compare.LOGICAL_CMA))
-        frames.append(pd.concat(parts).groupby(["zone", "gfp"])["pages"].sum())
+    for s in sides:
+        parts = []
+        for rec in s.recordings:
+            df = rec.df_page_alloc()
+            if df.empty:
+                continue
+            df["zone"] = df["zone"].astype(str)
+            df["in_cma"] = (
+                counterfactual.in_logical_cma(df).to_numpy()
+                if counterfactual.has_cma(rec)
+                else False
+            )
+            try:
+                rule = counterfactual.rule_of(rec)
+                flags = df["gfp_flags"].astype("int64")
+                df["cma_eligible"] = (flags & rule.movable) != 0
+                df["zone_cma_refused"] = df["cma_eligible"] & ~np.array(
+                    [rule.admits(v) for v in flags]
+                )
+            except BadInput:
+                df["cma_eligible"] = False
+                df["zone_cma_refused"] = False
+            parts.append(df[cols[1:]])
+        if parts:
+            g = pd.concat(parts).groupby(cols[1:-1], observed=True)["pages"].sum()
+            frames.append((g / len(s.recordings)).reset_index().assign(side=s.name))
     if not frames:
-        return pd.DataFrame(columns=["zone", "gfp", "pages"])
-    total = pd.concat(frames, axis=1).fillna(0).sum(axis=1) / len(side.recordings)
-    return total.rename("pages").reset_index()
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
+    out = pd.concat(frames, ignore_index=True)[cols]
+    return out[out["pages"] > 0].reset_index(drop=True)
+
+
+def _named_classes(df: pd.DataFrame) -> list[str]:
+    """The classes the figure names: the largest overall, the largest in CMA, and the
+    CMA-eligible classes a ZONE_CMA kernel refuses (at most :data:`MAX_CLASSES`)."""
+    by = df.groupby("gfp")["pages"].sum().sort_values(ascending=False)
+    in_cma = df[df["in_cma"]].groupby("gfp")["pages"].sum().sort_values(ascending=False)
+    refused = df[df["zone_cma_refused"]].groupby("gfp")["pages"].sum()
+    refused = refused.sort_values(ascending=False)
+    picked = [*in_cma.index[:3], *refused.index[:3], *by.index[:TOP_GFP]]
+    return list(dict.fromkeys(picked))[:MAX_CLASSES]
 
 
 def plot_zone_gfp_sides(sides: list[Side]) -> Figure:
-    """Stacked bars per side and zone (and logical CMA): MiB per iteration by GFP class."""
-    fig = Figure(figsize=(8, 6.5), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title(
+    """Left: stacked bars per side and zone, MiB per iteration by GFP class. Right: the
+    part of those pages in CMA (logical CMA: CMA pageblocks or a CMA zone), by the same
+    classes on its own scale: a subset, so it is never stacked onto the zones."""
+    fig = Figure(figsize=(8, 7), dpi=100, layout="constrained")
+    fig.suptitle(
         _sides_title(sides, "Pages allocated per zone and GFP class (mean per iteration)"),
         fontsize=10,
     )
-    data = []
-    for s in sides:
-        d = _zone_gfp_means(s)
-        if not d.empty:
-            data.append(d.assign(side=s.name))
-    if not data:
-        _empty(ax, "no allocations traced")
+    df = df_zone_gfp_sides(sides)
+    if df.empty or not df["in_cma"].any():
+        left, right = fig.add_subplot(), None
+    else:
+        left, right = fig.subplots(1, 2, width_ratios=[3, 1.3])
+    if df.empty:
+        _empty(left, "no allocations traced")
         return fig
-    df = pd.concat(data, ignore_index=True)
-    df = df[df["pages"] > 0]
-    top = df[df["zone"] != compare.LOGICAL_CMA].groupby("gfp")["pages"].sum().nlargest(TOP_GFP)
-    df["class"] = df["gfp"].where(df["gfp"].isin(top.index), "other")
-    order = sorted(
-        df["zone"].unique(),
-        key=lambda z: (z == compare.LOGICAL_CMA, compare._zone_key(z)),
-    )
-    df["bar"] = [f"{s}\n{z}" for s, z in zip(df["side"], df["zone"])]
-    bars = [f"{s.name}\n{z}" for z in order for s in sides if f"{s.name}\n{z}" in set(df["bar"])]
-    pivot = df.pivot_table(index="bar", columns="class", values="pages", aggfunc="sum").fillna(0)
-    pivot = pivot.reindex(bars)
-    classes = [c for c in [*top.index, "other"] if c in pivot.columns]
+    named = _named_classes(df)
+    df["class"] = df["gfp"].where(df["gfp"].isin(named), "other classes")
+    refused = set(df.loc[df["zone_cma_refused"], "gfp"])
+    classes = [*named, "other classes"]
+    colors = {c: f"C{i % 10}" for i, c in enumerate(named)} | {"other classes": "0.75"}
     page_mib = _page_mib(sides[0].recordings[0])
-    bottom = np.zeros(len(pivot))
-    for cls in classes:
-        vals = pivot[cls].to_numpy() * page_mib
-        ax.bar(range(len(pivot)), vals, bottom=bottom, label=_short_gfp(str(cls)))
-        bottom += vals
-    ax.set_xticks(range(len(pivot)), list(pivot.index), fontsize=8)
-    ax.set_ylabel("MiB allocated per iteration")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+    zones = sorted(df["zone"].unique(), key=compare._zone_key)
+
+    def stack(ax: Axes, part: pd.DataFrame, bars: list[tuple[str, str]], labels: list[str]) -> None:
+        pivot = part.pivot_table(
+            index=["side", "zone"], columns="class", values="pages", aggfunc="sum"
+        ).reindex(pd.MultiIndex.from_tuples(bars, names=["side", "zone"]))
+        pivot = pivot.fillna(0)
+        bottom = np.zeros(len(pivot))
+        for cls in classes:
+            if cls not in pivot.columns:
+                continue
+            vals = pivot[cls].to_numpy() * page_mib
+            ax.bar(range(len(pivot)), vals, bottom=bottom, color=colors[cls])
+            bottom += vals
+        ax.set_xticks(range(len(pivot)), labels, fontsize=8)
+
+    bars = [
+        (s.name, z)
+        for z in zones
+        for s in sides
+        if ((df["side"] == s.name) & (df["zone"] == z)).any()
+    ]
+    stack(left, df, bars, [f"{s}\n{z}" for s, z in bars])
+    left.set_ylabel("MiB allocated per iteration")
+    left.set_title("all pages, by zone", fontsize=9)
+    cma = df[df["in_cma"]]
+    if right is None:
+        left.set_title("all pages, by zone (no page in CMA on any side)", fontsize=9)
+    else:
+        cbars = [(s.name, "CMA") for s in sides]
+        stack(right, cma.assign(zone="CMA"), cbars, [s.name for s in sides])
+        right.set_ylabel("MiB in CMA per iteration")
+        right.set_title("of which in CMA pageblocks", fontsize=9)
+    shown = [c for c in classes if c in set(df["class"])]
+    handles = [
+        Patch(
+            color=colors[c], label=_short_gfp(c) + (" [ZONE_CMA refuses]" if c in refused else "")
+        )
+        for c in shown
+    ]
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=1, frameon=False)
     return fig
 
 
@@ -232,7 +304,8 @@ def _short_gfp(gfp: str, width: int = 95) -> str:
 
 def plot_cma_utilisation(sides: list[Side]) -> Figure:
     """Per side, over time: the CMA area's debugfs ``used`` (pages held by cma_alloc(),
-    percent of the area) with every cma_alloc() call marked (o success, x failure), and
+    percent of the area) with every cma_alloc() call marked at the size it asked for,
+    in percent of its area (o success, x failure), and
     below it the rate of pages the page allocator placed in CMA pageblocks."""
     fig = Figure(figsize=(8, 6), dpi=100, layout="constrained")
     axes = fig.subplots(2, len(sides), sharex="col", sharey="row", squeeze=False)
@@ -251,14 +324,18 @@ def plot_cma_utilisation(sides: list[Side]) -> Figure:
                 any_used = True
             calls = df_cma_calls(rec) if "cma" in (rec.meta.get("probes") or {}) else None
             if calls is not None and len(calls):
+                # each call at the size it asked for, in percent of its area
+                sizes = {
+                    str(a.get("name")): a.get("count") for a in rec.meta.get("cma_areas") or []
+                }
+                y = [
+                    p / sizes[a] * 100 if sizes.get(a) else np.nan
+                    for p, a in zip(calls["pages_requested"], calls["area"].astype(str))
+                ]
+                y = pd.Series(y, index=calls.index)
                 ok = calls["success"].astype(bool)
-                y = 100.5 + i * 2.0
-                top.plot(
-                    calls.loc[ok, "start_ns"] / 1e9, [y] * int(ok.sum()), "o", ms=3, color=color
-                )
-                top.plot(
-                    calls.loc[~ok, "start_ns"] / 1e9, [y] * int((~ok).sum()), "x", ms=5, color=color
-                )
+                top.plot(calls.loc[ok, "start_ns"] / 1e9, y[ok], "o", ms=4, color=color)
+                top.plot(calls.loc[~ok, "start_ns"] / 1e9, y[~ok], "x", ms=6, mew=1.5, color=color)
             series = rec.df_page_alloc_series()
             if not series.empty and counterfactual.has_cma(rec):
                 series["zone"] = series["zone"].astype(str)
@@ -278,12 +355,18 @@ def plot_cma_utilisation(sides: list[Side]) -> Figure:
         if not any_used:
             _empty(top, "no cma_used series")
         else:
-            top.set_ylim(0, 100.5 + 2.0 * len(s.recordings) + 1)
+            top.set_ylim(0, 105)
         if not any_rate:
             _empty(bottom, "no CMA placement data")
         bottom.set_xlabel("seconds since start")
-    axes[0][0].set_ylabel("area held by cma_alloc (%)\no ok, x failed calls", fontsize=8)
-    axes[1][0].set_ylabel("placed in CMA\npageblocks (MiB/s)", fontsize=8)
+    axes[0][0].set_ylabel("% of the area: held by\ncma_alloc() (line), asked (marks)", fontsize=8)
+    axes[1][0].set_ylabel("placed in CMA\npageblocks (MiB/s)", fontsize=9)
+    n = max(len(s.recordings) for s in sides)
+    handles = [Line2D([], [], color=f"C{i % 10}", label=f"iteration {i + 1}") for i in range(n)] + [
+        Line2D([], [], color="0.3", marker="o", ls="", ms=4, label="call succeeded (at its size)"),
+        Line2D([], [], color="0.3", marker="x", ls="", ms=6, label="call failed (at its size)"),
+    ]
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=min(4, len(handles)))
     return fig
 
 
@@ -338,20 +421,140 @@ def plot_failure_causes(sides: list[Side]) -> Figure:
     return fig
 
 
+def plot_alloc_rate(sides: list[Side]) -> Figure:
+    """Per side (its first iteration with interval data): pages allocated per second and
+    zone as traced, with /proc/vmstat's pgalloc_<zone> rate dashed: the check against
+    the kernel over time, not only at the end."""
+    fig = Figure(figsize=(8, 3.2 + 1.6 * len(sides)), dpi=100, layout="constrained")
+    axes = fig.subplots(len(sides), 1, squeeze=False, sharex=True)
+    fig.suptitle(
+        _sides_title(sides, "Page allocation rate per zone: traced (solid), vmstat (dashed)"),
+        fontsize=10,
+    )
+    for ax, s in zip(axes[:, 0], sides):
+        rec = next((r for r in s.recordings if not r.df_page_alloc_series().empty), None)
+        if rec is None:
+            _empty(ax, f"{s.name}: no interval data (record with -i SECONDS)")
+            continue
+        which = s.recordings.index(rec) + 1
+        ax.set_title(
+            f"{s.name}: iteration {which} of {len(s.recordings)}"
+            if len(s.recordings) > 1
+            else s.name,
+            fontsize=9,
+        )
+        _draw_rate(ax, rec)
+        ax.set_ylabel("pages per second")
+    axes[-1][0].set_xlabel("seconds since start")
+    return fig
+
+
+def _draw_rate(ax: Axes, rec: Recording) -> None:
+    s = rec.df_page_alloc_series()
+    g = s.groupby(["t_start_ns", "t_end_ns", "zone"], observed=True)["pages"].sum().reset_index()
+    g = g[g.groupby("zone", observed=True)["pages"].transform("sum") > 0]
+    vm = rec.df_vmstat_series()
+    for zone, zg in g.groupby("zone", observed=True):
+        zg = zg.sort_values("t_start_ns")
+        edges = [zg["t_start_ns"].iloc[0] / 1e9, *(zg["t_end_ns"] / 1e9)]
+        rate = zg["pages"] / ((zg["t_end_ns"] - zg["t_start_ns"]) / 1e9)
+        art = ax.stairs(rate.to_numpy(), edges, label=f"{zone} traced", linewidth=3, alpha=0.45)
+        v = vm[vm["counter"] == f"pgalloc_{str(zone).lower()}"].sort_values("t_ns")
+        if len(v) > 1:
+            vrate = (v["value"].diff() / (v["t_ns"].diff() / 1e9)).iloc[1:]
+            ax.stairs(
+                vrate.to_numpy(),
+                (v["t_ns"] / 1e9).to_numpy(),
+                ls="--",
+                linewidth=1.3,
+                color=art.get_edgecolor()[:3],
+                label=f"{zone} vmstat",
+                zorder=3,
+            )
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+
+
+def _why_no_latency(sides: list[Side]) -> str | None:
+    lats = [compare.latencies_ns(s) for s in sides]
+    if any(lat is not None and len(lat) for lat in lats):
+        return None
+    if all(lat is None for lat in lats):
+        return "no side ran the cma probe"
+    return "the cma probe saw no cma_alloc() call"
+
+
+def _why_no_zone_gfp(sides: list[Side]) -> str | None:
+    if any(not r.df_page_alloc().empty for s in sides for r in s.recordings):
+        return None
+    return "no page allocation traced"
+
+
+def _why_no_utilisation(sides: list[Side]) -> str | None:
+    for s in sides:
+        for r in s.recordings:
+            if not r.df_cma_used_series().empty:
+                return None
+            if counterfactual.has_cma(r) and not r.df_page_alloc_series().empty:
+                return None
+    return "no CMA area, or no interval series of it (record with -i SECONDS)"
+
+
+def _why_no_failures(sides: list[Side]) -> str | None:
+    frames = [compare._failures_frame(r) for s in sides for r in s.recordings]
+    if all(f is None for f in frames):
+        return "needs the blockers probe's cma_failures table"
+    if all(f is None or f.empty for f in frames):
+        return "no cma_alloc() failure recorded"
+    return None
+
+
+def _why_no_failed_calls(sides: list[Side]) -> str | None:
+    for s in sides:
+        for r in s.recordings:
+            calls = df_cma_calls(r)
+            if not calls.empty and (~calls["success"]).any():
+                return None
+    return "no failed cma_alloc() call recorded"
+
+
+def _why_no_rate(sides: list[Side]) -> str | None:
+    if any(not r.df_page_alloc_series().empty for s in sides for r in s.recordings):
+        return None
+    return "no interval series (record with -i SECONDS)"
+
+
+#: name -> (figure, why it would be empty: None when it has data)
+SIDE_PLOTS: dict[str, tuple[Callable[[list[Side]], Figure], Callable[[list[Side]], str | None]]]
 SIDE_PLOTS = {
-    "cma_latency_cdf": plot_cma_latency_cdf,
-    "zone_gfp": plot_zone_gfp_sides,
-    "cma_utilisation": plot_cma_utilisation,
-    "failure_causes": plot_failure_causes,
-    "failed_calls_by_cause": plot_failed_calls_by_cause,  # issue 12: every cause class
+    "cma_latency_cdf": (plot_cma_latency_cdf, _why_no_latency),
+    "zone_gfp": (plot_zone_gfp_sides, _why_no_zone_gfp),
+    "cma_utilisation": (plot_cma_utilisation, _why_no_utilisation),
+    "failure_causes": (plot_failure_causes, _why_no_failures),
+    # issue 12: every cause class of failed calls
+    "failed_calls_by_cause": (plot_failed_calls_by_cause, _why_no_failed_calls),
+    "alloc_rate": (plot_alloc_rate, _why_no_rate),
 }
 
 
-def save_sides(sides: list[Side], outdir: Path, fmt: str = "png") -> list[Path]:
-    """Write every side plot into ``outdir`` as ``NAME.fmt``; return the paths."""
+def save_sides(
+    sides: list[Side],
+    outdir: Path,
+    fmt: str = "png",
+    skipped: dict[str, str] | None = None,
+) -> list[Path]:
+    """Write each side figure that has data into ``outdir`` as ``NAME.fmt``; return the
+    paths. Figures without data are not written: ``skipped`` (if given) gets NAME ->
+    why."""
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, fn in SIDE_PLOTS.items():
+    for name, (fn, why_empty) in SIDE_PLOTS.items():
+        why = why_empty(sides)
+        if why is not None:
+            if skipped is not None:
+                skipped[name] = why
+            continue
         path = outdir / f"{name}.{fmt}"
         fn(sides).savefig(path)
         paths.append(path)

@@ -11,16 +11,18 @@ import io
 import json
 import math
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from cmaprof.analysis import blockers, check, cma, formats, migrate, page_alloc, stream
+from cmaprof.analysis import blockers, check, cma, formats, migrate, page_alloc, stats, stream
 from cmaprof.analysis import causes as causes_  # issue 12: a cause per failed cma_alloc()
 from cmaprof.analysis import layout as layout_  # issue 12: memory layout section
 from cmaprof.analysis import utilisation as utilisation_  # issue 12: held/borrowed/free
 from cmaprof.analysis.counterfactual import table_counterfactual
 from cmaprof.analysis.recording import Recording
+from cmaprof.errors import BadInput
 
 WIDTH = 80
 
@@ -66,11 +68,13 @@ def table_header(rec: Recording) -> str:
     return "\n".join(lines)
 
 
-def table_zone_gfp(rec: Recording, top: int = 12) -> str:
+def table_zone_gfp(rec: Recording, top: int = 12, wide: bool = False) -> str:
     """Per node and zone: the GFP classes by pages, with share, orders, migratetypes.
 
-    Each class is a line of numbers followed by its GFP string, indented and wrapped
-    at ``|`` so that no line exceeds 80 columns.
+    Each class is a line of numbers followed by its GFP string (as the kernel prints
+    it), indented and wrapped at ``|`` so that no line exceeds 80 columns.
+
+    :param wide: the GFP string at the end of its line of numbers, unwrapped (for grep)
     """
     df = page_alloc.df_gfp_classes(rec)
     page_size = int(rec.meta.get("page_size") or 4096)
@@ -79,6 +83,8 @@ def table_zone_gfp(rec: Recording, top: int = 12) -> str:
         out.append("  no allocations traced")
         return "\n".join(out)
     hdr = f"{'pages':>10} {'share':>6} {'allocs':>10}  {'orders':<20} migratetypes"
+    if wide:
+        hdr = f"{hdr:<{WIDTH}} gfp"
     indent = " " * 6
     for (node, zone), g in df.groupby(["node", "zone"], observed=True, sort=True):
         total = int(g["pages"].sum())
@@ -89,10 +95,14 @@ def table_zone_gfp(rec: Recording, top: int = 12) -> str:
         )
         out.append(hdr)
         for r in g.head(top).itertuples(index=False):
-            out.append(
+            nums = (
                 f"{r.pages:>10} {r.zone_share:>6.1%} {r.allocs:>10}  {r.orders:<20.20} "
-                f"{r.migratetypes}"[:WIDTH]
+                f"{r.migratetypes}"
             )
+            if wide:
+                out.append(f"{nums:<{WIDTH}} {r.gfp}")
+                continue
+            out.append(nums[:WIDTH])
             out.extend(
                 indent + line for line in formats.wrap_flags(str(r.gfp), WIDTH - len(indent))
             )
@@ -117,21 +127,25 @@ def table_check(rec: Recording) -> str:
         "Check against the kernel: counters read at the start and end of the recording",
         f"{'counter':<28} {'source':<12} {'unit':<5} {'traced':>10} {'kernel':>10} {'diff':>8}",
     ]
+    notes: dict[str, None] = {}
     for r in df.itertuples(index=False):
         kernel = "-" if r.kernel is None or pd.isna(r.kernel) else f"{int(r.kernel)}"
-        if r.diff_pct is None or pd.isna(r.diff_pct):
+        traced = "-" if r.traced is None or pd.isna(r.traced) else f"{int(r.traced)}"
+        if traced != "-" and kernel != "-" and (r.diff_pct is None or pd.isna(r.diff_pct)):
+            diff = f"{int(r.traced) - int(r.kernel):+d}"  # kernel counted 0: no ratio
+        elif r.diff_pct is None or pd.isna(r.diff_pct):
             diff = "-"
-        elif math.isinf(r.diff_pct):
-            diff = "inf"
         else:
             diff = f"{r.diff_pct:+.2f}%"
         out.append(
-            f"{str(r.counter)[:28]:<28} {r.source:<12} {r.unit:<5} {int(r.traced):>10} "
+            f"{str(r.counter)[:28]:<28} {r.source:<12} {r.unit:<5} {traced:>10} "
             f"{kernel:>10} {diff:>8}"
         )
-    for r in df.itertuples(index=False):
         if isinstance(r.note, str) and r.note:
-            out.append(textwrap.fill(f"note: {r.counter}: {r.note}", WIDTH, subsequent_indent="  "))
+            key = f"-: {r.note}" if traced == "-" else f"note: {r.counter}: {r.note}"
+            notes[key] = None
+    for note in notes:
+        out.append(textwrap.fill(note, WIDTH, subsequent_indent="  "))
     bulk = rec.meta.get("probes_unavailable", {}).get("bulk")
     if bulk:
         out.append(
@@ -147,8 +161,11 @@ def _dropped(meta: dict) -> dict[str, int]:
     return {k: int(v) for k, v in d.items()}
 
 
-def _ms(ns: float) -> str:
-    """Latency in milliseconds, three significant digits, at most 6 characters (< 1000 s)."""
+def _ms(ns: float | None) -> str:
+    """Latency in milliseconds, three significant digits, at most 6 characters (< 1000 s);
+    ``-`` for a value that is not there."""
+    if ns is None or pd.isna(ns):
+        return "-"
     ms = ns / 1e6
     return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
@@ -170,6 +187,21 @@ def table_cma(rec: Recording) -> str:
             f"{str(r.area)[:10]:<10} {r.calls:>5} {r.succeeded:>5} {r.failed:>4} "
             f"{r.pages_allocated:>7} {r.busy_retries:>5} {r.migrate_succeeded:>6} "
             f"{_ms(r.p50_ns):>6} {_ms(r.p90_ns):>6} {_ms(r.p99_ns):>6} {_ms(r.max_ns):>6}"
+        )
+    few = [
+        f"{name} needs {cma.calls_needed(q)}"
+        for name, q in cma.PERCENTILES.items()
+        if (df["calls"] < cma.calls_needed(q)).any()
+    ]
+    if few:
+        out.append(
+            textwrap.fill(
+                f"-: too few calls to estimate the percentile ({', '.join(few)} calls in "
+                f"the area, {stats.TAIL_MIN} beyond it); "
+                + ", ".join(f"{r.area} has {r.calls}" for r in df.itertuples(index=False)),
+                WIDTH,
+                subsequent_indent="  ",
+            )
         )
     return "\n".join(out)
 
@@ -268,27 +300,29 @@ def table_footer(rec: Recording) -> str:
     return "\n".join(out)
 
 
-def table_report(rec: Recording, redact: bool = False) -> str:
+def table_report(rec: Recording, redact: bool = False, wide: bool = False) -> str:
     """The whole text report: header, per-zone GFP classes, CMA, migration, check, footer.
 
     :param redact: hide pfns, pids and local paths (:mod:`cmaprof.analysis.redact`).
+    :param wide: GFP strings on the line of their numbers, unwrapped, so that ``grep``
+        returns both (lines then exceed 80 columns)
     """
     if redact:
         from cmaprof.analysis import redact as rd
 
         with rd.active():
-            text = table_report(rd.view(rec))
+            text = table_report(rd.view(rec), wide=wide)
         return rd.redact_text(text, rec)
     parts = [
         table_header(rec),
         layout_.table_layout(rec),  # issue 12
-        table_zone_gfp(rec),
+        table_zone_gfp(rec, wide=wide),
         table_cma(rec),
         causes_.table_cma_failure_causes(rec),  # issue 12
         utilisation_.table_cma_utilisation(rec),  # issue 12
         blockers.table_cma_failures(rec),
-        blockers.table_cma_blockers_origin(rec),
-        table_counterfactual(rec),
+        blockers.table_cma_blockers_origin(rec, wide=wide),
+        table_counterfactual(rec, wide=wide),
         table_migrate(rec),
         stream.table_stream(rec),
         table_check(rec),
@@ -345,26 +379,65 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
 
 
 def _jsonable(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+    """A JSON value: numbers stay numbers; NaN, NA and infinities (undefined) are null."""
+    if v is None or v is pd.NA or v is pd.NaT:
         return None
     if hasattr(v, "item"):
-        return v.item()
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
     return v
 
 
-def report_json(rec: Recording, redact: bool = False) -> str:
-    """One JSON object: table name -> list of row objects."""
+def _tables(rec: Recording, redact: bool, table: str | None) -> dict[str, pd.DataFrame]:
+    out = report_tables(rec, redact)
+    if table is None:
+        return out
+    if table not in out:
+        raise BadInput(
+            f"no table {table!r} in the report of {rec.path}; its tables: {', '.join(out)}"
+        )
+    return {table: out[table]}
+
+
+def report_json(rec: Recording, redact: bool = False, table: str | None = None) -> str:
+    """One JSON object: table name -> list of row objects (only ``table`` if given).
+    Numbers are JSON numbers; undefined values are null."""
     obj = {}
-    for name, df in report_tables(rec, redact).items():
+    for name, df in _tables(rec, redact, table).items():
         obj[name] = [
             {k: _jsonable(v) for k, v in row.items()}
             for row in df.astype(object).to_dict(orient="records")
         ]
-    return json.dumps(obj, indent=2) + "\n"
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
+def table_csv(rec: Recording, table: str, redact: bool = False) -> str:
+    """One table of the report as CSV (header line, one line per row) that
+    ``pandas.read_csv`` reads.
+
+    :raises BadInput: the report has no such table (the message names those it has)
+    """
+    buf = io.StringIO()
+    _tables(rec, redact, table)[table].to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def write_csv_tables(rec: Recording, outdir: Path, redact: bool = False) -> list[Path]:
+    """Write every table of the report as ``outdir/NAME.csv``; return the paths."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, df in report_tables(rec, redact).items():
+        path = outdir / f"{name}.csv"
+        df.to_csv(path, index=False)
+        paths.append(path)
+    return paths
 
 
 def report_csv(rec: Recording, redact: bool = False) -> str:
-    """Every table as CSV, each preceded by a ``# table: NAME`` line."""
+    """Every table as CSV in one stream, each preceded by a ``# table: NAME`` line (what
+    ``report --format csv`` prints without ``-o DIR`` or ``--table``; pandas reads the
+    files of :func:`write_csv_tables` or one :func:`table_csv`)."""
     buf = io.StringIO()
     for name, df in report_tables(rec, redact).items():
         buf.write(f"# table: {name}\n")

@@ -12,16 +12,32 @@ from cmaprof import __version__
 from cmaprof.errors import CmaprofError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  cmaprof doctor
+  cmaprof record -o out/w -i 1 -- cmaprof workload anon:1024 pagecache:256
+  cmaprof report out/w
+  cmaprof compare runs/stock runs/movable
+  cmaprof plot runs/stock runs/movable -o out/plots
+Each command's --help has its own examples.""",
+)
 @click.version_option(__version__, prog_name="cmaprof")
 def cli() -> None:
     """Profile the Linux page allocator and CMA with BPF."""
 
 
-@cli.command()
+@cli.command(short_help="What this machine can record, and how to fix the rest.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def doctor(fmt: str) -> None:
-    """What this machine can record, and how to fix what it cannot."""
+    """What this machine can record, and how to fix what it cannot.
+
+    \b
+    Examples:
+      cmaprof doctor
+      cmaprof doctor --format json
+    """
     import json
 
     from cmaprof.collectors import doctor as doc
@@ -37,7 +53,10 @@ def doctor(fmt: str) -> None:
         raise CmaprofError("recording is not possible on this machine: fix the 'fail' rows above")
 
 
-@cli.command(context_settings={"ignore_unknown_options": False})
+@cli.command(
+    context_settings={"ignore_unknown_options": False},
+    short_help="Record for -d SECONDS, until Ctrl-C, or while COMMAND runs.",
+)
 @click.option(
     "-o",
     "--output",
@@ -97,6 +116,9 @@ def record(
     Examples:
       cmaprof record -o out/idle -d 10
       cmaprof record -o out/w -i 1 -- cmaprof workload anon:1024 pagecache:256
+      cmaprof record -o out/c --probes page_alloc,cma,migrate -i 1 -- \\
+          cmaprof workload cma-alloc:pages=100%maxchunk
+      cmaprof record -o out/e -d 5 --events page_alloc:zone=Normal,sample=10
     """
     from cmaprof.collectors.record import RecordOptions
     from cmaprof.collectors.record import record as do_record
@@ -119,27 +141,79 @@ def record(
     sys.exit(status)
 
 
-@cli.command()
+@cli.command(short_help="Tables of a recording (GFP classes per zone, the check).")
 @click.argument("recording", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="csv: directory to write one NAME.csv per table into; text, json: file to write",
+)
+@click.option(
+    "--table",
+    metavar="NAME",
+    help="csv, json: only the table NAME (e.g. zone_gfp, check, cma_alloc)",
+)
 @click.option(
     "--redact",
     is_flag=True,
     help="for a public post: hide pfns, pids and local paths (comm and counts are kept)",
 )
-def report(recording: Path, fmt: str, redact: bool) -> None:
-    """Tables of a recording: per-zone GFP classes and the check against the kernel."""
+@click.option(
+    "--wide",
+    is_flag=True,
+    help="text: GFP strings on the line of their numbers, unwrapped (for grep)",
+)
+def report(
+    recording: Path,
+    fmt: str,
+    output: Path | None,
+    table: str | None,
+    redact: bool,
+    wide: bool,
+) -> None:
+    """Tables of a recording: per-zone GFP classes and the check against the kernel.
+
+    \b
+    Examples:
+      cmaprof report out/w
+      cmaprof report out/w --wide | grep __GFP_MOVABLE
+      cmaprof report out/w --format csv -o out/w-csv      # one NAME.csv per table
+      cmaprof report out/w --format csv --table zone_gfp  # one table to stdout
+      cmaprof report out/w --format json --redact
+    """
     from cmaprof.analysis import tables
     from cmaprof.analysis.recording import load
 
     rec = load(recording)
-    out = {"text": tables.table_report, "json": tables.report_json, "csv": tables.report_csv}[fmt](
-        rec, redact
-    )
-    click.echo(out, nl=False)
+    if table is not None and fmt == "text":
+        raise click.UsageError("--table needs --format csv or json")
+    if fmt == "csv" and table is None and output is not None:
+        for path in tables.write_csv_tables(rec, output, redact):
+            click.echo(f"report: {path}", err=True)
+        return
+    if fmt == "text":
+        out = tables.table_report(rec, redact, wide=wide)
+    elif fmt == "json":
+        out = tables.report_json(rec, redact, table)
+    elif table is not None:
+        out = tables.table_csv(rec, table, redact)
+    else:
+        out = tables.report_csv(rec, redact)
+        click.echo(
+            "cmaprof: several tables in one stream; for pandas.read_csv give -o DIR "
+            "(one file per table) or --table NAME",
+            err=True,
+        )
+    if output is not None:
+        output.write_text(out)
+        click.echo(f"report: {output}", err=True)
+    else:
+        click.echo(out, nl=False)
 
 
-@cli.command("import")
+@cli.command("import", short_help="Turn captured trace text into a recording.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="recording to create"
@@ -203,6 +277,7 @@ def import_(
     """Turn captured trace text into a recording (tracefs, trace-cmd report, perf script).
 
     \b
+    Examples:
       cmaprof import trace.txt --formats events/ --zoneinfo zoneinfo -o out/imp
       cmaprof report out/imp
     """
@@ -225,9 +300,12 @@ def import_(
     click.echo(importer.summary(meta), err=True)
 
 
-@cli.command()
+@cli.command(short_help="Compare BASE with OTHER sides, mmtests-style.")
 @click.argument("sides", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="write to this file, not stdout"
+)
 @click.option(
     "--alpha",
     type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
@@ -235,46 +313,103 @@ def import_(
     show_default=True,
     help="significance level of the tests (two-sided)",
 )
-def compare(sides: tuple[Path, ...], fmt: str, alpha: float) -> None:
+@click.option(
+    "--wide", is_flag=True, help="text: every label on the line of its numbers (for grep)"
+)
+def compare(
+    sides: tuple[Path, ...], fmt: str, output: Path | None, alpha: float, wide: bool
+) -> None:
     """Compare BASE with OTHER sides; each a recording or a directory of iterations.
+
+    Per metric the mean, Stddev, CoeffVar, Min and Max over a side's iterations
+    (latency also p50/p90/p99 over its calls), each with its change against BASE;
+    * where a test says the difference is significant. Refuses one side; warns
+    (on stderr) where the sides differ in kernel, CMA layout or workload.
 
     \b
     Examples:
       cmaprof compare runs/stock runs/movable
-      cmaprof compare runs/stock runs/movable --format json
+      cmaprof compare runs/stock runs/movable --wide | grep latency
+      cmaprof compare runs/stock runs/movable --format json -o out/compare.json
     """
     from cmaprof.analysis import compare as cmp
 
     loaded = [cmp.load_side(s) for s in sides]
-    click.echo(cmp.FORMATS[fmt](loaded, alpha), nl=False)
+    warnings = cmp.check_sides(loaded)
+    for w in warnings:
+        click.echo(f"cmaprof: warning: {w}", err=True)
+    if fmt == "text":
+        out = cmp.table_compare(loaded, alpha, wide=wide)
+    elif fmt == "json":
+        out = cmp.compare_json(loaded, alpha, warnings)
+    else:
+        out = cmp.compare_csv(loaded, alpha)
+    if output is not None:
+        output.write_text(out)
+        click.echo(f"compare: {output}", err=True)
+    else:
+        click.echo(out, nl=False)
 
 
-@cli.command()
+@cli.command(short_help="Figures of SIDES (recordings or iterations) into OUTDIR.")
 @click.argument("sides", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="OUTDIR")
-@click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png")
-def plot(sides: tuple[Path, ...], output: Path, fmt: str) -> None:
-    """Plots of SIDES (recordings or directories of iterations) into OUTDIR.
+@click.option(
+    "--image-format",
+    "fmt",
+    type=click.Choice(["png", "svg"]),
+    default="png",
+    show_default=True,
+    help="file format of the figures",
+)
+@click.option(
+    "--format", "fmt_old", type=click.Choice(["png", "svg"]), hidden=True, help="old --image-format"
+)
+def plot(sides: tuple[Path, ...], output: Path, fmt: str, fmt_old: str | None) -> None:
+    """Figures of SIDES (recordings or directories of iterations) into OUTDIR.
 
-    cma_alloc() latency CDF per side, pages per zone and GFP class, CMA use over time
-    with cma_alloc() calls marked, cma_alloc() failure causes.
+    cma_alloc() latency CDF per side, pages per zone and GFP class (and the part in
+    CMA), CMA use over time with cma_alloc() calls marked, cma_alloc() failure causes,
+    the allocation rate against /proc/vmstat. Only figures with data are written;
+    the others are named on stderr with the reason.
+
+    \b
+    Examples:
+      cmaprof plot out/w -o out/w/plots
+      cmaprof plot runs/stock runs/movable -o out/plots
+      cmaprof plot runs/stock runs/movable -o out/plots --image-format svg
     """
+    fmt = fmt_old or fmt
     from cmaprof.analysis import compare as cmp
     from cmaprof.analysis import plots
 
     loaded = [cmp.load_side(s) for s in sides]
-    for path in plots.save_sides(loaded, output, fmt):
+    skipped: dict[str, str] = {}
+    for path in plots.save_sides(loaded, output, fmt, skipped):
         click.echo(f"plot: {path}")
+    for name, why in skipped.items():
+        click.echo(f"plot: skipped {name}: {why}", err=True)
 
 
 @cli.group()
 def probes() -> None:
-    """Inspect the BPF programs."""
+    """Inspect the BPF programs.
+
+    \b
+    Examples:
+      cmaprof probes list
+      cmaprof probes dump cma
+    """
 
 
 @probes.command("list")
 def probes_list() -> None:
-    """The probes and the tracepoints they need."""
+    """The probes and the tracepoints they need.
+
+    \b
+    Examples:
+      cmaprof probes list
+    """
     from cmaprof import probes as reg
 
     for p in reg.PROBES.values():
@@ -289,6 +424,11 @@ def probes_dump(names: tuple[str, ...], defines: tuple[str, ...]) -> None:
 
     Without -D options the kernel features are detected on this machine (as
     `record` does); detection needs a mounted tracefs.
+
+    \b
+    Examples:
+      cmaprof probes dump page_alloc
+      cmaprof probes dump cma -D HAVE_CMA_START=1 -D HAVE_CMA_FINISH=1
     """
     from cmaprof import probes as reg
     from cmaprof.collectors import features, tracefs
@@ -312,6 +452,7 @@ def _workload_help() -> str:
 @cli.command(
     epilog="\b\n" + _workload_help(),
     context_settings={"max_content_width": 100},
+    short_help="Run built-in workloads in order, each holding its state.",
 )
 @click.argument("specs", nargs=-1, required=True, metavar="NAME[:ARGS]...")
 def workload(specs: tuple[str, ...]) -> None:
@@ -324,14 +465,15 @@ def workload(specs: tuple[str, ...]) -> None:
     \b
     Examples:
       cmaprof workload anon:1024 pagecache:256
-      cmaprof workload anon:1200,hold=1 bdev-metadata:seconds=30 cma-alloc:pages=90%
+      cmaprof workload anon:leave=400,hold=1 bdev-metadata:seconds=30 \\
+          cma-alloc:pages=100%maxchunk,hold=1
     """
     from cmaprof import workloads
 
     workloads.run([workloads.parse_spec(s) for s in specs], echo=lambda s: click.echo(s, err=True))
 
 
-@cli.command()
+@cli.command(short_help="Record workloads in fresh guests per kernel and layout.")
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="experiment directory"
 )
@@ -391,12 +533,17 @@ def experiment(
     OUTPUT (layout and manifest: see cmaprof/experiment.py). Running the same
     command again resumes: complete runs are skipped, incomplete ones rerun.
 
+    With fewer than 4 iterations a side no Mann-Whitney test in `compare` can reach
+    p <= 0.05; one iteration shows the effect, 4 or more test it.
+
     \b
-    Example:
-      cmaprof experiment -o out/exp --layout stock --layout movable --iterations 3 \\
-          --probes page_alloc,cma,migrate \\
-          --workload anon:1200,hold=1 --workload bdev-metadata:seconds=30 \\
-          --workload cma-alloc:pages=90%
+    Examples:
+      cmaprof experiment -o out/exp --layout stock --layout movable --iterations 4 \\
+          --probes page_alloc,cma,migrate,blockers \\
+          --workload anon:leave=400,hold=1,thp=1 \\
+          --workload bdev-metadata:size=256,files=1000,seconds=30 \\
+          --workload cma-alloc:pages=100%maxchunk,hold=1
+      cmaprof experiment -o out/one --layout stock --workload anon:512
     """
     from cmaprof import experiment as exp
     from cmaprof import workloads
@@ -419,14 +566,20 @@ def experiment(
     exp.experiment(output, params, echo=lambda s: click.echo(s, err=True))
 
 
-@cli.command()
+@cli.command(short_help="Doctor, record a workload, print the report, write plots.")
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True
 )
 @click.option("--anon-mib", default=1024, show_default=True)
 @click.option("--pagecache-mib", default=256, show_default=True)
 def demo(output: Path, anon_mib: int, pagecache_mib: int) -> None:
-    """Doctor, then record a built-in workload, then print the report and write plots."""
+    """Doctor, then record a built-in workload, then print the report and write plots.
+
+    \b
+    Examples:
+      cmaprof demo
+      cmaprof demo -o out/demo2 --anon-mib 512
+    """
     from cmaprof.analysis import plots, tables
     from cmaprof.analysis.recording import load
     from cmaprof.collectors import doctor as doc
@@ -458,6 +611,14 @@ def demo(output: Path, anon_mib: int, pagecache_mib: int) -> None:
 def _register_vm() -> None:
     from cmaprof.vm import vm
 
+    # The group's one-line help and examples for `cmaprof --help` and `cmaprof vm --help`
+    # (set here, so that cmaprof/vm.py keeps only the guest runner).
+    vm.short_help = "Boot a kernel under test in QEMU and run commands in it."
+    vm.epilog = (
+        "\b\nExamples:\n"
+        "  cmaprof vm run --cma 256M -- cat /sys/kernel/debug/cma/reserved/count\n"
+        "  cmaprof vm run --cma-in-movable 256M -- cmaprof doctor"
+    )
     cli.add_command(vm)
 
 

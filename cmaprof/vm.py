@@ -106,6 +106,8 @@ KERNELCORE_MIN_MIB = 256
 DEFAULT_TIMEOUT_S = 900.0
 #: Under KVM a guest reaches its script in a few seconds; QEMU failing with KVM dies at once.
 KVM_BOOT_LIMIT_S = 90.0
+#: Seconds of silence from the guest before a heartbeat line (stderr) says it still runs.
+HEARTBEAT_S = 30.0
 #: Exit status of ``cmaprof vm run`` when the guest itself failed (as ``docker run``: 125).
 GUEST_FAILURE_EXIT = 125
 
@@ -668,6 +670,30 @@ def _parse_boot(text: str) -> dict[str, object]:
     return info
 
 
+def fmt_elapsed(seconds: float) -> str:
+    """``m:ss`` (``h:mm:ss`` from an hour), for progress lines."""
+    s = int(seconds)
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
+def progress_line(phase: str, elapsed_s: float, timeout_s: float | None = None) -> str:
+    """One heartbeat: what the guest is doing and for how long, e.g. ``cmaprof: vm:
+    running cmaprof record ... (4:05 elapsed, killed at 15:00)``."""
+    limit = f", killed at {fmt_elapsed(timeout_s)}" if timeout_s else ""
+    return f"cmaprof: vm: {phase} ({fmt_elapsed(elapsed_s)} elapsed{limit})"
+
+
+def _phase(opts: VmOptions, booted: bool) -> str:
+    if not booted:
+        return "booting the guest"
+    cmd = shlex.join(opts.command)
+    cmd = cmd if len(cmd) <= 40 else cmd[:37] + "..."
+    if "record" in opts.command:
+        return f"running {cmd}; BCC compiles the probes first (minutes under TCG)"
+    return f"running {cmd}"
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM/SIGHUP while a guest runs: unwind like Ctrl-C, so the guest is stopped."""
     raise KeyboardInterrupt(f"signal {signum}")
@@ -788,10 +814,22 @@ def _launch(
         reader = threading.Thread(target=copy_console, name="vm-console", daemon=True)
         reader.start()
         tails = [_Tail(ctl / "stdout", stdout), _Tail(ctl / "stderr", stderr)]
+        last_output = t0  # heartbeat only while the guest is silent
         try:
             while True:
+                before = [t.pos for t in tails]
                 for t in tails:
                     t.pump()
+                now = time.monotonic()
+                if [t.pos for t in tails] != before:
+                    last_output = now
+                elif now - last_output >= HEARTBEAT_S:
+                    line = progress_line(
+                        _phase(opts, result.boot is not None), now - t0, opts.timeout_s
+                    )
+                    stderr.write((line + "\n").encode())
+                    stderr.flush()
+                    last_output = now
                 if result.boot is None and (ctl / "boot").exists():
                     result.boot = _parse_boot((ctl / "boot").read_text(errors="replace"))
                     result.boot["host_seconds"] = time.monotonic() - t0
@@ -1003,6 +1041,11 @@ def run(opts: VmOptions, stdout: BinaryIO | None = None, stderr: BinaryIO | None
         try:
             (ctl / "run.sh").write_text(_guest_script(ctl, opts.command))
             accel = "KVM" if use_kvm else "TCG"
+            say(
+                f"cmaprof: vm: booting {opts.kernel.name} under {accel} ({opts.memory}, "
+                f"{opts.cpus} CPUs), then running {shlex.join(opts.command)[:60]}; a heartbeat "
+                f"every {HEARTBEAT_S:g} s while the guest is silent"
+            )
 
             def on_boot(boot: dict[str, object], accel: str = accel) -> None:
                 line, warnings = _summary(boot, accel, opts, cmdline, log)
