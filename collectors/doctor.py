@@ -15,8 +15,11 @@ presence (tracepoint directories, files), never by kernel version.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
+import shutil
+import subprocess
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -45,6 +48,7 @@ CHECK_NAMES = (
     "kptr_restrict",
     "kprobes",
     "raw_tracepoint",
+    "other_tracers",
 )
 
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
@@ -704,6 +708,88 @@ def check_raw_tracepoint(root: Path) -> Check:
     )
 
 
+#: Tracepoints cmaprof's probes use (as bpftool names them: the event name only).
+CMAPROF_TRACEPOINTS = frozenset(
+    {
+        "mm_page_alloc",
+        "mm_migrate_pages",
+        "mm_migrate_pages_start",
+        "cma_alloc_start",
+        "cma_alloc_finish",
+        "cma_alloc_busy_retry",
+        "cma_alloc",
+        "cma_release",
+        "test_pages_isolated",
+    }
+)
+
+
+def bpftool_attachments() -> list[dict] | None:
+    """``bpftool perf list``: every BPF program attached through a perf event or a raw
+    tracepoint (pid, fd, prog_id, fd_type, tracepoint); None without bpftool."""
+    if shutil.which("bpftool") is None:
+        return None
+    proc = subprocess.run(
+        ["bpftool", "--json", "perf", "list"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        return None
+    out = json.loads(proc.stdout or "[]")
+    return out if isinstance(out, list) else None
+
+
+def _enabled_events(root: Path, tfs: str) -> dict[str, list[str]]:
+    """Events enabled in tracefs (``set_event``), at the top level and in each instance."""
+    base = root / tfs.lstrip("/")
+    places = {"top level": base}
+    for name in sorted(_listdir(base / "instances") or []):
+        places[f"instance {name}"] = base / "instances" / name
+    out = {}
+    for where, d in places.items():
+        try:
+            events = (d / "set_event").read_text().split()
+        except OSError:
+            continue
+        if events:
+            out[where] = events
+    return out
+
+
+def check_other_tracers(
+    root: Path, tfs: str | None, attachments: list[dict] | None, comm: Callable[[int], str]
+) -> Check:
+    """Informational, never a failure: who else traces what cmaprof traces.
+
+    :param attachments: :func:`bpftool_attachments` (None: bpftool missing).
+    :param comm: the command name of a pid (``/proc/PID/comm``).
+    """
+    parts = []
+    if tfs is not None:
+        enabled = _enabled_events(root, tfs)
+        parts += [f"tracefs {where}: {', '.join(ev)}" for where, ev in enabled.items()]
+        if not enabled:
+            parts.append("no tracefs event enabled (top level or instances)")
+    if attachments is None:
+        parts.append("bpftool missing: BPF programs on cmaprof's tracepoints not listed")
+    else:
+        on_ours: dict[tuple[str, str], list[str]] = {}
+        for a in attachments:
+            tp = a.get("tracepoint")
+            if tp in CMAPROF_TRACEPOINTS:
+                key = (str(tp), str(a.get("fd_type", "")))
+                pid = int(a.get("pid", 0))
+                on_ours.setdefault(key, []).append(f"{comm(pid)}[{pid}]")
+        for (tp, kind), who in sorted(on_ours.items()):
+            parts.append(f"BPF on {tp} ({kind}): {len(who)} by {', '.join(sorted(set(who)))}")
+        if not on_ours:
+            parts.append("no BPF program on cmaprof's tracepoints")
+    return Check("other_tracers", OK, "; ".join(parts))
+
+
+def _comm(root: Path, pid: int) -> str:
+    return (_read(root, f"/proc/{pid}/comm") or "?").strip()
+
+
 # --- running and rendering ---------------------------------------------------------
 
 
@@ -733,6 +819,7 @@ def run_checks(
     release: Callable[[], str] = _release,
     page_size: int | None = None,
     environ: Mapping[str, str] | None = None,
+    attachments: Callable[[], list[dict] | None] = bpftool_attachments,
 ) -> list[Check]:
     """Run every check, in the order of :data:`CHECK_NAMES`.
 
@@ -744,6 +831,7 @@ def run_checks(
     :param release: returns the running kernel release (``uname -r``).
     :param page_size: bytes per page, for CMA area sizes (default: this machine's).
     :param environ: environment for ``BCC_KERNEL_SOURCE`` (default: ``os.environ``).
+    :param attachments: BPF programs attached to tracepoints (``bpftool perf list``).
     """
     if import_bcc is None:
         from cmaprof.collectors.bccload import import_bcc as default_import
@@ -779,6 +867,11 @@ def run_checks(
         ("kptr_restrict", False, lambda: check_kptr_restrict(root)),
         ("kprobes", False, lambda: check_kprobes(root, tfs, tfs_why)),
         ("raw_tracepoint", True, lambda: check_raw_tracepoint(root)),
+        (
+            "other_tracers",
+            False,
+            lambda: check_other_tracers(root, tfs, attachments(), functools.partial(_comm, root)),
+        ),
     ]
     return [_guard(name, req, fn) for name, req, fn in todo]
 

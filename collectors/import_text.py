@@ -13,7 +13,8 @@ shapes (6.1 examples)::
 The event text after the name is what the kernel's (or libtraceevent's) rendering of the
 event's ``print fmt`` gives; when libtraceevent cannot evaluate a print fmt it prints
 ``[FAILED TO PARSE]`` followed by the raw fields as ``name=value`` (decimal), which is
-read as well. Splitting lines is done with RE2 over Arrow arrays
+read as well, and so is ``trace-cmd report -R`` (raw fields as ``name=value``, longs in
+``0x`` hex, no print fmt: the most exact input there is). Splitting lines is done with RE2 over Arrow arrays
 (``pyarrow.compute.extract_regex``), not per line in Python; only the rare cma and
 migrate events are handled per line.
 
@@ -429,6 +430,13 @@ def format_tokens(fmt: EventFormat) -> list[tuple[str, str | None, str, str]] | 
         key = re.search(r"(\w+)=(?:0x)?$", prefix)
         out.append((prefix, key.group(1) if key else f"arg{len(out)}", c.group(1)[0], suffix))
     return out
+
+
+def raw_tokens(fmt: EventFormat) -> list[tuple[str, str | None, str, str]]:
+    """Tokens of ``trace-cmd report -R`` (raw fields, no print fmt): ``f1=v1 f2=v2 ...``
+    in format-file order, ``common_*`` left out; libtraceevent prints pointers and
+    longs as ``0x`` hex and the rest in decimal (conversion ``r``: either)."""
+    return [(f"{n}=", n, "r", "") for n in fmt.fields if not n.startswith("common_")]
 
 
 def failed_tokens(fmt: EventFormat) -> list[tuple[str, str | None, str, str]]:

@@ -32,6 +32,7 @@ says there are none.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ from cmaprof.collectors.import_text import (
     match_tokens,
     parse_files,
     parse_uint,
+    raw_tokens,
 )
 from cmaprof.collectors.recording import RecordingWriter
 from cmaprof.errors import BadInput
@@ -234,8 +236,16 @@ def _select(ev: pa.Table, name: str) -> pa.Table:
 
 
 def _int_col(arr: pa.Array, conv: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integers of one field's text: ``x``/``p`` hex, ``r`` (raw, trace-cmd report -R)
+    ``0x`` hex or signed decimal, anything else signed decimal."""
     if conv in ("x", "X", "p"):
         return parse_uint(arr, 16)
+    if conv == "r":
+        text = pc.fill_null(arr, "")
+        is_hex = pc.starts_with(text, "0x").to_numpy(zero_copy_only=False)
+        hv, hok = parse_uint(text, 16)
+        dv, dok = _int_col(text, "d")
+        return np.where(is_hex, hv, dv), np.where(is_hex, hok, dok)
     neg = pc.starts_with(pc.fill_null(arr, ""), "-").to_numpy(zero_copy_only=False)
     vals, ok = parse_uint(pc.utf8_ltrim(pc.fill_null(arr, ""), "-"), 10)
     vals = np.where(neg, (-vals.astype(np.int64)).astype(np.uint64), vals)
@@ -266,6 +276,8 @@ def _alloc_values(f: pa.Array, fmt: formats.EventFormat) -> dict[str, np.ndarray
     shapes.append((pat, convs, False))
     raw = failed_tokens(fmt)
     shapes.append((raw, {t[1]: t[2] for t in raw if t[1]}, True))
+    fields = raw_tokens(fmt)
+    shapes.append((fields, {t[1]: t[2] for t in fields if t[1]}, True))
     shapes.append((failed_regex(fmt), {t[1]: t[2] for t in raw if t[1]}, True))
     left = np.ones(n, bool)
     enc = _Encoder(fmt, "gfp_flags", fmt.source)
@@ -291,7 +303,7 @@ def _alloc_values(f: pa.Array, fmt: formats.EventFormat) -> dict[str, np.ndarray
             ok &= o
         g = pc.filter(cols["gfp_flags"], hit_a)
         if is_raw:
-            v, o = parse_uint(g, 10)
+            v, o = _int_col(g, cv["gfp_flags"])
             out["gfp"][rows] = v
             ok &= o
         else:
@@ -526,6 +538,31 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_KERNEL_ADDR = re.compile(r"\b(0x)?ffff[89a-f][0-9a-f]{11}\b", re.IGNORECASE)
+
+
+def _refuse_unreadable(
+    ev: pa.Table, parsed: ParsedText, cube: pa.Table, fail: pa.Table, bad: _Bad
+) -> None:
+    """Every mm_page_alloc line malformed is a layout cmaprof cannot read (e.g.
+    ``perf script -F ...,ip,sym``: no event fields), not a capture without allocations.
+
+    :raises BadInput: naming the layout seen and the layouts that are read.
+    """
+    allocs = int(pc.sum(pc.equal(ev["event"], "mm_page_alloc")).as_py() or 0)
+    if not allocs or cube.num_rows or fail.num_rows:
+        return
+    text = _KERNEL_ADDR.sub("<address>", _select(ev, "mm_page_alloc")["fields"][0].as_py())
+    raise BadInput(
+        f"{', '.join(parsed.inputs)}: none of the {allocs} kmem:mm_page_alloc lines has "
+        f"the event's fields (a {parsed.source} line whose event text is {text[:80]!r}); "
+        f"cmaprof reads the event text as the kernel prints it "
+        f"(pfn=... order=... migratetype=... gfp_flags=...) or raw fields: use plain "
+        f"`perf script` (or -F comm,tid,cpu,time,event,trace), `trace-cmd report` or "
+        f"`trace-cmd report -R`, or tracefs `trace`"
+    )
+
+
 def window_arg(
     window: tuple[float, float] | None, window_of: Path | None
 ) -> tuple[float, float] | None:
@@ -630,6 +667,7 @@ def import_text(
     ts = ev["ts"].to_numpy()
     t0, t1 = float(ts.min()), float(ts.max())
     cube, fail = build_page_alloc(ev, page_fmt, zones, ranges, bad)
+    _refuse_unreadable(ev, parsed, cube, fail, bad)
     rare = build_cma_migrate(ev, fmts, ranges, t0, bad)
     counts = pc.value_counts(ev["event"]).to_pylist()
     events = {c["values"]: c["counts"] for c in counts}

@@ -42,7 +42,7 @@ from cmaprof.collectors.cma import (
 from cmaprof.collectors.migrate import MigrateCollector
 from cmaprof.collectors.page_alloc import PageAllocCollector, cube_delta, cube_to_table
 from cmaprof.collectors.recording import RecordingWriter
-from cmaprof.errors import BadInput, EnvironmentProblem
+from cmaprof.errors import BadInput, CmaprofError, EnvironmentProblem
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFAULT_SERIES_INTERVAL_S = 5.0
@@ -469,7 +469,7 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
         except BaseException:
             # Nothing was counted and _start detached everything: remove what start-up
             # wrote, so the next ``record -o`` of the same path works without --force.
-            _discard_unstarted(opts.output)
+            writer.discard()
             raise
         if flag.stop or session is None:
             meta["stop_reason"] = f"signal {flag.name} during start-up"
@@ -630,18 +630,7 @@ def _start(
     except ProbeCompileError:
         raise
     except Exception as exc:  # BCC raises a bare Exception when compile/load fails
-        if "Failed to attach" in str(exc):
-            raise EnvironmentProblem(
-                f"BCC could not attach the probes ({exc}; the kernel's reason is above): "
-                f"a classic tracepoint takes at most 64 BPF programs (BPF_TRACE_MAX_PROGS, "
-                f"kernel/trace/bpf_trace.c) and other tools may hold them; cmaprof doctor "
-                f"lists the programs attached to cmaprof's tracepoints"
-            ) from exc
-        raise EnvironmentProblem(
-            f"BCC could not compile or load the probes ({exc}; the compiler's "
-            f"messages are above): check the headers row of cmaprof doctor; "
-            f"cmaprof probes dump {' '.join(names)} prints the exact source"
-        ) from exc
+        raise _bcc_problem(exc, names) from exc
     call_symbol = features.cma_call_symbol(tfs) if defines.get("HAVE_KPROBE_CMA_ALLOC") else None
     meta["cma_call_symbol"] = call_symbol
     session = _Session(bpf, names, zones, cma_areas, call_symbol)
@@ -663,25 +652,32 @@ def _start(
             session.blockers.configure()
         session.attach()
         return session, bpfmodule.enable_stats()
+    except CmaprofError:
+        session.close()
+        raise
+    except Exception as exc:  # BCC's bare Exception from load_func or attach_*
+        session.close()
+        raise _bcc_problem(exc, names) from exc
     except BaseException:
         session.close()
         raise
 
 
-def _discard_unstarted(out: Path) -> None:
-    """Remove a recording that never started (it holds only what start-up wrote:
-    metadata.json and format files), so a failed start leaves nothing half-written."""
-    try:
-        names = {p.name for p in out.iterdir()}
-    except OSError:
-        return
-    if names <= {"metadata.json", "formats"}:
-        shutil.rmtree(out / "formats", ignore_errors=True)
-        (out / "metadata.json").unlink(missing_ok=True)
-        try:
-            out.rmdir()
-        except OSError:
-            pass
+def _bcc_problem(exc: Exception, names: list[str]) -> EnvironmentProblem:
+    """One clear error for BCC's bare Exception (compile, load or attach)."""
+    if "Failed to attach" in str(exc) or "Failed to load BPF program" in str(exc):
+        return EnvironmentProblem(
+            f"BCC could not load or attach a probe program ({exc}; the kernel's reason "
+            f"is above: 'Argument list too long' means the tracepoint already has 64 "
+            f"BPF programs (BPF_TRACE_MAX_PROGS, kernel/trace/bpf_trace.c; cmaprof "
+            f"doctor lists the programs attached to cmaprof's tracepoints), 'Too many "
+            f"open files' that ulimit -n is too low)"
+        )
+    return EnvironmentProblem(
+        f"BCC could not compile or load the probes ({exc}; the compiler's "
+        f"messages are above): check the headers row of cmaprof doctor; "
+        f"cmaprof probes dump {' '.join(names)} prints the exact source"
+    )
 
 
 def _write_interval(

@@ -85,6 +85,7 @@ class RecordingWriter:
             os.mkdir(self.path, DIR_MODE)
         except OSError as exc:
             raise _disk_error(self.path, exc) from exc
+        self._note("_dirs", self.path)
 
     def _mkdirs(self, rel: str) -> Path:
         target = self.path / rel
@@ -93,6 +94,7 @@ class RecordingWriter:
             d = d / part
             if not d.exists():
                 os.mkdir(d, DIR_MODE)
+                self._note("_dirs", d)
         return target
 
     def write_bytes(self, rel: str, data: bytes) -> Path:
@@ -112,6 +114,7 @@ class RecordingWriter:
             finally:
                 os.close(fd)
             os.replace(tmp, target)
+            self._note("_files", target)
         except OSError as exc:
             try:
                 tmp.unlink()
@@ -144,6 +147,29 @@ class RecordingWriter:
         n = self._parts.get(name, 0) + 1
         self._parts[name] = n
         return self.write_bytes(f"series/{name}/part-{n:06d}.parquet", self._parquet_bytes(table))
+
+    def _note(self, kind: str, path: Path) -> None:
+        """Remember a file written (``_files``) or a directory created (``_dirs``), in
+        order, for :meth:`discard` (set up lazily: bench and tests build writers with
+        ``__new__``)."""
+        self.__dict__.setdefault(kind, []).append(path)
+
+    def discard(self) -> None:
+        """Remove every file this writer wrote and every directory it created, newest
+        first, by name (no directory listing, so it works with no file descriptor
+        left); anything else found in them stays, and so do its directories."""
+        for f in reversed(self.__dict__.get("_files", [])):
+            try:
+                f.unlink()
+            except OSError:
+                pass
+        for d in reversed(self.__dict__.get("_dirs", [])):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        self.__dict__.pop("_files", None)
+        self.__dict__.pop("_dirs", None)
 
     def copy_file(self, src: Path, rel: str) -> Path | None:
         """Copy a (small, text) kernel file into the recording; None when unreadable."""

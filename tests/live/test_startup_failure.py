@@ -1,10 +1,11 @@
 """A start-up that fails for real leaves nothing behind.
 
-* Attach: bpftrace holds all 64 BPF program slots of ``migrate:mm_migrate_pages``
-  (BPF_TRACE_MAX_PROGS, kernel/trace/bpf_trace.c), so cmaprof's migrate program cannot
-  attach. ``record`` must exit 1 with one error line naming the tracepoint, create no
-  directory, leave ``kernel.bpf_stats_enabled`` as it was, and the next ``record -o``
-  of the same path must work without ``--force`` once bpftrace is gone.
+* Attach: ``record`` under ``prlimit --nofile=20`` runs out of file descriptors while
+  BCC attaches (after metadata.json and the format files were written). It must exit 1
+  with one error line, leave no directory and ``kernel.bpf_stats_enabled`` as it was,
+  and the next ``record -o`` of the same path must work without ``--force``. (Filling
+  the 64 BPF slots of a tracepoint with bpftrace fails the same way, but for every
+  cmaprof on the host at that moment: not done on a shared test machine.)
 * Calibration refused (in this process, after the real BPF module was loaded and the
   calibration program attached; only the page faults are taken away): no directory,
   and ``bpftool perf list`` shows no attachment left by this process.
@@ -12,21 +13,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cmaprof_cmd, run_cli
 
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
-SLOTS = 64  # BPF_TRACE_MAX_PROGS
+FDS = 20  # RLIMIT_NOFILE for the failing start
 
 
 def _perf_list() -> list[dict]:
@@ -36,52 +34,25 @@ def _perf_list() -> list[dict]:
     return json.loads(proc.stdout or "[]")
 
 
-def _slots_taken(tp: str) -> int:
-    return sum(1 for e in _perf_list() if e.get("tracepoint") == tp)
-
-
-@contextlib.contextmanager
-def _migrate_slots_full(tmp_path: Path) -> Iterator[None]:
-    """bpftrace holding every BPF slot of migrate:mm_migrate_pages that is free."""
-    before = _slots_taken("mm_migrate_pages")
-    script = tmp_path / "fill.bt"
-    script.write_text(
-        "\n".join(
-            f"tracepoint:migrate:mm_migrate_pages {{ @c{i} = count(); }}"
-            for i in range(SLOTS - before)
-        )
-    )
-    bt = subprocess.Popen(
-        ["bpftrace", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while _slots_taken("mm_migrate_pages") < SLOTS:
-            if bt.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"bpftrace did not fill the slots: {bt.communicate()[1]}")
-            time.sleep(0.2)
-        yield
-    finally:
-        bt.terminate()
-        bt.communicate(timeout=30)
-
-
 def test_attach_failure_leaves_nothing(tmp_path):
-    if shutil.which("bpftrace") is None or shutil.which("bpftool") is None:
-        pytest.skip("bpftrace or bpftool not installed (scripts/setup.sh installs them)")
+    """With 20 file descriptors BCC runs out while attaching (EMFILE, measured: 14
+    fail while loading, 28 record): a real failure after start-up wrote its files."""
     out = tmp_path / "rec"
     stats = STATS.read_text()
-    with _migrate_slots_full(tmp_path):
-        proc = run_cli("record", "-o", str(out), "-d", "1")
+    proc = subprocess.run(
+        ["prlimit", f"--nofile={FDS}", *cmaprof_cmd(), "record", "-o", str(out), "-d", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 1, proc.stderr
     errors = [l for l in proc.stderr.splitlines() if l.startswith("cmaprof: error:")]
     assert len(errors) == 1, proc.stderr
-    assert "migrate:mm_migrate_pages" in errors[0] and "64 BPF programs" in errors[0]
+    assert "BCC could not" in errors[0], errors[0]
     assert "Traceback" not in proc.stderr
     assert not out.exists()
     assert STATS.read_text() == stats
-    assert [e for e in _perf_list() if e.get("pid") == proc.pid] == []
-    # bpftrace gone: the same path records, without --force
+    # the same path records, without --force
     proc = run_cli("record", "-o", str(out), "-d", "0.5")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "metadata.json").read_text())["complete"] is True

@@ -33,6 +33,7 @@ class FakeMachine:
         self.root = root
         self.release = release
         self.euid = 0
+        self.attachments: list[dict] | None = []
         self.bcc_error: Exception | None = None
 
     def write(self, rel: str, text: str = "") -> Path:
@@ -73,6 +74,7 @@ class FakeMachine:
             release=lambda: self.release,
             page_size=4096,
             environ={},
+            attachments=lambda: self.attachments,
         )
         assert [c.name for c in checks] == list(CHECK_NAMES)
         return {c.name: c for c in checks}
@@ -177,6 +179,7 @@ def test_healthy_host(host):
         "kptr_restrict": "ok",
         "kprobes": "warn",
         "raw_tracepoint": "ok",
+        "other_tracers": "ok",
     }
     headers = checks["headers"].detail.lower()
     assert "linked fallback: debian 6.1 headers for a 6.18 kernel" in headers
@@ -563,3 +566,33 @@ def test_incomplete_headers_fail_before_bcc_crashes(host):
     (host.root / "usr/src/linux-headers-6.1.0-56-amd64/include/generated/autoconf.h").unlink()
     c = host.run()["headers"]
     assert c.status == "fail" and "include/generated/autoconf.h" in c.detail
+
+
+def test_other_tracers_listed_never_a_failure(host):
+    """Events enabled at the top level and in instances, and BPF programs on the
+    tracepoints cmaprof uses (bpftool perf list), in one ok row."""
+    host.write("/sys/kernel/tracing/set_event", "kmem:mm_page_alloc\nsched:sched_switch\n")
+    host.write("/sys/kernel/tracing/instances/mine/set_event", "kmem:mm_page_alloc\n")
+    host.write("/sys/kernel/tracing/instances/idle/set_event", "")
+    host.attachments = [
+        {"pid": 7, "fd": 3, "prog_id": 9, "fd_type": "tracepoint", "tracepoint": "mm_page_alloc"},
+        {"pid": 7, "fd": 4, "prog_id": 10, "fd_type": "tracepoint", "tracepoint": "mm_page_alloc"},
+        {
+            "pid": 8,
+            "fd": 3,
+            "prog_id": 11,
+            "fd_type": "raw_tracepoint",
+            "tracepoint": "sched_switch",
+        },
+    ]
+    row = host.run()["other_tracers"]
+    assert row.status == "ok" and not row.required
+    assert "tracefs top level: kmem:mm_page_alloc, sched:sched_switch" in row.detail
+    assert "tracefs instance mine: kmem:mm_page_alloc" in row.detail
+    assert "idle" not in row.detail
+    assert "BPF on mm_page_alloc (tracepoint): 2 by ?[7]" in row.detail
+    assert "sched_switch" not in row.detail.split("BPF on")[1]
+    host.attachments = None
+    assert "bpftool missing" in host.run()["other_tracers"].detail
+    host.attachments = []
+    assert "no BPF program on cmaprof's tracepoints" in host.run()["other_tracers"].detail

@@ -287,3 +287,47 @@ def test_trace_pipe_text_reads_like_trace(tmp_path: Path, imported: dict[str, Pa
     assert rec.meta["imported"]["malformed_lines"] == 0
     assert rec.meta["lost"] == {"trace_buffer": 17}
     pd.testing.assert_frame_equal(_cube(tmp_path / "r"), _cube(imported["tracefs"]))
+
+
+RAW = DATA / "traces" / "host-6.18-raw"
+HOST_FORMATS = DATA / "formats" / "linux-6.18-host"
+
+
+def test_trace_cmd_raw_fields_give_the_same_cube(tmp_path: Path) -> None:
+    """``trace-cmd report -R`` and ``trace-cmd report`` of the same 300 events."""
+    tables = {}
+    for name in ("trace-cmd.report-R.txt", "trace-cmd.report.txt"):
+        out = tmp_path / name
+        meta = importer.import_text([RAW / name], out, formats_dir=HOST_FORMATS)
+        assert meta["imported"]["malformed_lines"] == 0, meta["imported"]
+        tables[name] = pd.read_parquet(out / "tables" / "page_alloc.parquet")
+    raw, printed = tables.values()
+    pd.testing.assert_frame_equal(raw, printed)
+    assert int(raw["allocs"].sum()) == 300
+    text = (RAW / "trace-cmd.report-R.txt").read_text()
+    # every raw gfp value is in the cube (hex in -R, as libtraceevent prints longs)
+    assert {int(g, 16) for g in re.findall(r"gfp_flags=(0x[0-9a-f]+)", text)} == set(
+        raw["gfp_flags"]
+    )
+
+
+def test_every_line_without_event_fields_is_an_error(tmp_path: Path) -> None:
+    """``perf script -F comm,tid,cpu,time,event,ip,sym`` prints no event fields: an
+    error naming the layout and exit 2, not "no allocations traced" and exit 0."""
+    src = tmp_path / "ipsym.txt"
+    src.write_text(
+        "".join(
+            f"  python3  {100 + i}/{100 + i}  [000]  31.{i:06d}: kmem:mm_page_alloc:  "
+            f"ffffffff8163bffb __alloc_frozen_pages_noprof\n"
+            for i in range(23)
+        )
+    )
+    out = tmp_path / "imp"
+    proc = run_cli("import", str(src), "--formats", str(HOST_FORMATS), "-o", str(out))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cmaprof: error:"), proc.stderr
+    assert "none of the 23 kmem:mm_page_alloc lines has the event's fields" in lines[0]
+    assert "a perf line whose event text is '<address> __alloc_frozen_pages_noprof'" in lines[0]
+    assert "trace-cmd report -R" in lines[0] and "ffffffff" not in lines[0]
+    assert not out.exists()

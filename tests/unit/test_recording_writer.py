@@ -76,3 +76,20 @@ def test_disk_full_is_one_clear_error_and_keeps_earlier_files(tmp_path, monkeypa
     monkeypatch.undo()
     assert json.loads((w.path / "metadata.json").read_text())["complete"] is False
     assert not list(w.path.rglob("*.tmp"))
+
+
+def test_discard_removes_only_what_the_writer_wrote(tmp_path):
+    from cmaprof.collectors.recording import RecordingWriter
+
+    out = tmp_path / "rec"
+    w = RecordingWriter(out)
+    w.write_metadata({"complete": False})
+    w.write_text("formats/kmem/mm_page_alloc/format", "name: mm_page_alloc\n")
+    w.discard()
+    assert not out.exists()
+    w = RecordingWriter(out)
+    w.write_text("formats/kmem/mm_page_alloc/format", "x\n")
+    (out / "formats" / "mine").write_text("not cmaprof's")
+    w.discard()
+    assert (out / "formats" / "mine").read_text() == "not cmaprof's"
+    assert not (out / "formats" / "kmem").exists()
