@@ -25,6 +25,7 @@ HAS_DATA = {
     "cma_utilisation": [STOCK, MOVABLE],
     "failure_causes": [BLOCKERS],
     "alloc_rate": [HOST],
+    "failed_calls_by_cause": [BLOCKERS],
 }
 
 
