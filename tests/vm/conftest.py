@@ -152,6 +152,37 @@ def boot(
     if reason:  # module fixtures are set up before the autouse skip runs
         pytest.skip(reason)
     assert kernel is not None
+    for attempt in (1, 2):
+        guest = _boot_once(tmp_path_factory, name, vm_args, script, timeout_s, kernel)
+        if attempt == 1 and _panicked_before_the_command(guest):
+            # seen once in about 40 boots of 7.3.4 under TCG: an Oops (int3) in a driver
+            # probe 3 s into boot, before userspace; not what a test asks about
+            sys.stderr.write(
+                f"\n[{name}: the guest kernel panicked before the command ran; again]\n"
+            )
+            continue
+        return guest
+    return guest
+
+
+def _panicked_before_the_command(g: Guest) -> bool:
+    """The guest kernel panicked and the command left no trace: no stdout, no file."""
+    return (
+        g.returncode != 0
+        and "panicked before the command finished" in g.stderr
+        and not g.stdout.strip()
+        and not any(g.out.iterdir())
+    )
+
+
+def _boot_once(
+    tmp_path_factory,
+    name: str,
+    vm_args: list[str],
+    script: str,
+    timeout_s: float,
+    kernel: Path,
+) -> Guest:
     base = tmp_path_factory.mktemp(f"{name}-{kernel_version(kernel)}")
     out, logs = base / "out", base / "logs"
     out.mkdir()
