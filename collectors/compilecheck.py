@@ -257,19 +257,14 @@ def load(names: Sequence[str], defines: Mapping[str, Any]) -> Any:
 
 def check(names: Sequence[str], defines: Mapping[str, Any]) -> CompileFailure | None:
     """Compile and load ``names`` once (or answer from the cache); None when they load."""
-    key = cache_key(names, defines, _bcc_version())
-    known = cached(key)
-    if known is True:
+    if cached(cache_key(names, defines, _bcc_version())) is True:
         return None
-    if isinstance(known, CompileFailure):
-        return known
-    bpf, text, exc = _capture_fd2(lambda: probes.load(names, defines))
-    if exc is not None:
-        failure = failure_from(text, exc)
-        remember(key, failure)  # only a compiler's own error is kept
-        return failure
-    bpf.cleanup()
-    remember(key, None)
+    try:
+        load(names, defines).cleanup()
+    except ProbeCompileError as exc:
+        return exc.failure
+    except Exception as exc:  # noqa: BLE001 - BCC's bare exception: load, verifier, attach
+        return CompileFailure(None, str(exc) or type(exc).__name__)
     return None
 
 
