@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from cmaprof.analysis import formats, schema
+from cmaprof.analysis import schema
+from cmaprof.kernel import formats
 
 if TYPE_CHECKING:
     from cmaprof.analysis.recording import Recording

@@ -43,9 +43,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmaprof.analysis import formats, schema
+from cmaprof.analysis import schema
 from cmaprof.collectors import procfs
-from cmaprof.collectors.import_text import (
+from cmaprof.collectors.recording import RecordingWriter
+from cmaprof.errors import BadInput
+from cmaprof.kernel import formats
+from cmaprof.kernel.trace_text import (
     ParsedText,
     failed_regex,
     failed_tokens,
@@ -57,8 +60,6 @@ from cmaprof.collectors.import_text import (
     parse_uint,
     raw_tokens,
 )
-from cmaprof.collectors.recording import RecordingWriter
-from cmaprof.errors import BadInput
 
 #: zone_idx / node of a page whose zone the text cannot tell.
 ZONE_UNKNOWN = 255

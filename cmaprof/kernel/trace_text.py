@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from cmaprof.analysis.formats import EventFormat
 from cmaprof.errors import BadInput
+from cmaprof.kernel.formats import EventFormat
 
 SOURCES = ("tracefs", "trace-cmd", "perf")
 
