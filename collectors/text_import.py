@@ -60,6 +60,7 @@ from cmaprof.kernel.trace_text import (
     parse_uint,
     raw_tokens,
 )
+from cmaprof.probes import abi
 
 #: zone_idx / node of a page whose zone the text cannot tell.
 ZONE_UNKNOWN = 255
@@ -446,7 +447,7 @@ def build_cma_migrate(
                     "pages_requested": int(kv.get("request_count", kv.get("count", "")), 0),
                     "align": int(kv.get("align", "0"), 0),
                     "success": False,
-                    "outcome_source": 3,
+                    "outcome_source": abi.CMA_OUTCOME_NO_FINISH,
                     "errno": None,
                     "busy_retries": 0,
                     "migrate_succeeded": 0,
@@ -473,10 +474,13 @@ def build_cma_migrate(
                 page = kv.get("page")
                 if "errorno" in kv:
                     err = int(kv["errorno"], 0)
-                    call["success"], call["outcome_source"] = err == 0, 0
+                    call["success"], call["outcome_source"] = err == 0, abi.CMA_OUTCOME_ERRORNO
                     call["errno"] = err or None
                 elif page is not None:
-                    call["success"], call["outcome_source"] = page not in _NULL_PTRS, 1
+                    call["success"], call["outcome_source"] = (
+                        page not in _NULL_PTRS,
+                        abi.CMA_OUTCOME_PAGE,
+                    )
                 else:
                     raise KeyError("page")
                 call["pfn"] = int(kv["pfn"], 0) & _U64

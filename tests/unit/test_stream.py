@@ -90,9 +90,9 @@ def make_batches(spec: list[tuple[int, int, int]]) -> bytes:
         ev["ts_ns"] = T0 + 1000 * (seq * BATCH + k)
         ev["gfp_flags"] = 0xCC0
         ev["order"] = k % 3
-        ev["zone"] = 2
-        ev["migratetype"] = 1
-        ev["cma_area"] = 255
+        ev["zone_idx"] = 2
+        ev["migratetype_id"] = 1
+        ev["cma_area_idx"] = 255
         ev["tgid"] = 42
     return arr.tobytes()
 
