@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from cmaprof.errors import BadInput
+from cmaprof.kernel.cexpr import evaluate
 from cmaprof.kernel.formats import (
     EventFormat,
     Field,
     FlagTable,
     FormatError,
     SymbolicTable,
-    evaluate,
     gfp_table,
     load_format_dir,
     migratetype_names_from_pagetypeinfo,
