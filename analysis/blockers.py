@@ -10,13 +10,13 @@ fails to migrate and then stops the isolation test is one page, two events.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
 
-from cmaprof.analysis import formats, schema
+from cmaprof.analysis import schema
+from cmaprof.kernel import dmesg, formats
 
 if TYPE_CHECKING:
     from cmaprof.analysis.recording import Recording
@@ -171,25 +171,6 @@ def df_cma_blockers_origin(rec: Recording) -> pd.DataFrame:
 
 # ---- the kernel's views of the same pages ------------------------------------------
 
-#: mm/debug.c __dump_page(): 6.1 prints ``page:%p refcount:...``; later kernels'
-#: __dump_folio() print ``page: refcount:...`` (no pointer).
-_PAGE_RE = re.compile(
-    r"page:(?P<ptr>\S*)\s*refcount:(?P<refcount>-?\d+) mapcount:(?P<mapcount>-?\d+) "
-    r"mapping:(?P<mapping>\S+) index:(?P<index>\S+) pfn:(?P<pfn>0x[0-9a-f]+)"
-)
-_FLAGS_RE = re.compile(
-    r"(?P<type>anon |ksm )?flags: (?P<raw>0x[0-9a-f]+)\((?P<names>[^)]*)\)(?P<cma> CMA)?"
-)
-_AOPS_RE = re.compile(r"aops:(?P<aops>\S+)(?: ino:(?P<ino>[0-9a-f]+))?")
-_REASON_RE = re.compile(r"page dumped because: (?P<reason>.*)")
-_DMESG_PREFIX = re.compile(r"^(?:<\d+>)?(?:\[\s*[\d.]+\]\s*)?")
-#: 6.1 mm/page_owner.c __dump_page_owner(), printed by dump_page() after the reason.
-_DUMP_OWNER_RE = re.compile(
-    r"page last allocated via order (?P<order>\d+), migratetype (?P<mt>[^,]+), "
-    r"gfp_mask (?P<mask>0x[0-9a-f]+)\((?P<gfp>[^)]*)\), pid (?P<pid>-?\d+), "
-    r"tgid (?P<tgid>-?\d+) \((?P<comm>[^)]*)\)"
-)
-
 DUMP_COLUMNS = [
     "pfn",
     "refcount",
@@ -236,82 +217,11 @@ def dump_cause(d: dict[str, Any]) -> str:
     return "free" if d["refcount"] == 0 else "unmovable_kernel"
 
 
-def _hex_or_null(text: str) -> int:
-    return 0 if text == "(null)" else int(text, 16)
-
-
 def parse_dump_pages(text: str) -> pd.DataFrame:
-    """The ``dump_page()`` records in a dmesg capture (6.1 mm/debug.c ``__dump_page()``,
-    fs/inode.c ``dump_mapping()``, mm/page_owner.c ``__dump_page_owner()``), one row
-    each, with :func:`dump_cause`.
-
-    A record starts with ``page:... pfn:0x...``; its ``page dumped because:`` line gives
-    the reason the caller passed (``migration failure`` from
-    ``alloc_contig_dump_pages()``); the page_owner lines after it (``page_owner=on``)
-    give the allocation the kernel itself remembers (``owner_*``). Timestamps and
-    log-level prefixes are ignored.
-    """
-    rows: list[dict[str, Any]] = []
-    cur: dict[str, Any] | None = None
-    last: dict[str, Any] | None = None  # the finished record page_owner lines belong to
-    for line in text.splitlines():
-        line = _DMESG_PREFIX.sub("", line).strip()
-        m = _PAGE_RE.search(line)
-        if m:
-            last = None
-            cur = {
-                "pfn": int(m["pfn"], 16),
-                "refcount": int(m["refcount"]),
-                "mapcount": int(m["mapcount"]),
-                "has_mapping": _hex_or_null(m["mapping"]) != 0,
-                "type": "",
-                "aops": "",
-                "ino": None,
-                "flags": None,
-                "flag_names": "",
-                "cma": False,
-                "reason": "",
-                "owner_order": None,
-                "owner_gfp_mask": None,
-                "owner_gfp": None,
-                "owner_pid": None,
-                "owner_comm": None,
-                "owner_migrated": False,
-            }
-            continue
-        if last is not None:
-            m = _DUMP_OWNER_RE.search(line)
-            if m:
-                last["owner_order"] = int(m["order"])
-                last["owner_gfp_mask"] = int(m["mask"], 16)
-                last["owner_gfp"] = m["gfp"]
-                last["owner_pid"] = int(m["pid"])
-                last["owner_comm"] = m["comm"]
-            elif line.startswith("page has been migrated"):
-                last["owner_migrated"] = True
-            continue
-        if cur is None:
-            continue
-        m = _AOPS_RE.match(line)
-        if m:
-            cur["aops"] = m["aops"]
-            cur["ino"] = int(m["ino"], 16) if m["ino"] else None
-            continue
-        m = _FLAGS_RE.match(line)
-        if m:
-            cur["type"] = (m["type"] or "").strip()
-            cur["flags"] = int(m["raw"], 16)
-            cur["flag_names"] = "|".join(
-                n for n in m["names"].split("|") if not n.startswith(("zone=", "node="))
-            )
-            cur["cma"] = bool(m["cma"])
-            continue
-        m = _REASON_RE.match(line)
-        if m:
-            cur["reason"] = m["reason"]
-            cur["cause"] = dump_cause(cur)
-            rows.append(cur)
-            last, cur = cur, None
+    """The ``dump_page()`` records of a dmesg capture
+    (:func:`cmaprof.kernel.dmesg.parse_dump_pages`), one row each, with our ``cause``
+    for each (:func:`dump_cause`)."""
+    rows = [dict(r, cause=dump_cause(r)) for r in dmesg.parse_dump_pages(text)]
     return pd.DataFrame(rows, columns=DUMP_COLUMNS)
 
 

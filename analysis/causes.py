@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import enum
 import errno as errno_mod
-import re
 import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,7 +42,7 @@ from matplotlib.ticker import MaxNLocator
 from cmaprof.analysis import blockers, layout
 from cmaprof.analysis.cma import df_cma_calls
 from cmaprof.analysis.redact import fmt_pfn
-from cmaprof.kernel import procfs
+from cmaprof.kernel import dmesg, procfs
 
 if TYPE_CHECKING:
     from cmaprof.analysis.recording import Recording
@@ -505,12 +504,6 @@ def table_causes_compare(sides: list[Any]) -> str:
 
 # ---- the kernel's own account: dmesg "alloc failed" lines ---------------------------
 
-#: 6.1 mm/cma.c cma_alloc(): pr_err_ratelimited("%s: %s: alloc failed, req-size: %lu
-#: pages, ret: %d\n", __func__, cma->name, count, ret) (``__cma_alloc`` on newer kernels).
-_ALLOC_FAILED_RE = re.compile(
-    r"(?P<func>\w+): (?P<area>\S+): alloc failed, req-size: (?P<pages>\d+) pages, "
-    r"ret: (?P<ret>-?\d+)"
-)
 #: The return value the kernel prints for each cause (``None``: no line is printed: 6.1
 #: returns before the message for a request larger than the area; isolation refused,
 #: migration failed and busy retries all end as -EBUSY).
@@ -529,14 +522,8 @@ KERNEL_RET: dict[Cause, int | None] = {
 
 def parse_dmesg_alloc_failed(text: str) -> pd.DataFrame:
     """The kernel's ``alloc failed`` lines in a dmesg capture, in order: ``area``,
-    ``pages`` (req-size) and ``ret`` (the errno cma_alloc() ended with). Printed unless
-    the caller passed ``no_warn``: debugfs ``alloc`` prints it (6.1 cma_debug.c passes
-    false), hugetlb's gigantic pages do not (``no_warn`` true)."""
-    rows = [
-        {"area": m["area"], "pages": int(m["pages"]), "ret": int(m["ret"])}
-        for m in _ALLOC_FAILED_RE.finditer(text)
-    ]
-    return pd.DataFrame(rows, columns=["area", "pages", "ret"])
+    ``pages`` (req-size) and ``ret`` (:func:`cmaprof.kernel.dmesg.parse_alloc_failed`)."""
+    return pd.DataFrame(dmesg.parse_alloc_failed(text), columns=["area", "pages", "ret"])
 
 
 def check_against_dmesg(failures: pd.DataFrame, dmesg: pd.DataFrame) -> pd.DataFrame:

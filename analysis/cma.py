@@ -10,12 +10,13 @@ import pandas as pd
 
 from cmaprof.analysis import stats
 from cmaprof.analysis.recording import Recording
+from cmaprof.probes import abi
 
 OUTCOME_SOURCES = {
-    0: "kernel errorno",
-    1: "inferred: finish page",
-    2: "inferred: returned page",
-    3: "inferred: start without finish",
+    abi.CMA_OUTCOME_ERRORNO: "kernel errorno",
+    abi.CMA_OUTCOME_PAGE: "inferred: finish page",
+    abi.CMA_OUTCOME_RETVAL: "inferred: returned page",
+    abi.CMA_OUTCOME_NO_FINISH: "inferred: start without finish",
 }
 SUMMARY_COLUMNS = [
     "area",
@@ -159,7 +160,9 @@ def _returned_before_finish(rec: Recording, calls: pd.DataFrame) -> pd.Series:
     fmt = rec.event_formats.get(("cma", "cma_alloc_finish"))
     has_errorno = fmt is not None and fmt.has_field("errorno")
     src = calls["outcome_source"].astype(str)
-    return (src == OUTCOME_SOURCES[3]) | ((src == OUTCOME_SOURCES[2]) & has_errorno)
+    return (src == OUTCOME_SOURCES[abi.CMA_OUTCOME_NO_FINISH]) | (
+        (src == OUTCOME_SOURCES[abi.CMA_OUTCOME_RETVAL]) & has_errorno
+    )
 
 
 def _fail_row(

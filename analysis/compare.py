@@ -39,11 +39,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cmaprof.analysis import counterfactual, formats, stats
+from cmaprof.analysis import counterfactual, stats
 from cmaprof.analysis.cma import df_cma_calls
 from cmaprof.analysis.migrate import df_migrate
 from cmaprof.analysis.recording import Recording, load_many
 from cmaprof.errors import BadInput
+from cmaprof.kernel import formats
 
 WIDTH = 80
 LOGICAL_CMA = "logical CMA"

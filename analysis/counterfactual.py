@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cmaprof.analysis.formats import FlagTable
 from cmaprof.analysis.recording import Recording
 from cmaprof.errors import BadInput
+from cmaprof.kernel.formats import FlagTable
 
 #: A zone of this name (the ZONE_CMA patches) holds only CMA memory.
 CMA_ZONE = "CMA"

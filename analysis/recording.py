@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from cmaprof.analysis import formats, schema
+from cmaprof.analysis import schema
 from cmaprof.errors import BadInput
-from cmaprof.kernel import procfs
+from cmaprof.kernel import formats, procfs
 
 FORMAT_VERSION = 1
 LOADERS = {1: "load_v1"}

@@ -60,7 +60,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-CMA_AREA_NONE = 255
+from cmaprof.probes import abi
+
+CMA_AREA_NONE = abi.CMA_AREA_NONE
 #: cma_area_idx when the CMA placement is not known (an import without CMA ranges).
 CMA_AREA_UNKNOWN = 254
 
@@ -176,7 +178,7 @@ EVENT_SCHEMAS: dict[str, pa.Schema] = {
 #: ``isolate`` pageblock isolation (not reachable for CMA pageblocks on 6.1),
 #: ``migrate`` failed to migrate (putback_movable_pages() inside alloc_contig_range()),
 #: ``test_isolated`` first pfn neither free nor isolated (test_pages_isolated fin_pfn).
-BLOCKER_STAGES = ("isolate", "migrate", "test_isolated")
+BLOCKER_STAGES = abi.enum("BLK_STAGE_")
 #: What the page is (probes/events.h BLK_CAUSE_*, same order): the stable vocabulary.
 #:   unknown            LRU page without a mapping (truncated), or unreadable
 #:   free               buddy page, or refcount 0 (per-CPU list, being freed): a race
@@ -189,30 +191,12 @@ BLOCKER_STAGES = ("isolate", "migrate", "test_isolated")
 #:   bdev               block-device page cache (host inode on bdevfs) without buffers
 #:   bdev_buffer_head   block-device page cache with buffer heads (PG_private):
 #:                      sb_bread()/__getblk() metadata
-BLOCKER_CAUSES = (
-    "unknown",
-    "free",
-    "reserved",
-    "slab",
-    "unmovable_kernel",
-    "movable_kernel",
-    "anon",
-    "file",
-    "bdev",
-    "bdev_buffer_head",
-)
+BLOCKER_CAUSES = abi.enum("BLK_CAUSE_")
 #: Why it cannot move, by priority (the ``state`` column names the first bit set):
 #: writeback, pinned (refcount above page cache + private + mappings + isolation),
 #: bh_busy (a buffer head with b_count > 0: buffer_migrate_folio_norefs() refuses),
-#: locked, dirty, bh_dirty_or_locked. Bit values: probes/events.h BLK_STATE_*.
-BLOCKER_STATES = {
-    "writeback": 0x4,
-    "pinned": 0x8,
-    "bh_busy": 0x10,
-    "locked": 0x1,
-    "dirty": 0x2,
-    "bh_dirty_or_locked": 0x20,
-}
+#: locked, dirty, bh_dirty_or_locked (probes/events.h BLK_STATE_*, in that order).
+BLOCKER_STATES = abi.bits("BLK_STATE_")
 #: No state bit set.
 BLOCKER_STATE_NONE = "none"
 CMA_BLOCKERS = pa.schema(

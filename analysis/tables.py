@@ -16,13 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from cmaprof.analysis import blockers, check, cma, formats, migrate, page_alloc, stats, stream
+from cmaprof.analysis import blockers, check, cma, migrate, page_alloc, stats, stream
 from cmaprof.analysis import causes as causes_  # issue 12: a cause per failed cma_alloc()
 from cmaprof.analysis import layout as layout_  # issue 12: memory layout section
 from cmaprof.analysis import utilisation as utilisation_  # issue 12: held/borrowed/free
 from cmaprof.analysis.counterfactual import table_counterfactual
 from cmaprof.analysis.recording import Recording
 from cmaprof.errors import BadInput
+from cmaprof.kernel import formats
 
 WIDTH = 80
 

@@ -49,15 +49,8 @@ def _batches(n: int, cube: pa.Table, cpus: int, rng: np.random.Generator) -> np.
     size = nb * BATCH
     allocs = cube.column("allocs").to_numpy().astype(np.float64)
     pick = rng.choice(len(allocs), size=size, p=allocs / allocs.sum()).reshape(nb, BATCH)
-    for col, field in (
-        ("gfp_flags", "gfp_flags"),
-        ("node", "node"),
-        ("zone_idx", "zone"),
-        ("order", "order"),
-        ("migratetype_id", "migratetype"),
-        ("cma_area_idx", "cma_area"),
-    ):
-        ev[field] = cube.column(col).to_numpy()[pick]
+    for col in ("gfp_flags", "node", "zone_idx", "order", "migratetype_id", "cma_area_idx"):
+        ev[col] = cube.column(col).to_numpy()[pick]  # struct stream_event's names are the columns
     # per CPU: 5 us mean gaps; pfns in descending runs of ~32 with random jumps
     per_cpu_t = np.cumsum(rng.exponential(5000.0, size=(nb, BATCH)).astype(np.uint64), axis=1)
     per_cpu_t += (np.arange(nb) // cpus * BATCH * 5000).astype(np.uint64)[:, None]

@@ -281,7 +281,7 @@ def import_(
       cmaprof import trace.txt --formats events/ --zoneinfo zoneinfo -o out/imp
       cmaprof report out/imp
     """
-    from cmaprof.collectors import importer
+    from cmaprof.collectors import text_import as importer
 
     meta = importer.import_text(
         list(inputs),

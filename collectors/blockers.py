@@ -18,18 +18,12 @@ import pyarrow as pa
 from cmaprof import probes
 from cmaprof.analysis import schema
 from cmaprof.collectors.procfs import CmaArea
+from cmaprof.probes import abi
 
 NONE_PFN = (1 << 64) - 1
 
 #: Indexes of the per-CPU ``blk_stats`` array (probes/events.h BLK_STAT_*).
-STAT_NAMES = (
-    "events",
-    "ringbuf_full",
-    "list_truncated",
-    "origin_writes",
-    "origin_out_of_range",
-    "read_failures",
-)
+STAT_NAMES = abi.enum("BLK_STAT_")
 
 LAYOUT_FIELDS = (
     "pg_locked",
@@ -69,7 +63,7 @@ def event_row(e: Any, t0_ns: int, areas: list[CmaArea]) -> dict[str, Any]:
     """
     area = areas[e.area].name if e.area < len(areas) else ""
     known = bool(e.origin_known)
-    file_page = e.mapping_kind == 4  # BLK_MAPPING_FILE
+    file_page = e.mapping_kind == abi.BLK_MAPPING_FILE
     return {
         "t_ns": int(e.time_ns) - t0_ns,
         "area_idx": int(e.area),

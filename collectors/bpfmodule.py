@@ -5,18 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cmaprof.probes import abi
+
 #: Indexes of the per-CPU ``drops`` array (probes/events.h DROP_*).
-DROP_NAMES = (
-    "page_alloc_cube_full",
-    "page_alloc_fail_table_full",
-    "page_read_failed",
-    "pfn_outside_spans",
-    "bulk_table_full",
-    "cma_ringbuf_full",
-    "cma_inflight_full",
-    "migrate_table_full",
-    "bulk_lost",
-)
+DROP_NAMES = abi.enum("DROP_")
 
 
 def read_drops(bpf: Any) -> dict[str, int]:

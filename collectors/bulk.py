@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from cmaprof import probes
 from cmaprof.analysis import schema
+from cmaprof.probes import abi
 
 PROBE = probes.get("bulk")
 ENTRY_FN = b"bulk_entry"
@@ -26,22 +27,7 @@ RETURN_FN = b"bulk_return"
 MAXACTIVE = 64
 
 #: Indexes of the per-CPU ``bulk_stats`` array (probes/events.h BULK_STAT_*).
-STAT_NAMES = (
-    "calls",
-    "counted_calls",
-    "pages",
-    "fallback_calls",
-    "list_calls",
-    "prepopulated_calls",
-    "scan_overflow_calls",
-    "unmatched_returns",
-    "stale_entries",
-    "read_failures",
-    "no_task_slot",
-    "negative_calls",
-    "no_span",
-    "entries",
-)
+STAT_NAMES = abi.enum("BULK_STAT_")
 
 
 class BulkCollector:
@@ -90,7 +76,7 @@ class BulkCollector:
     def read(self) -> pa.Table:
         """The cumulative ``page_alloc_bulk`` table (one row per node and zone)."""
         rows: dict[str, list] = {f.name: [] for f in schema.SCHEMAS["page_alloc_bulk"]}
-        items = [((k.node, k.zone), leaves) for k, leaves in self.bpf["bulk_pages"].items()]
+        items = [((k.node, k.zone_idx), leaves) for k, leaves in self.bpf["bulk_pages"].items()]
         for (node, zone), leaves in sorted(items, key=lambda kv: kv[0]):
             rows["node"].append(node)
             rows["zone_idx"].append(zone)

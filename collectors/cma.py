@@ -11,10 +11,9 @@ import pyarrow as pa
 
 from cmaprof.analysis import schema
 from cmaprof.collectors.procfs import CmaArea
+from cmaprof.probes import abi
 
 NONE_PFN = (1 << 64) - 1
-CMA_AREA_NONE = 255
-MAX_CMA_AREAS = 20  # events.h
 
 
 def _cstr(raw: Any) -> str:
@@ -65,7 +64,7 @@ class CmaCollector:
                 "align": int(c.align),
                 "success": bool(e.success),
                 "outcome_source": int(e.outcome_source),
-                "errno": int(c.err) if e.outcome_source == 0 else None,
+                "errno": int(c.err) if e.outcome_source == abi.CMA_OUTCOME_ERRORNO else None,
                 "busy_retries": int(c.busy_retries),
                 "migrate_succeeded": int(c.migrate_succeeded),
                 "migrate_failed": int(c.migrate_failed),
@@ -113,10 +112,10 @@ class CmaCollector:
     def release_table(self) -> pa.Table:
         pages, calls = self.bpf["cma_release_pages"], self.bpf["cma_release_calls"]
         rows: dict[str, list] = {"area_idx": [], "calls": [], "pages": []}
-        for i in range(MAX_CMA_AREAS + 1):
+        for i in range(abi.MAX_CMA_AREAS + 1):
             n = sum(calls[calls.Key(i)])
             if n:
-                rows["area_idx"].append(i if i < MAX_CMA_AREAS else CMA_AREA_NONE)
+                rows["area_idx"].append(i if i < abi.MAX_CMA_AREAS else abi.CMA_AREA_NONE)
                 rows["calls"].append(n)
                 rows["pages"].append(sum(pages[pages.Key(i)]))
         return schema.to_table("cma_release", rows)

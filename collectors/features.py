@@ -10,8 +10,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from cmaprof.analysis import formats
 from cmaprof.collectors import tracefs
+from cmaprof.kernel import formats
 
 
 def event_format(tfs: Path, event: str) -> formats.EventFormat | None:

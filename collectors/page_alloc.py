@@ -37,12 +37,9 @@ import pyarrow as pa
 from cmaprof.analysis import schema
 from cmaprof.collectors.procfs import CmaArea, Zone, populated_spans, unambiguous_zone
 from cmaprof.errors import EnvironmentProblem
+from cmaprof.probes import abi
 
-ZONE_SOURCE_PAGE_FLAGS = 0
-ZONE_SOURCE_PFN_SPANS = 1
-KEY_FIELDS = [f for f, _ in schema.PAGE_ALLOC_KEYS]
-MAX_ZONE_SPANS = 64  # events.h
-MAX_CMA_AREAS = 20  # events.h
+KEY_FIELDS = [f for f, _ in schema.PAGE_ALLOC_KEYS]  # = struct page_alloc_key's fields
 CALIB_PAIRS = 64  # ring size in page_alloc.bpf.c (its CALIB_PAIRS default)
 #: Pairs wanted per round, rounds tried, pages mapped per round.
 CALIB_WANT = 16
@@ -290,14 +287,14 @@ class PageAllocCollector:
         """Write the config, zone spans and CMA ranges into the program's maps."""
         b, cal = self.bpf, self.calibration
         spans = populated_spans(self.zones)
-        if len(spans) > MAX_ZONE_SPANS:
+        if len(spans) > abi.MAX_ZONE_SPANS:
             raise EnvironmentProblem(f"{len(spans)} zone spans exceed MAX_ZONE_SPANS")
         st = b["zone_spans"]
         for i, z in enumerate(spans):
             leaf = st.Leaf()
             leaf.start, leaf.end, leaf.node, leaf.zone = z.start_pfn, z.end_pfn, z.node, z.idx
             st[st.Key(i)] = leaf
-        if len(self.cma_areas) > MAX_CMA_AREAS:
+        if len(self.cma_areas) > abi.MAX_CMA_AREAS:
             raise EnvironmentProblem(f"{len(self.cma_areas)} CMA areas exceed MAX_CMA_AREAS")
         ct = b["cma_ranges"]
         for i, a in enumerate(self.cma_areas):
@@ -309,7 +306,9 @@ class PageAllocCollector:
         cfg.page_struct_size = cal.page_struct_size
         cfg.enabled = 0
         cfg.zone_source = (
-            ZONE_SOURCE_PFN_SPANS if cal.zone_source == "pfn_spans" else ZONE_SOURCE_PAGE_FLAGS
+            abi.ZONE_SOURCE_PFN_SPANS
+            if cal.zone_source == "pfn_spans"
+            else abi.ZONE_SOURCE_PAGE_FLAGS
         )
         cfg.nr_spans = len(spans)
         cfg.nr_cma = len(self.cma_areas)
@@ -338,10 +337,7 @@ class PageAllocCollector:
         """The cumulative cube: key tuple (in KEY_FIELDS order) -> (allocs, pages)."""
         out: dict[tuple, tuple[int, int]] = {}
         for k, leaves in self.bpf["page_alloc"].items():
-            key = tuple(
-                getattr(k, f)
-                for f in ("gfp_flags", "node", "zone", "order", "migratetype", "cma_area")
-            )
+            key = tuple(getattr(k, f) for f in KEY_FIELDS)
             allocs, pages = _sum_percpu(leaves, ["allocs", "pages"])
             out[key] = (allocs, pages)
         return out
@@ -350,14 +346,10 @@ class PageAllocCollector:
         rows: dict[str, list] = {f.name: [] for f in schema.SCHEMAS["page_alloc_fail"]}
         for k, leaves in self.bpf["page_alloc_fail"].items():
             allocs, pages = _sum_percpu(leaves, ["allocs", "pages"])
-            for col, val in (
-                ("gfp_flags", k.gfp_flags),
-                ("order", k.order),
-                ("migratetype_id", k.migratetype),
-                ("allocs", allocs),
-                ("pages", pages),
-            ):
-                rows[col].append(val)
+            for col in ("gfp_flags", "order", "migratetype_id"):
+                rows[col].append(getattr(k, col))
+            rows["allocs"].append(allocs)
+            rows["pages"].append(pages)
         return schema.to_table("page_alloc_fail", rows)
 
 

@@ -253,8 +253,8 @@ def _stream_request(events: list[str], tfs: Path) -> tuple[Any, Any]:
     """
     if not events:
         return None, None
-    from cmaprof.analysis import formats
     from cmaprof.collectors import stream
+    from cmaprof.kernel import formats
 
     if len(events) > 1:
         raise BadInput(f"--events given {len(events)} times; one stream per recording (page_alloc)")

@@ -35,19 +35,10 @@ import pyarrow.parquet as pq
 
 from cmaprof.analysis import schema
 from cmaprof.errors import BadInput, EnvironmentProblem
+from cmaprof.probes import abi
 
 #: Indexes of the per-CPU ``stream_stats`` array (probes/events.h STREAM_*).
-STAT_NAMES = (
-    "examined",
-    "filtered",
-    "sampled_out",
-    "selected",
-    "submitted",
-    "dropped",
-    "batches",
-    "dropped_batches",
-    "unreadable",
-)
+STAT_NAMES = abi.enum("STREAM_STAT_")
 #: Chunk boundaries: whichever comes first.
 CHUNK_SECONDS = 1.0
 CHUNK_EVENTS = 1 << 20
@@ -55,26 +46,12 @@ EVENTS_DIR = "events"
 STREAMS = ("page_alloc",)
 
 #: struct stream_event (probes/events.h); checked against BCC's own layout at load.
-EVENT_DTYPE = np.dtype(
-    [
-        ("ts_ns", "<u8"),
-        ("pfn", "<u8"),
-        ("gfp_flags", "<u4"),
-        ("tgid", "<u4"),
-        ("node", "<u2"),
-        ("zone", "u1"),
-        ("order", "u1"),
-        ("migratetype", "u1"),
-        ("cma_area", "u1"),
-        ("pad", "V2"),
-    ]
-)
-assert EVENT_DTYPE.itemsize == 32
+EVENT_DTYPE = abi.dtype("stream_event")
 
 
 def batch_dtype(batch: int) -> np.dtype:
     """struct stream_batch with ``batch`` events."""
-    return np.dtype([("cpu", "<u4"), ("n", "<u4"), ("seq", "<u8"), ("ev", EVENT_DTYPE, (batch,))])
+    return abi.dtype("stream_batch", STREAM_BATCH=batch)
 
 
 # -- the --events syntax ----------------------------------------------------------
@@ -198,7 +175,7 @@ def resolve_filter(
         return m
 
     out.gfp_all, out.gfp_none = mask(spec.gfp_all), mask(spec.gfp_none)
-    out.cma = {"any": 0, "in": 1, "out": 2}[spec.cma]
+    out.cma = abi.bits("STREAM_CMA_")[spec.cma]
     return out
 
 
@@ -231,10 +208,10 @@ def events_table(ev: np.ndarray, cpu: np.ndarray, t0_ns: int) -> pa.Table:
         "pfn": ev["pfn"],
         "gfp_flags": ev["gfp_flags"].astype(np.uint64),
         "node": ev["node"],
-        "zone_idx": ev["zone"],
+        "zone_idx": ev["zone_idx"],
         "order": ev["order"],
-        "migratetype_id": ev["migratetype"],
-        "cma_area_idx": ev["cma_area"],
+        "migratetype_id": ev["migratetype_id"],
+        "cma_area_idx": ev["cma_area_idx"],
     }
     want = schema.EVENT_SCHEMAS["page_alloc"]
     return pa.table(

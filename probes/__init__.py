@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cmaprof.errors import BadInput
+from cmaprof.probes import abi
 
 PROBES_DIR = Path(__file__).resolve().parent
 
@@ -91,7 +92,7 @@ PROBES: dict[str, Probe] = {
         name="stream",
         description="one record per page allocation, filtered or sampled (--events)",
         tracepoints=("kmem/mm_page_alloc",),
-        options={"STREAM_BATCH": 256, "STREAM_RINGBUF_PAGES": 4096},
+        options={"STREAM_BATCH": abi.STREAM_BATCH, "STREAM_RINGBUF_PAGES": 4096},
         opt_in=True,
     ),
 }

@@ -249,7 +249,7 @@ static __always_inline void blk_classify(struct cmaprof_config *cfg, struct bloc
 
 	/* free in the buddy allocator: page_type on the page itself (not its head) */
 	if (BLK_READ(ptype, page, struct page, page_type)) {
-		blk_stat(BLK_STAT_READ_FAIL);
+		blk_stat(BLK_STAT_READ_FAILURES);
 		e->cause = BLK_CAUSE_UNKNOWN;
 		return;
 	}

@@ -199,7 +199,7 @@ static __always_inline void bulk_stale(__u32 k, int enabled)
 {
 	if (!k)
 		return;
-	bulk_stat(BULK_STAT_STALE, k);
+	bulk_stat(BULK_STAT_STALE_ENTRIES, k);
 	if (enabled)
 		count_drop(DROP_BULK_LOST);
 }
@@ -273,15 +273,15 @@ int bulk_entry(struct pt_regs *ctx)
 		int pre = bulk_scan(arr, nr, &fn);
 
 		if (pre < 0) {
-			bulk_lost(BULK_STAT_READ_FAIL);
+			bulk_lost(BULK_STAT_READ_FAILURES);
 			return 0;
 		}
 		s->pre = pre;
 		s->first_null = fn;
 		if (pre)
-			bulk_stat(BULK_STAT_PREPOPULATED, 1);
+			bulk_stat(BULK_STAT_PREPOPULATED_CALLS, 1);
 		if (nr > BULK_MAX_SCAN)	/* pages placed beyond are missed */
-			bulk_lost(BULK_STAT_SCAN_OVERFLOW);
+			bulk_lost(BULK_STAT_SCAN_OVERFLOW_CALLS);
 	}
 	s->counting = 1;
 	return 0;
@@ -295,14 +295,14 @@ static __always_inline int bulk_page_zone(struct cmaprof_config *cfg, __u64 page
 		__u64 flags = 0;
 
 		if (bpf_probe_read_kernel(&flags, sizeof(flags), (void *)page)) {
-			bulk_lost(BULK_STAT_READ_FAIL);
+			bulk_lost(BULK_STAT_READ_FAILURES);
 			return -1;
 		}
-		bk->zone = (flags >> CM_ZONES_PGSHIFT) & CM_ZONES_MASK;
+		bk->zone_idx = (flags >> CM_ZONES_PGSHIFT) & CM_ZONES_MASK;
 		bk->node = (flags >> CM_NODES_PGSHIFT) & CM_NODES_MASK;
 		return 0;
 	}
-	if (span_lookup(cfg, page_to_pfn_cal(cfg, page), &bk->node, &bk->zone)) {
+	if (span_lookup(cfg, page_to_pfn_cal(cfg, page), &bk->node, &bk->zone_idx)) {
 		bulk_lost(BULK_STAT_NO_SPAN);
 		return -1;
 	}
@@ -328,7 +328,7 @@ int bulk_return(struct pt_regs *ctx)
 	k = st ? bulk_find(st, sp) : 0;
 	if (!k) {
 		if (enabled)
-			bulk_lost(BULK_STAT_UNMATCHED);
+			bulk_lost(BULK_STAT_UNMATCHED_RETURNS);
 		return 0;
 	}
 	bulk_stale(k - 1, enabled);
@@ -356,18 +356,18 @@ int bulk_return(struct pt_regs *ctx)
 		int post = bulk_scan(arr, nr, 0);
 
 		if (post < 0) {
-			bulk_lost(BULK_STAT_READ_FAIL);
+			bulk_lost(BULK_STAT_READ_FAILURES);
 			return 0;
 		}
 		nnew = post - pre;
 		if (nnew < 0) {
-			bulk_stat(BULK_STAT_NEGATIVE, 1);
+			bulk_stat(BULK_STAT_NEGATIVE_CALLS, 1);
 			return 0;
 		}
 		if (nnew > 0 && first_null >= 0 &&
 		    bpf_probe_read_kernel(&newp, sizeof(newp),
 					  (void *)(arr + (__u64)first_null * 8))) {
-			bulk_lost(BULK_STAT_READ_FAIL);
+			bulk_lost(BULK_STAT_READ_FAILURES);
 			return 0;
 		}
 	} else if (list) {
@@ -378,7 +378,7 @@ int bulk_return(struct pt_regs *ctx)
 		if (nnew > 0) {
 			/* list_add() puts each page at the head: list->next is the last one. */
 			if (bpf_probe_read_kernel(&first, sizeof(first), (void *)list)) {
-				bulk_lost(BULK_STAT_READ_FAIL);
+				bulk_lost(BULK_STAT_READ_FAILURES);
 				return 0;
 			}
 			newp = first - offsetof(struct page, lru);
@@ -387,14 +387,14 @@ int bulk_return(struct pt_regs *ctx)
 	if (nnew <= 0)
 		return 0;
 	if (!newp) {
-		bulk_lost(BULK_STAT_READ_FAIL);
+		bulk_lost(BULK_STAT_READ_FAILURES);
 		return 0;
 	}
 #pragma unroll
 	for (__u32 j = 0; j < BULK_NTP; j++) {
 		if (j < ntp && tp[j] == newp) {
 			/* The __alloc_pages() fallback: traced and counted by page_alloc. */
-			bulk_stat(BULK_STAT_FALLBACK, 1);
+			bulk_stat(BULK_STAT_FALLBACK_CALLS, 1);
 			nnew -= 1;
 			break;
 		}
@@ -410,7 +410,7 @@ int bulk_return(struct pt_regs *ctx)
 		bulk_pages.insert(&bk, &init);
 		v = bulk_pages.lookup(&bk);
 		if (!v) {
-			count_drop(DROP_BULK_FULL);
+			count_drop(DROP_BULK_TABLE_FULL);
 			return 0;
 		}
 	}

@@ -4,7 +4,7 @@
  * migrated and failed while it ran, and the first pfn that failed isolation; a
  * log2 latency histogram per (area, request size, outcome) in the kernel and one
  * record per call streamed through a ring buffer (rare events; a full buffer is
- * counted in drops[DROP_CMA_RINGBUF]). cma_release counted per area.
+ * counted in drops[DROP_CMA_RINGBUF_FULL]). cma_release counted per area.
  *
  * Tracepoints, by presence (collectors/cma.py turns the format files into -D):
  *   cma:cma_alloc_start/finish/busy_retry, cma:cma_release (names on all events):
@@ -77,7 +77,7 @@ static __always_inline struct cma_call *cma_begin(__u64 count, __u32 align, __u6
 	c.first_busy_pfn = (__u64)-1;
 	c.last_retry_pfn = (__u64)-1;
 	if (cma_inflight.update(&tid, &c)) {
-		count_drop(DROP_CMA_INFLIGHT);
+		count_drop(DROP_CMA_INFLIGHT_FULL);
 		return 0;
 	}
 	return cma_inflight.lookup(&tid);
@@ -101,7 +101,7 @@ static __always_inline void cma_end(struct cmaprof_config *cfg, struct cma_call 
 
 	e = cma_events.ringbuf_reserve(sizeof(*e));
 	if (!e) {
-		count_drop(DROP_CMA_RINGBUF);
+		count_drop(DROP_CMA_RINGBUF_FULL);
 	} else {
 		__builtin_memcpy(e, c, sizeof(*c));	/* same leading fields */
 		e->latency_ns = lat;

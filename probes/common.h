@@ -110,13 +110,13 @@ static __always_inline int page_node_zone(struct cmaprof_config *cfg, __u64 page
 		__u64 flags = 0;
 
 		if (bpf_probe_read_kernel(&flags, sizeof(flags), (void *)page))
-			return DROP_READ_PAGE;
+			return DROP_PAGE_READ_FAILED;
 		*zone = (flags >> CM_ZONES_PGSHIFT) & CM_ZONES_MASK;
 		*node = (flags >> CM_NODES_PGSHIFT) & CM_NODES_MASK;
 		return 0;
 	}
 	if (span_lookup(cfg, pfn, node, zone))
-		return DROP_NO_SPAN;
+		return DROP_PFN_OUTSIDE_SPANS;
 	return 0;
 }
 

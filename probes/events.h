@@ -2,9 +2,13 @@
 /*
  * Records shared between cmaprof's BPF programs and its Python collectors.
  *
- * BCC generates the ctypes mirrors of these structs from the compiled program
- * (table.Key / table.Leaf), so Python never restates a layout by hand. Field
- * names are the column names the collectors write (see analysis/schema.py).
+ * The one definition of the probe ABI: probes/abi.py parses this file (constants,
+ * struct layouts as numpy dtypes), BCC generates the ctypes mirrors of the structs
+ * from the compiled program (table.Key / table.Leaf), and Python restates neither a
+ * number nor a layout (tests/unit/test_abi.py checks both). Field names are the
+ * column names the collectors write (see analysis/schema.py). A family of
+ * `#define PREFIX_NAME N` is a vocabulary: Python takes its names from here
+ * (PREFIX_ stripped, lower case), so a name here is a name in the recording.
  */
 #ifndef CMAPROF_EVENTS_H
 #define CMAPROF_EVENTS_H
@@ -44,10 +48,10 @@ struct pfn_span {
 struct page_alloc_key {
 	__u64 gfp_flags;	/* raw gfp bits as the tracepoint recorded them */
 	__u16 node;
-	__u8 zone;		/* enum zone_type index */
+	__u8 zone_idx;		/* enum zone_type index */
 	__u8 order;
-	__u8 migratetype;	/* requested: gfp_migratetype(gfp) */
-	__u8 cma_area;		/* index into the recording's CMA areas, or CMA_AREA_NONE */
+	__u8 migratetype_id;	/* requested: gfp_migratetype(gfp) */
+	__u8 cma_area_idx;	/* index into the recording's CMA areas, or CMA_AREA_NONE */
 	__u8 pad[2];
 };
 
@@ -60,16 +64,16 @@ struct page_alloc_val {
 struct page_alloc_fail_key {
 	__u64 gfp_flags;
 	__u8 order;
-	__u8 migratetype;
+	__u8 migratetype_id;
 	__u8 pad[6];
 };
 
 /* Per-CPU counters of things that were not counted; indexes of `drops`. */
-#define DROP_CUBE_FULL 0	/* page_alloc cube had no room for a new key */
-#define DROP_FAIL_FULL 1	/* failure table had no room for a new key */
-#define DROP_READ_PAGE 2	/* bpf_probe_read_kernel of page->flags failed */
-#define DROP_NO_SPAN 3		/* pfn outside every zone span (span mode) */
-#define DROP_BULK_FULL 4	/* bulk table had no room */
+#define DROP_PAGE_ALLOC_CUBE_FULL 0	/* page_alloc cube had no room for a new key */
+#define DROP_PAGE_ALLOC_FAIL_TABLE_FULL 1	/* failure table had no room for a new key */
+#define DROP_PAGE_READ_FAILED 2	/* bpf_probe_read_kernel of page->flags failed */
+#define DROP_PFN_OUTSIDE_SPANS 3		/* pfn outside every zone span (span mode) */
+#define DROP_BULK_TABLE_FULL 4	/* bulk table had no room */
 #define NR_DROPS 16		/* room to grow; DROP_* indexes never change */
 
 /* Start-up calibration: the struct page * of one of cmaprof's own page faults. */
@@ -163,16 +167,16 @@ struct migrate_val {
 	__u64 timed_calls;	/* calls with a start event */
 };
 
-#define DROP_CMA_RINGBUF 5	/* cma event ring buffer full */
-#define DROP_CMA_INFLIGHT 6	/* too many concurrent cma_alloc calls */
-#define DROP_MIGRATE_FULL 7
+#define DROP_CMA_RINGBUF_FULL 5	/* cma event ring buffer full */
+#define DROP_CMA_INFLIGHT_FULL 6	/* too many concurrent cma_alloc calls */
+#define DROP_MIGRATE_TABLE_FULL 7
 
 /* ---- bulk: bulk-allocator fast-path pages (pgalloc_* without mm_page_alloc) ---- */
 #define DROP_BULK_LOST 8	/* a bulk call's pages not counted: see bulk_stats */
 
 struct bulk_key {
 	__u16 node;
-	__u8 zone;		/* enum zone_type index */
+	__u8 zone_idx;		/* enum zone_type index */
 	__u8 pad[5];
 };
 
@@ -185,15 +189,15 @@ struct bulk_val {
 #define BULK_STAT_CALLS 0	/* returns matched to their entry while counting */
 #define BULK_STAT_COUNTED_CALLS 1	/* of which placed untraced pages */
 #define BULK_STAT_PAGES 2	/* untraced pages counted */
-#define BULK_STAT_FALLBACK 3	/* calls whose new page came from __alloc_pages() */
+#define BULK_STAT_FALLBACK_CALLS 3	/* calls whose new page came from __alloc_pages() */
 #define BULK_STAT_LIST_CALLS 4	/* calls with a page_list (kernels before 6.14) */
-#define BULK_STAT_PREPOPULATED 5	/* array calls with non-NULL slots at entry */
-#define BULK_STAT_SCAN_OVERFLOW 6	/* nr_pages > BULK_MAX_SCAN: pages beyond missed */
-#define BULK_STAT_UNMATCHED 7	/* return without its entry (entry program skipped) */
-#define BULK_STAT_STALE 8	/* entries whose return never ran (dropped later) */
-#define BULK_STAT_READ_FAIL 9	/* array, list head or page flags unreadable */
+#define BULK_STAT_PREPOPULATED_CALLS 5	/* array calls with non-NULL slots at entry */
+#define BULK_STAT_SCAN_OVERFLOW_CALLS 6	/* nr_pages > BULK_MAX_SCAN: pages beyond missed */
+#define BULK_STAT_UNMATCHED_RETURNS 7	/* return without its entry (entry program skipped) */
+#define BULK_STAT_STALE_ENTRIES 8	/* entries whose return never ran (dropped later) */
+#define BULK_STAT_READ_FAILURES 9	/* array, list head or page flags unreadable */
 #define BULK_STAT_NO_TASK_SLOT 10	/* bulk_active full: call not followed */
-#define BULK_STAT_NEGATIVE 11	/* fewer filled slots at return than at entry */
+#define BULK_STAT_NEGATIVE_CALLS 11	/* fewer filled slots at return than at entry */
 #define BULK_STAT_NO_SPAN 12	/* page outside every zone span (span mode) */
 #define BULK_STAT_ENTRIES 13	/* entry programs run (counting or not) */
 #define BULK_NR_STATS 16
@@ -203,17 +207,17 @@ struct bulk_val {
 #define STREAM_BATCH 256	/* events per ring-buffer record */
 #endif
 
-/* 32 bytes; collectors/stream.py mirrors it as a numpy dtype and checks the size. */
+/* 32 bytes; collectors/stream.py reads it with abi.dtype("stream_event"). */
 struct stream_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 pfn;
 	__u32 gfp_flags;	/* gfp_t is an unsigned int on every kernel */
 	__u32 tgid;
 	__u16 node;
-	__u8 zone;
+	__u8 zone_idx;
 	__u8 order;
-	__u8 migratetype;	/* requested */
-	__u8 cma_area;		/* CMA area index or CMA_AREA_NONE */
+	__u8 migratetype_id;	/* requested */
+	__u8 cma_area_idx;	/* CMA area index or CMA_AREA_NONE */
 	__u8 pad[2];
 };
 
@@ -241,15 +245,15 @@ struct stream_filter {
 #define STREAM_CMA_OUT 2
 
 /* Indexes of the per-CPU `stream_stats` array (collectors/stream.py STAT_NAMES). */
-#define STREAM_EXAMINED 0	/* successful allocations while counting */
-#define STREAM_FILTERED 1	/* rejected by the filter */
-#define STREAM_SAMPLED_OUT 2	/* matched, skipped by 1/N sampling */
-#define STREAM_SELECTED 3	/* to be written: = submitted + dropped + pending */
-#define STREAM_SUBMITTED 4	/* events in batches the ring buffer accepted */
-#define STREAM_DROPPED 5	/* events in batches the ring buffer refused (full) */
-#define STREAM_BATCHES 6	/* batches accepted */
-#define STREAM_DROPPED_BATCHES 7
-#define STREAM_UNREADABLE 8	/* zone unknown (page unreadable, pfn outside spans) */
+#define STREAM_STAT_EXAMINED 0	/* successful allocations while counting */
+#define STREAM_STAT_FILTERED 1	/* rejected by the filter */
+#define STREAM_STAT_SAMPLED_OUT 2	/* matched, skipped by 1/N sampling */
+#define STREAM_STAT_SELECTED 3	/* to be written: = submitted + dropped + pending */
+#define STREAM_STAT_SUBMITTED 4	/* events in batches the ring buffer accepted */
+#define STREAM_STAT_DROPPED 5	/* events in batches the ring buffer refused (full) */
+#define STREAM_STAT_BATCHES 6	/* batches accepted */
+#define STREAM_STAT_DROPPED_BATCHES 7
+#define STREAM_STAT_UNREADABLE 8	/* zone unknown (page unreadable, pfn outside spans) */
 #define STREAM_NR_STATS 16
 
 /* ---- blockers: pages that block cma_alloc(), and who placed them (blockers.bpf.c) ---- */
@@ -270,12 +274,15 @@ struct stream_filter {
 #define BLK_CAUSE_BDEV 8
 #define BLK_CAUSE_BDEV_BUFFER_HEAD 9
 #define BLK_NR_CAUSES 10
-/* State bits (analysis/schema.py BLOCKER_STATES) */
-#define BLK_STATE_LOCKED 0x1
-#define BLK_STATE_DIRTY 0x2
+/*
+ * State bits (analysis/schema.py BLOCKER_STATES), in priority order: the `state`
+ * column names the first one set, in the order of these lines.
+ */
 #define BLK_STATE_WRITEBACK 0x4
 #define BLK_STATE_PINNED 0x8
 #define BLK_STATE_BH_BUSY 0x10
+#define BLK_STATE_LOCKED 0x1
+#define BLK_STATE_DIRTY 0x2
 #define BLK_STATE_BH_DIRTY_OR_LOCKED 0x20
 /* page->mapping kinds */
 #define BLK_MAPPING_NONE 0
@@ -289,7 +296,7 @@ struct stream_filter {
 #define BLK_STAT_LIST_TRUNCATED 2
 #define BLK_STAT_ORIGIN_WRITES 3
 #define BLK_STAT_ORIGIN_OUT_OF_RANGE 4
-#define BLK_STAT_READ_FAIL 5
+#define BLK_STAT_READ_FAILURES 5
 #define BLK_NR_STATS 8
 
 /* The allocation that last placed a CMA page: one per CMA page (blk_origin). */

@@ -55,7 +55,7 @@ TRACEPOINT_PROBE(migrate, mm_migrate_pages)
 	key.mode = args->mode;
 	v = migrate_stats.lookup_or_try_init(&key, &init);
 	if (!v) {
-		count_drop(DROP_MIGRATE_FULL);
+		count_drop(DROP_MIGRATE_TABLE_FULL);
 		return 1;
 	}
 	v->calls += 1;

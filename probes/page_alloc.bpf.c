@@ -106,10 +106,10 @@ int page_alloc_raw(struct bpf_raw_tracepoint_args *ctx)
 
 		fk.gfp_flags = gfp;
 		fk.order = order;
-		fk.migratetype = mt;
+		fk.migratetype_id = mt;
 		v = page_alloc_fail.lookup_or_try_init(&fk, &zero_val);
 		if (!v) {
-			count_drop(DROP_FAIL_FULL);
+			count_drop(DROP_PAGE_ALLOC_FAIL_TABLE_FULL);
 			return 0;
 		}
 		v->allocs++;
@@ -127,31 +127,31 @@ int page_alloc_raw(struct bpf_raw_tracepoint_args *ctx)
 
 	key.gfp_flags = gfp;
 	key.order = order;
-	key.migratetype = mt;
+	key.migratetype_id = mt;
 	pfn = page_to_pfn_cal(cfg, (__u64)page);
 
 	if (cfg->zone_source == ZONE_SOURCE_PAGE_FLAGS) {
 		__u64 flags = 0;
 
 		if (bpf_probe_read_kernel(&flags, sizeof(flags), (void *)page)) {
-			count_drop(DROP_READ_PAGE);
+			count_drop(DROP_PAGE_READ_FAILED);
 			return 0;
 		}
-		key.zone = (flags >> CM_ZONES_PGSHIFT) & CM_ZONES_MASK;
+		key.zone_idx = (flags >> CM_ZONES_PGSHIFT) & CM_ZONES_MASK;
 		key.node = (flags >> CM_NODES_PGSHIFT) & CM_NODES_MASK;
-	} else if (span_lookup(cfg, pfn, &key.node, &key.zone)) {
-		count_drop(DROP_NO_SPAN);
+	} else if (span_lookup(cfg, pfn, &key.node, &key.zone_idx)) {
+		count_drop(DROP_PFN_OUTSIDE_SPANS);
 		return 0;
 	}
-	key.cma_area = cfg->nr_cma ? cma_lookup(cfg, pfn) : CMA_AREA_NONE;
+	key.cma_area_idx = cfg->nr_cma ? cma_lookup(cfg, pfn) : CMA_AREA_NONE;
 #if ENABLE_BLOCKERS
-	if (key.cma_area != CMA_AREA_NONE)
-		blockers_note_alloc(pfn, key.cma_area, order, gfp, mt);
+	if (key.cma_area_idx != CMA_AREA_NONE)
+		blockers_note_alloc(pfn, key.cma_area_idx, order, gfp, mt);
 #endif
 
 	v = page_alloc.lookup_or_try_init(&key, &zero_val);
 	if (!v) {
-		count_drop(DROP_CUBE_FULL);
+		count_drop(DROP_PAGE_ALLOC_CUBE_FULL);
 		return 0;
 	}
 	v->allocs++;

@@ -39,15 +39,15 @@ static __always_inline int stream_keep(struct stream_filter *f, struct stream_ev
 {
 	__u64 gfp = e->gfp_flags;
 
-	if (f->zone_mask && !(f->zone_mask & (1U << (e->zone & 31))))
+	if (f->zone_mask && !(f->zone_mask & (1U << (e->zone_idx & 31))))
 		return 0;
 	if ((gfp & f->gfp_all) != f->gfp_all || (gfp & f->gfp_none))
 		return 0;
 	if (e->order < f->order_min || e->order > f->order_max)
 		return 0;
-	if (f->cma == STREAM_CMA_IN && e->cma_area == CMA_AREA_NONE)
+	if (f->cma == STREAM_CMA_IN && e->cma_area_idx == CMA_AREA_NONE)
 		return 0;
-	if (f->cma == STREAM_CMA_OUT && e->cma_area != CMA_AREA_NONE)
+	if (f->cma == STREAM_CMA_OUT && e->cma_area_idx != CMA_AREA_NONE)
 		return 0;
 	return 1;
 }
@@ -68,7 +68,7 @@ int stream_raw(struct bpf_raw_tracepoint_args *ctx)
 	b = stream_batch.lookup(&zero);
 	if (!f || !b)
 		return 0;
-	stream_count(STREAM_EXAMINED, 1);
+	stream_count(STREAM_STAT_EXAMINED, 1);
 
 	idx = b->n;
 	if (idx >= STREAM_BATCH)	/* cannot happen; keeps the verifier's bound */
@@ -77,20 +77,20 @@ int stream_raw(struct bpf_raw_tracepoint_args *ctx)
 	e->pfn = page_to_pfn_cal(cfg, page);
 	e->order = (__u8)ctx->args[1];
 	e->gfp_flags = (__u32)(gfp_t)ctx->args[2];
-	e->migratetype = (__u8)ctx->args[3];
-	if (page_node_zone(cfg, page, e->pfn, &e->node, &e->zone)) {
-		stream_count(STREAM_UNREADABLE, 1);
+	e->migratetype_id = (__u8)ctx->args[3];
+	if (page_node_zone(cfg, page, e->pfn, &e->node, &e->zone_idx)) {
+		stream_count(STREAM_STAT_UNREADABLE, 1);
 		return 0;
 	}
-	e->cma_area = cfg->nr_cma ? cma_lookup(cfg, e->pfn) : CMA_AREA_NONE;
+	e->cma_area_idx = cfg->nr_cma ? cma_lookup(cfg, e->pfn) : CMA_AREA_NONE;
 	if (!stream_keep(f, e)) {
-		stream_count(STREAM_FILTERED, 1);
+		stream_count(STREAM_STAT_FILTERED, 1);
 		return 0;
 	}
 	if (f->sample > 1) {
-		__u32 k = STREAM_SAMPLED_OUT;
+		__u32 k = STREAM_STAT_SAMPLED_OUT;
 		__u64 *matched = stream_stats.lookup(&k);
-		__u32 s = STREAM_SELECTED;
+		__u32 s = STREAM_STAT_SELECTED;
 		__u64 *selected = stream_stats.lookup(&s);
 
 		/* matched so far = sampled_out + selected: keep the 1st, (N+1)th, ... */
@@ -103,18 +103,18 @@ int stream_raw(struct bpf_raw_tracepoint_args *ctx)
 	}
 	e->ts_ns = bpf_ktime_get_ns();
 	e->tgid = bpf_get_current_pid_tgid() >> 32;
-	stream_count(STREAM_SELECTED, 1);
+	stream_count(STREAM_STAT_SELECTED, 1);
 	b->cpu = bpf_get_smp_processor_id();
 	b->n = idx + 1;
 	if (b->n < STREAM_BATCH)
 		return 0;
 
 	if (stream_ring.ringbuf_output(b, sizeof(*b), 0) == 0) {
-		stream_count(STREAM_SUBMITTED, STREAM_BATCH);
-		stream_count(STREAM_BATCHES, 1);
+		stream_count(STREAM_STAT_SUBMITTED, STREAM_BATCH);
+		stream_count(STREAM_STAT_BATCHES, 1);
 	} else {
-		stream_count(STREAM_DROPPED, STREAM_BATCH);
-		stream_count(STREAM_DROPPED_BATCHES, 1);
+		stream_count(STREAM_STAT_DROPPED, STREAM_BATCH);
+		stream_count(STREAM_STAT_DROPPED_BATCHES, 1);
 	}
 	b->n = 0;
 	b->seq++;

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cmaprof.analysis import counterfactual, formats
+from cmaprof.analysis import counterfactual
 from cmaprof.errors import BadInput
+from cmaprof.kernel import formats
 from tests.conftest import DATA
 
 KERNELS = ["linux-6.1-guest", "linux-6.18-host", "linux-4.1-reconstructed"]

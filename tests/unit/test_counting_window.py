@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cmaprof.analysis import load, recording
-from cmaprof.collectors import importer
+from cmaprof.collectors import text_import as importer
 from cmaprof.errors import BadInput
 from tests.conftest import DATA, run_cli
 

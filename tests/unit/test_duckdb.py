@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cmaprof.analysis import load_many
-from cmaprof.collectors import importer
+from cmaprof.collectors import text_import as importer
 from tests.conftest import DATA, ROOT
 
 duckdb = pytest.importorskip("duckdb", reason="duckdb not installed (pip install -e .[test])")

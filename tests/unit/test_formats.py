@@ -1,4 +1,4 @@
-"""cmaprof.analysis.formats against real tracefs format files of three kernels.
+"""cmaprof.kernel.formats against real tracefs format files of three kernels.
 
 Corpus and provenance: tests/data/formats/README.md.
 """
@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from cmaprof.analysis.formats import (
+from cmaprof.errors import BadInput
+from cmaprof.kernel.cexpr import evaluate
+from cmaprof.kernel.formats import (
     EventFormat,
     Field,
     FlagTable,
     FormatError,
     SymbolicTable,
-    evaluate,
     gfp_table,
     load_format_dir,
     migratetype_names_from_pagetypeinfo,
     parse_format,
 )
-from cmaprof.errors import BadInput
 
 FORMATS = Path(__file__).resolve().parents[1] / "data" / "formats"
 K41, K61, K618 = "linux-4.1-reconstructed", "linux-6.1-guest", "linux-6.18-host"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cmaprof.analysis.formats import gfp_table, load_format_dir
 from cmaprof.collectors import features
+from cmaprof.kernel.formats import gfp_table, load_format_dir
 
 FORMATS = Path(__file__).resolve().parents[1] / "data" / "formats"
 GUESTS = ("linux-6.1-guest", "linux-6.12-guest", "linux-7.3-guest")

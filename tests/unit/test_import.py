@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from cmaprof.analysis import check, load, tables
-from cmaprof.collectors import importer
+from cmaprof.collectors import text_import
 from tests.conftest import DATA, run_cli
 
 G = DATA / "traces" / "guest-6.1"
@@ -50,7 +50,7 @@ def _window() -> tuple[float, float]:
 def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("imp")
     out = {}
-    importer.import_text(
+    text_import.import_text(
         [TRACEFS],
         base / "tracefs",
         vmstat_start=G / "proc" / "vmstat.before",
@@ -60,7 +60,7 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["tracefs"] = base / "tracefs"
     win = _window()
     for name, src in (("trace-cmd", TRACE_CMD), ("perf", PERF)):
-        importer.import_text([src], base / name, window=win, **_common())
+        text_import.import_text([src], base / name, window=win, **_common())
         out[name] = base / name
     return out
 
@@ -147,7 +147,7 @@ def test_gfp_text_round_trips(imported: dict[str, Path]) -> None:
 
 
 def test_zone_and_cma_unknown_without_zoneinfo(tmp_path: Path) -> None:
-    importer.import_text([TRACEFS], tmp_path / "r", formats_dir=G / "formats")
+    text_import.import_text([TRACEFS], tmp_path / "r", formats_dir=G / "formats")
     rec = load(tmp_path / "r")
     df = rec.df_page_alloc()
     assert set(df["zone"].astype(str)) == {"unknown"}
@@ -282,7 +282,7 @@ def test_trace_pipe_text_reads_like_trace(tmp_path: Path, imported: dict[str, Pa
     events = [ln for ln in lines if not ln.startswith("#")]
     p = tmp_path / "pipe.txt"
     p.write_text("".join(events[:100] + ["CPU:1 [LOST 17 EVENTS]\n"] + events[100:]))
-    importer.import_text([p], tmp_path / "r", source="tracefs", **_common())
+    text_import.import_text([p], tmp_path / "r", source="tracefs", **_common())
     rec = load(tmp_path / "r")
     assert rec.meta["imported"]["malformed_lines"] == 0
     assert rec.meta["lost"] == {"trace_buffer": 17}
@@ -298,7 +298,7 @@ def test_trace_cmd_raw_fields_give_the_same_cube(tmp_path: Path) -> None:
     tables = {}
     for name in ("trace-cmd.report-R.txt", "trace-cmd.report.txt"):
         out = tmp_path / name
-        meta = importer.import_text([RAW / name], out, formats_dir=HOST_FORMATS)
+        meta = text_import.import_text([RAW / name], out, formats_dir=HOST_FORMATS)
         assert meta["imported"]["malformed_lines"] == 0, meta["imported"]
         tables[name] = pd.read_parquet(out / "tables" / "page_alloc.parquet")
     raw, printed = tables.values()

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from cmaprof.analysis import check, load
-from cmaprof.collectors import importer
+from cmaprof.collectors import text_import
 from tests.conftest import DATA
 
 CAPTURES = ["guest-6.12", "guest-7.3"]
@@ -56,7 +56,7 @@ def capture(request, tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     g = _dir(request.param)
     base = tmp_path_factory.mktemp(request.param)
     out = {"tracefs": base / "tracefs"}
-    importer.import_text(
+    text_import.import_text(
         [g / "tracefs.trace.xz"],
         out["tracefs"],
         vmstat_start=g / "proc" / "vmstat.before",
@@ -65,7 +65,7 @@ def capture(request, tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     )
     for name, src in (("trace-cmd", "trace-cmd.report.xz"), ("perf", "perf.script.xz")):
         out[name] = base / name
-        importer.import_text([g / src], out[name], window=_window(g), **_common(g))
+        text_import.import_text([g / src], out[name], window=_window(g), **_common(g))
     return g, out
 
 

@@ -11,11 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cmaprof.analysis import formats, load, tables
+from cmaprof.analysis import load, tables
 from cmaprof.analysis import stream as astream
 from cmaprof.collectors import stream
 from cmaprof.collectors.recording import RecordingWriter
 from cmaprof.errors import BadInput
+from cmaprof.kernel import formats
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TEMPLATE = DATA / "recordings" / "host-6.18-anon"
@@ -89,9 +90,9 @@ def make_batches(spec: list[tuple[int, int, int]]) -> bytes:
         ev["ts_ns"] = T0 + 1000 * (seq * BATCH + k)
         ev["gfp_flags"] = 0xCC0
         ev["order"] = k % 3
-        ev["zone"] = 2
-        ev["migratetype"] = 1
-        ev["cma_area"] = 255
+        ev["zone_idx"] = 2
+        ev["migratetype_id"] = 1
+        ev["cma_area_idx"] = 255
         ev["tgid"] = 42
     return arr.tobytes()
 

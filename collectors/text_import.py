@@ -43,22 +43,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmaprof.analysis import formats, schema
+from cmaprof.analysis import schema
 from cmaprof.collectors import procfs
-from cmaprof.collectors.import_text import (
-    ParsedText,
-    failed_regex,
-    failed_tokens,
-    format_regex,
-    format_tokens,
-    key_values,
-    match_tokens,
-    parse_files,
-    parse_uint,
-    raw_tokens,
-)
 from cmaprof.collectors.recording import RecordingWriter
 from cmaprof.errors import BadInput
+from cmaprof.kernel import formats
+from cmaprof.kernel.trace_fields import NULL_POINTERS, ValueEncoder, page_alloc_values
+from cmaprof.kernel.trace_text import ParsedText, key_values, parse_files
+from cmaprof.probes import abi
 
 #: zone_idx / node of a page whose zone the text cannot tell.
 ZONE_UNKNOWN = 255
@@ -66,7 +58,6 @@ NODE_UNKNOWN = 0xFFFF
 #: cma_area_idx of a page whose CMA placement is unknown (no CMA ranges given).
 CMA_AREA_UNKNOWN = schema.CMA_AREA_UNKNOWN
 _U64 = (1 << 64) - 1
-_NULL_PTRS = {"(null)", "(nil)", "0000000000000000", "00000000", "0x0", "0"}
 EVENT_SYSTEMS = ("kmem", "cma", "migrate")
 
 
@@ -133,56 +124,6 @@ def find_formats(inputs: list[Path], given: Path | None) -> Path:
     )
 
 
-class _Encoder:
-    """Text -> kernel value, inverting a format's flag or symbolic table."""
-
-    def __init__(self, fmt: formats.EventFormat, field: str, where: str) -> None:
-        self.flags = fmt.flag_table(field)
-        self.symbols = fmt.symbolic_table(field)
-        self.where = where
-        self.by_name: dict[str, int] = {}
-        if self.flags:
-            for mask, name in self.flags.entries:
-                self.by_name.setdefault(name, mask)
-        elif self.symbols:
-            self.by_name = {n: v for v, n in self.symbols.entries.items()}
-        else:
-            self.by_name = {}
-        self.cache: dict[str, int | None] = {}
-
-    def __call__(self, text: str) -> int | None:
-        """The value printed as ``text``; None when the text does not decode."""
-        if text in self.cache:
-            return self.cache[text]
-        v: int | None
-        if text.isdigit():  # raw value ([FAILED TO PARSE] output)
-            v = int(text)
-        elif self.flags:
-            v = 0
-            if text != self.flags.zero:
-                for part in text.split("|"):
-                    if part in self.by_name:
-                        v |= self.by_name[part]
-                    elif part.startswith("0x"):
-                        try:
-                            v |= int(part, 16)
-                        except ValueError:
-                            v = None
-                            break
-                    else:
-                        v = None
-                        break
-        else:
-            v = self.by_name.get(text)
-            if v is None and text.startswith("0x"):
-                try:
-                    v = int(text, 16)
-                except ValueError:
-                    v = None
-        self.cache[text] = v
-        return v
-
-
 class _Bad:
     """Malformed event lines: count and the first one."""
 
@@ -235,105 +176,6 @@ def _select(ev: pa.Table, name: str) -> pa.Table:
     return ev.filter(pc.equal(ev["event"], name))
 
 
-def _int_col(arr: pa.Array, conv: str) -> tuple[np.ndarray, np.ndarray]:
-    """Integers of one field's text: ``x``/``p`` hex, ``r`` (raw, trace-cmd report -R)
-    ``0x`` hex or signed decimal, anything else signed decimal."""
-    if conv in ("x", "X", "p"):
-        return parse_uint(arr, 16)
-    if conv == "r":
-        text = pc.fill_null(arr, "")
-        is_hex = pc.starts_with(text, "0x").to_numpy(zero_copy_only=False)
-        hv, hok = parse_uint(text, 16)
-        dv, dok = _int_col(text, "d")
-        return np.where(is_hex, hv, dv), np.where(is_hex, hok, dok)
-    neg = pc.starts_with(pc.fill_null(arr, ""), "-").to_numpy(zero_copy_only=False)
-    vals, ok = parse_uint(pc.utf8_ltrim(pc.fill_null(arr, ""), "-"), 10)
-    vals = np.where(neg, (-vals.astype(np.int64)).astype(np.uint64), vals)
-    return vals, ok
-
-
-def _alloc_values(f: pa.Array, fmt: formats.EventFormat) -> dict[str, np.ndarray]:
-    """pfn, order, migratetype, gfp (raw) and page_null per mm_page_alloc text, from
-    the print-fmt rendering or libtraceevent's ``[FAILED TO PARSE]`` raw fields;
-    ``ok`` marks the rows that gave all of them."""
-    n = len(f)
-    out = {
-        "pfn": np.zeros(n, np.uint64),
-        "order": np.zeros(n, np.uint64),
-        "migratetype": np.zeros(n, np.uint64),
-        "gfp": np.zeros(n, np.uint64),
-        "page_null": np.zeros(n, bool),
-        "ok": np.zeros(n, bool),
-        "gfp_text": np.empty(n, dtype=object),
-    }
-    need = ("pfn", "order", "migratetype", "gfp_flags")
-    # (token template or regex, conversions, raw values?): fast string kernels first
-    shapes: list[tuple[Any, dict[str, str], bool]] = []
-    toks = format_tokens(fmt)
-    if toks:
-        shapes.append((toks, {t[1]: t[2] for t in toks if t[1]}, False))
-    pat, convs = format_regex(fmt)
-    shapes.append((pat, convs, False))
-    raw = failed_tokens(fmt)
-    shapes.append((raw, {t[1]: t[2] for t in raw if t[1]}, True))
-    fields = raw_tokens(fmt)
-    shapes.append((fields, {t[1]: t[2] for t in fields if t[1]}, True))
-    shapes.append((failed_regex(fmt), {t[1]: t[2] for t in raw if t[1]}, True))
-    left = np.ones(n, bool)
-    enc = _Encoder(fmt, "gfp_flags", fmt.source)
-    for pattern, cv, is_raw in shapes:
-        if not left.any() or not all(k in cv for k in need):
-            continue
-        idx = np.flatnonzero(left)
-        sub = f.take(pa.array(idx)) if len(idx) != n else f
-        if isinstance(pattern, list):
-            cols, hit = match_tokens(sub, pattern)
-        else:
-            got = pc.extract_regex(sub, pattern)
-            hit = got.is_valid().to_numpy(zero_copy_only=False)
-            cols = dict(zip([t.name for t in got.type], got.flatten()))
-        if not hit.any():
-            continue
-        rows = idx[hit]
-        hit_a = pa.array(hit)
-        ok = np.ones(len(rows), bool)
-        for k, dst in (("pfn", "pfn"), ("order", "order"), ("migratetype", "migratetype")):
-            v, o = _int_col(pc.filter(cols[k], hit_a), cv[k])
-            out[dst][rows] = v
-            ok &= o
-        g = pc.filter(cols["gfp_flags"], hit_a)
-        if is_raw:
-            v, o = _int_col(g, cv["gfp_flags"])
-            out["gfp"][rows] = v
-            ok &= o
-        else:
-            d = (
-                pc.dictionary_encode(g).combine_chunks()
-                if isinstance(g, pa.ChunkedArray)
-                else pc.dictionary_encode(g)
-            )
-            codes = [enc(t) for t in d.dictionary.to_pylist()]
-            ix = d.indices.to_numpy(zero_copy_only=False)
-            known = np.array([c is not None for c in codes] + [False], bool)
-            vals = np.array([c or 0 for c in codes] + [0], dtype=np.uint64)
-            ix = np.where(ix < 0, len(codes), ix)
-            out["gfp"][rows] = vals[ix]
-            ok &= known[ix]
-            bad_gfp = ~known[ix]
-            if bad_gfp.any():
-                out["gfp_text"][rows[bad_gfp]] = np.array(d.dictionary.to_pylist(), dtype=object)[
-                    ix[bad_gfp]
-                ]
-        if "page" in cols and not is_raw:
-            zero = out["pfn"][rows] == 0
-            if zero.any():
-                pages = pc.filter(cols["page"], hit_a).to_numpy(zero_copy_only=False)
-                out["page_null"][rows[zero]] = [p in _NULL_PTRS for p in pages[zero]]
-        out["ok"][rows] = ok
-        left[rows] = False
-    return out
-
-
 def build_page_alloc(
     ev: pa.Table,
     fmt: formats.EventFormat,
@@ -344,7 +186,7 @@ def build_page_alloc(
     """The ``page_alloc`` cube and ``page_alloc_fail`` table of the mm_page_alloc events."""
     alloc = _select(ev, "mm_page_alloc")
     f = alloc["fields"].combine_chunks()
-    v = _alloc_values(f, fmt)
+    v = page_alloc_values(f, fmt)
     ok = v["ok"] & (v["order"] < 64) & (v["migratetype"] < 256)
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
@@ -413,8 +255,8 @@ def build_cma_migrate(
     )
     names = [r.name for r in ranges] if ranges else []
     mig_fmt = fmts.get(("migrate", "mm_migrate_pages"))
-    reason_enc = _Encoder(mig_fmt, "reason", mig_fmt.source) if mig_fmt else None
-    mode_enc = _Encoder(mig_fmt, "mode", mig_fmt.source) if mig_fmt else None
+    reason_enc = ValueEncoder(mig_fmt, "reason", mig_fmt.source) if mig_fmt else None
+    mode_enc = ValueEncoder(mig_fmt, "mode", mig_fmt.source) if mig_fmt else None
     calls: list[dict[str, Any]] = []
     open_: dict[int, dict[str, Any]] = {}
     release: dict[int, list[int]] = {}
@@ -445,7 +287,7 @@ def build_cma_migrate(
                     "pages_requested": int(kv.get("request_count", kv.get("count", "")), 0),
                     "align": int(kv.get("align", "0"), 0),
                     "success": False,
-                    "outcome_source": 3,
+                    "outcome_source": abi.CMA_OUTCOME_NO_FINISH,
                     "errno": None,
                     "busy_retries": 0,
                     "migrate_succeeded": 0,
@@ -472,10 +314,13 @@ def build_cma_migrate(
                 page = kv.get("page")
                 if "errorno" in kv:
                     err = int(kv["errorno"], 0)
-                    call["success"], call["outcome_source"] = err == 0, 0
+                    call["success"], call["outcome_source"] = err == 0, abi.CMA_OUTCOME_ERRORNO
                     call["errno"] = err or None
                 elif page is not None:
-                    call["success"], call["outcome_source"] = page not in _NULL_PTRS, 1
+                    call["success"], call["outcome_source"] = (
+                        page not in NULL_POINTERS,
+                        abi.CMA_OUTCOME_PAGE,
+                    )
                 else:
                     raise KeyError("page")
                 call["pfn"] = int(kv["pfn"], 0) & _U64

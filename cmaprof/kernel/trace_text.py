@@ -35,7 +35,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from cmaprof.analysis.formats import EventFormat
 from cmaprof.errors import BadInput
 
 SOURCES = ("tracefs", "trace-cmd", "perf")
@@ -147,7 +146,7 @@ def detect_source(lines: pa.Array, where: str) -> str:
     return "tracefs"
 
 
-def _parts(
+def split_parts(
     arr: pa.Array, pattern: str, k: int, reverse: bool = False
 ) -> tuple[list[pa.Array], np.ndarray]:
     """Split each string into exactly ``k`` parts at ``pattern`` (from the right when
@@ -182,25 +181,25 @@ def split_lines(arr: pa.Array, src: str) -> tuple[dict[str, pa.Array], np.ndarra
 
     :returns: the columns (placeholders where not ok) and the mask of rows split
     """
-    (head, event, fields), ok = _parts(arr, ": ", 3)
-    (rest, ts), ok2 = _parts(pc.utf8_rtrim_whitespace(head), " ", 2, reverse=True)
+    (head, event, fields), ok = split_parts(arr, ": ", 3)
+    (rest, ts), ok2 = split_parts(pc.utf8_rtrim_whitespace(head), " ", 2, reverse=True)
     ok &= ok2 & _digits(ts, r"^\d+\.\d+$")
-    (who, cpu_part), ok3 = _parts(rest, "[", 2, reverse=True)
+    (who, cpu_part), ok3 = split_parts(rest, "[", 2, reverse=True)
     ok &= ok3
-    (cpu, _flags), ok4 = _parts(cpu_part, "]", 2)
+    (cpu, _flags), ok4 = split_parts(cpu_part, "]", 2)
     ok &= ok4 & _digits(cpu)
     who = pc.utf8_trim_whitespace(who)
     if src == "perf":
-        (comm, pid), ok5 = _parts(who, " ", 2, reverse=True)
-        (_, pid), _ = _parts(pc.binary_join_element_wise("0/", pid, ""), "/", 2, reverse=True)
-        (sysname, event), ok6 = _parts(event, ":", 2)
+        (comm, pid), ok5 = split_parts(who, " ", 2, reverse=True)
+        (_, pid), _ = split_parts(pc.binary_join_element_wise("0/", pid, ""), "/", 2, reverse=True)
+        (sysname, event), ok6 = split_parts(event, ":", 2)
         ok &= ok6
     else:
         tgid = pc.ends_with(who, ")").to_numpy(zero_copy_only=False)
         if tgid.any():  # "comm-pid (tgid)" with the record-tgid option
-            (no_tgid, _), _ = _parts(who, "(", 2, reverse=True)
+            (no_tgid, _), _ = split_parts(who, "(", 2, reverse=True)
             who = pc.if_else(pa.array(tgid), pc.utf8_rtrim_whitespace(no_tgid), who)
-        (comm, pid), ok5 = _parts(who, "-", 2, reverse=True)
+        (comm, pid), ok5 = split_parts(who, "-", 2, reverse=True)
         sysname = pa.array([""] * len(arr), pa.string())
     ok &= ok5 & _digits(pid) & _digits(event, r"^\w+$")
     cols = {
@@ -329,142 +328,3 @@ def key_values(text: str) -> dict[str, str]:
 def extract_field(fields: pa.Array, name: str) -> pa.Array:
     """The value text of ``name=`` in each event text (null where absent)."""
     return pc.struct_field(pc.extract_regex(fields, rf"(?:^|\s){name}=(?P<v>\S*)"), [0])
-
-
-_CONV = re.compile(r"%%|%[-+ #0]*\d*(?:\.\d+)?(?:hh|h|ll|l|z|j|t|L)*(p[A-Za-z]*|[a-zA-Z])")
-_QUOTED = re.compile(r'^\s*"((?:[^"\\]|\\.)*)"')
-
-
-def format_regex(fmt: EventFormat) -> tuple[str, dict[str, str]]:
-    """An anchored RE2 pattern for the text the kernel prints for ``fmt``, built from
-    its print fmt's format string: every conversion becomes a named group, named after
-    the ``name=`` before it (``pfn=0x%lx`` -> group ``pfn``, hex digits only).
-
-    :returns: the pattern, and each group's conversion letter (``x``, ``d``, ``s``, ``p``)
-    """
-    m = _QUOTED.match(fmt.print_fmt)
-    text = m.group(1) if m else ""
-    out = ["^"]
-    convs: dict[str, str] = {}
-    pos = 0
-    for c in _CONV.finditer(text):
-        lit = text[pos : c.start()]
-        out.append(re.escape(lit.replace("\\n", "")).replace("\\ ", " "))
-        pos = c.end()
-        if c.group(0) == "%%":
-            out.append("%")
-            continue
-        key = re.search(r"(\w+)=(?:0x)?$", lit)
-        name = key.group(1) if key else f"arg{len(convs)}"
-        while name in convs:
-            name += "_"
-        convs[name] = c.group(1)[0]
-        out.append(rf"(?P<{name}>\S*)")
-    out.append(re.escape(text[pos:].replace("\\n", "")).replace("\\ ", " "))
-    out.append(r"\s*$")
-    return "".join(out), convs
-
-
-def failed_regex(fmt: EventFormat) -> str:
-    """The pattern of libtraceevent's fallback for an event whose print fmt it cannot
-    evaluate: ``[FAILED TO PARSE] f1=v1 f2=v2 ...`` with the raw fields (decimal) in
-    format-file order, ``common_*`` fields left out."""
-    names = [n for n in fmt.fields if not n.startswith("common_")]
-    body = " ".join(rf"{n}=(?P<{n}>\S*)" for n in names)
-    return rf"^\s*\[FAILED TO PARSE\] {body}\s*$"
-
-
-_HEX = np.full(256, 255, dtype=np.uint8)
-_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
-_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
-_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
-
-
-def parse_uint(arr: pa.Array, base: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unsigned integers from text in ``base`` 16 (``0x`` optional) or 10, vectorised.
-
-    :returns: uint64 values and a mask of the elements that parsed (null, empty,
-        too long or non-digit text does not)
-    """
-    n = len(arr)
-    if n == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, bool)
-    arr = pc.fill_null(arr.cast(pa.string()), "")
-    if base == 10:
-        ok = pc.match_substring_regex(arr, r"^\d{1,20}$").to_numpy(zero_copy_only=False)
-        vals = pc.cast(pc.if_else(pa.array(ok), arr, "0"), pa.uint64(), safe=False)
-        out = vals.to_numpy(zero_copy_only=False).astype(np.uint64)
-        return out, ok
-    arr = pc.replace_substring_regex(arr, r"^0[xX]", "")
-    length = pc.utf8_length(arr).to_numpy(zero_copy_only=False)
-    padded = pc.utf8_lpad(pc.if_else(pa.array(length <= 16), arr, ""), 16, "0")
-    padded = padded.combine_chunks() if isinstance(padded, pa.ChunkedArray) else padded
-    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int32)[padded.offset :][: n + 1]
-    data = np.frombuffer(padded.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + 16 * n]
-    digits = _HEX[data.reshape(n, 16)]
-    ok = (digits != 255).all(axis=1) & (length >= 1) & (length <= 16)
-    digits = np.where(digits == 255, 0, digits).astype(np.uint64)
-    shifts = np.arange(60, -4, -4, dtype=np.uint64)
-    out = (digits << shifts).sum(axis=1, dtype=np.uint64)
-    return out, ok
-
-
-def format_tokens(fmt: EventFormat) -> list[tuple[str, str | None, str, str]] | None:
-    """The print fmt's format string as space-separated tokens ``(prefix, name,
-    conversion, suffix)``: ``pfn=0x%lx`` -> ``("pfn=0x", "pfn", "x", "")``; a literal
-    token has name None. None when a token holds two conversions or a ``%s`` could
-    print spaces in an unknown place (then :func:`format_regex` is used)."""
-    m = _QUOTED.match(fmt.print_fmt)
-    if not m:
-        return None
-    out: list[tuple[str, str | None, str, str]] = []
-    for tok in m.group(1).replace("\\n", "").split():
-        convs = [c for c in _CONV.finditer(tok) if c.group(0) != "%%"]
-        if len(convs) > 1:
-            return None
-        if not convs:
-            out.append((tok.replace("%%", "%"), None, "", ""))
-            continue
-        c = convs[0]
-        prefix, suffix = tok[: c.start()], tok[c.end() :]
-        key = re.search(r"(\w+)=(?:0x)?$", prefix)
-        out.append((prefix, key.group(1) if key else f"arg{len(out)}", c.group(1)[0], suffix))
-    return out
-
-
-def raw_tokens(fmt: EventFormat) -> list[tuple[str, str | None, str, str]]:
-    """Tokens of ``trace-cmd report -R`` (raw fields, no print fmt): ``f1=v1 f2=v2 ...``
-    in format-file order, ``common_*`` left out; libtraceevent prints pointers and
-    longs as ``0x`` hex and the rest in decimal (conversion ``r``: either)."""
-    return [(f"{n}=", n, "r", "") for n in fmt.fields if not n.startswith("common_")]
-
-
-def failed_tokens(fmt: EventFormat) -> list[tuple[str, str | None, str, str]]:
-    """Tokens of libtraceevent's ``[FAILED TO PARSE] f1=v1 ...`` (raw decimal fields)."""
-    lits: list[tuple[str, str | None, str, str]] = [
-        ("[FAILED", None, "", ""),
-        ("TO", None, "", ""),
-        ("PARSE]", None, "", ""),
-    ]
-    return lits + [(f"{n}=", n, "u", "") for n in fmt.fields if not n.startswith("common_")]
-
-
-def match_tokens(
-    fields: pa.Array, tokens: list[tuple[str, str | None, str, str]]
-) -> tuple[dict[str, pa.Array], np.ndarray]:
-    """Values of each named token of ``tokens`` in each event text, and the mask of
-    the texts that have exactly these tokens."""
-    parts, ok = _parts(fields, " ", len(tokens))
-    # a text with more tokens than the template puts the rest into the last part
-    ok &= ~pc.fill_null(pc.match_substring(parts[-1], " "), False).to_numpy(zero_copy_only=False)
-    out: dict[str, pa.Array] = {}
-    for part, (prefix, name, _conv, suffix) in zip(parts, tokens):
-        if name is None:
-            ok &= pc.fill_null(pc.equal(part, prefix), False).to_numpy(zero_copy_only=False)
-            continue
-        ok &= pc.starts_with(part, prefix).to_numpy(zero_copy_only=False)
-        if suffix:
-            ok &= pc.ends_with(part, suffix).to_numpy(zero_copy_only=False)
-        stop = -len(suffix) if suffix else None
-        out[name] = pc.utf8_slice_codeunits(part, len(prefix), stop if stop else 2**31 - 1)
-    return out, ok
