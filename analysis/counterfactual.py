@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cmaprof.analysis.formats import FlagTable
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
 from cmaprof.errors import BadInput
 
 #: A zone of this name (the ZONE_CMA patches) holds only CMA memory.

@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
 
 PFN_MARK = "<pfn>"
 #: Metadata keys never shown in a redacted report.

@@ -21,7 +21,7 @@ from cmaprof.analysis import causes as causes_  # issue 12: a cause per failed c
 from cmaprof.analysis import layout as layout_  # issue 12: memory layout section
 from cmaprof.analysis import utilisation as utilisation_  # issue 12: held/borrowed/free
 from cmaprof.analysis.counterfactual import table_counterfactual
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
 from cmaprof.errors import BadInput
 
 WIDTH = 80

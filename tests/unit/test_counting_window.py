@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cmaprof.analysis import load, recording
+from cmaprof.analysis import load
+from cmaprof.recording import reader as recording
 from cmaprof.collectors import importer
 from cmaprof.errors import BadInput
 from tests.conftest import DATA, run_cli

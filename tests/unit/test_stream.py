@@ -14,7 +14,7 @@ import pytest
 from cmaprof.analysis import formats, load, tables
 from cmaprof.analysis import stream as astream
 from cmaprof.collectors import stream
-from cmaprof.collectors.recording import RecordingWriter
+from cmaprof.recording.writer import RecordingWriter
 from cmaprof.errors import BadInput
 
 DATA = Path(__file__).resolve().parent.parent / "data"
