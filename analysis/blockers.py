@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from cmaprof.analysis import formats
-from cmaprof.recording import schema
 from cmaprof.recording.derived import (  # noqa: F401  (re-exported: blockers' vocabulary)
     failures_table,
     origin_table,

@@ -41,8 +41,8 @@ import pandas as pd
 
 from cmaprof.analysis import counterfactual, formats, stats
 from cmaprof.analysis.cma import df_cma_calls
-from cmaprof.analysis.migrate import df_migrate
 from cmaprof.analysis.loaded import Recording, load_many
+from cmaprof.analysis.migrate import df_migrate
 from cmaprof.errors import BadInput
 
 WIDTH = 80

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cmaprof.recording import schema
 from cmaprof.errors import BadInput
+from cmaprof.recording import schema
 
 if TYPE_CHECKING:
     from cmaprof.analysis.loaded import Recording

@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmaprof.recording import schema
 from cmaprof.collectors import stream
+from cmaprof.recording import schema
 from cmaprof.recording.writer import RecordingWriter
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,9 +9,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from cmaprof.recording import schema
 from cmaprof.collectors.base import Collector, CollectorContext
 from cmaprof.kernel.procfs import CmaArea
+from cmaprof.recording import schema
 
 NONE_PFN = (1 << 64) - 1
 CMA_AREA_NONE = 255

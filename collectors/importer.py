@@ -44,8 +44,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cmaprof.analysis import formats
-from cmaprof.kernel import procfs
-from cmaprof.recording import schema
 from cmaprof.collectors.import_text import (
     ParsedText,
     failed_regex,
@@ -58,8 +56,10 @@ from cmaprof.collectors.import_text import (
     parse_uint,
     raw_tokens,
 )
-from cmaprof.recording.writer import RecordingWriter
 from cmaprof.errors import BadInput
+from cmaprof.kernel import procfs
+from cmaprof.recording import schema
+from cmaprof.recording.writer import RecordingWriter
 
 #: zone_idx / node of a page whose zone the text cannot tell.
 ZONE_UNKNOWN = 255

@@ -34,10 +34,10 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from cmaprof.recording import schema
-from cmaprof.kernel.procfs import CmaArea, Zone, populated_spans, unambiguous_zone
 from cmaprof.collectors.base import Collector, CollectorContext
 from cmaprof.errors import EnvironmentProblem
+from cmaprof.kernel.procfs import CmaArea, Zone, populated_spans, unambiguous_zone
+from cmaprof.recording import schema
 from cmaprof.recording.metadata import Metadata, PageAllocInfo
 
 ZONE_SOURCE_PAGE_FLAGS = 0

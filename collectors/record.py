@@ -488,7 +488,9 @@ def _describe_run(
 def _describe_memory(meta: Metadata, zones: list, cma_areas: list) -> None:
     meta.zones = [ZoneInfo.from_json(z.as_dict()) for z in zones]
     meta.zone_names = dict(procfs.zone_names(zones))
-    meta.cma_areas = [CmaAreaInfo.from_json(a.as_dict()) for a in cma_areas if a.end_pfn is not None]
+    meta.cma_areas = [
+        CmaAreaInfo.from_json(a.as_dict()) for a in cma_areas if a.end_pfn is not None
+    ]
     meta.cma_areas_without_range = [a.name for a in cma_areas if a.end_pfn is None]
 
 

@@ -30,18 +30,6 @@ TOOL = "cmaprof"
 S = TypeVar("S", bound="Section")
 
 
-def _sub(cls: type[Section]) -> Any:
-    return field(default=None, metadata={"codec": ("section", cls)})
-
-
-def _list_of(cls: type[Section]) -> Any:
-    return field(default_factory=list, metadata={"codec": ("list", cls)})
-
-
-def _dict_of(cls: type[Section]) -> Any:
-    return field(default_factory=dict, metadata={"codec": ("dict", cls)})
-
-
 def _default(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
@@ -362,11 +350,13 @@ class Metadata(Section):
     page_size: int | None = None
     cpus: int | None = None
     nodes: list[int] = field(default_factory=list)
-    headers: Headers | None = _sub(Headers)
+    headers: Headers | None = field(default=None, metadata={"codec": ("section", Headers)})
     environment_warnings: dict[str, str] = field(default_factory=dict)
-    zones: list[ZoneInfo] = _list_of(ZoneInfo)
+    zones: list[ZoneInfo] = field(default_factory=list, metadata={"codec": ("list", ZoneInfo)})
     zone_names: dict[int, str] = field(default_factory=dict, metadata={"codec": "int_keys"})
-    cma_areas: list[CmaAreaInfo] = _list_of(CmaAreaInfo)
+    cma_areas: list[CmaAreaInfo] = field(
+        default_factory=list, metadata={"codec": ("list", CmaAreaInfo)}
+    )
     cma_areas_without_range: list[str] = field(default_factory=list)
     # what ran
     argv: list[str] = field(default_factory=list)
@@ -374,7 +364,9 @@ class Metadata(Section):
     command_exit_status: int | None = None
     mounted_by_cmaprof: Any = None
     tracefs: str | None = None
-    probes: dict[str, ProbeInfo] = _dict_of(ProbeInfo)
+    probes: dict[str, ProbeInfo] = field(
+        default_factory=dict, metadata={"codec": ("dict", ProbeInfo)}
+    )
     probes_requested: list[str] = field(default_factory=list)
     skip_unavailable: bool | None = None
     probes_unavailable: dict[str, str] = field(default_factory=dict)
@@ -384,15 +376,23 @@ class Metadata(Section):
     start_time: str | None = None
     end_time: str | None = None
     counting_started: bool | None = None
-    counting_window: CountingWindow | None = _sub(CountingWindow)
+    counting_window: CountingWindow | None = field(
+        default=None, metadata={"codec": ("section", CountingWindow)}
+    )
     duration_ns: int | None = None
     stop_reason: str | None = None
     # per probe
-    page_alloc: PageAllocInfo | None = _sub(PageAllocInfo)
+    page_alloc: PageAllocInfo | None = field(
+        default=None, metadata={"codec": ("section", PageAllocInfo)}
+    )
     bulk: dict[str, Any] | None = None
-    blockers: BlockersInfo | None = _sub(BlockersInfo)
-    stream: StreamInfo | None = _sub(StreamInfo)
-    imported: ImportedInfo | None = _sub(ImportedInfo)
+    blockers: BlockersInfo | None = field(
+        default=None, metadata={"codec": ("section", BlockersInfo)}
+    )
+    stream: StreamInfo | None = field(default=None, metadata={"codec": ("section", StreamInfo)})
+    imported: ImportedInfo | None = field(
+        default=None, metadata={"codec": ("section", ImportedInfo)}
+    )
     # losses and cost
     dropped: dict[str, Any] = field(default_factory=dict)
     lost: dict[str, int] = field(default_factory=dict)

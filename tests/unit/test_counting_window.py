@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from cmaprof.analysis import load
-from cmaprof.recording import reader as recording
 from cmaprof.collectors import importer
 from cmaprof.errors import BadInput
+from cmaprof.recording import reader as recording
 from tests.conftest import DATA, run_cli
 
 OLD = DATA / "recordings" / "host-6.18-anon"

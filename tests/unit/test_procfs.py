@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from cmaprof.collectors import procfs as live_procfs
-from cmaprof.kernel import procfs
 from cmaprof.errors import BadInput
+from cmaprof.kernel import procfs
 
 ZONEINFO_TWO_NODES_MOVABLE = """\
 Node 0, zone      DMA

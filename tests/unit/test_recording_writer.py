@@ -4,9 +4,9 @@ import stat
 
 import pytest
 
+from cmaprof.errors import BadInput
 from cmaprof.recording import schema
 from cmaprof.recording.writer import RecordingWriter
-from cmaprof.errors import BadInput
 
 
 def test_refuses_existing_without_force(tmp_path):

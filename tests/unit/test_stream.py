@@ -14,8 +14,8 @@ import pytest
 from cmaprof.analysis import formats, load, tables
 from cmaprof.analysis import stream as astream
 from cmaprof.collectors import stream
-from cmaprof.recording.writer import RecordingWriter
 from cmaprof.errors import BadInput
+from cmaprof.recording.writer import RecordingWriter
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TEMPLATE = DATA / "recordings" / "host-6.18-anon"
