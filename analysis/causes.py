@@ -45,7 +45,7 @@ from cmaprof.analysis.redact import fmt_pfn
 from cmaprof.kernel import dmesg, procfs
 
 if TYPE_CHECKING:
-    from cmaprof.analysis.recording import Recording
+    from cmaprof.analysis.loaded import Recording
 
 WIDTH = 80
 #: blocker pfns listed per call (the column holds all of them).

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from cmaprof.analysis import cma, migrate, page_alloc
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
 
 COLUMNS = [
     "counter",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from cmaprof.analysis import stats
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
 from cmaprof.probes import abi
 
 OUTCOME_SOURCES = {

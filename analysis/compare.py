@@ -41,8 +41,8 @@ import pandas as pd
 
 from cmaprof.analysis import counterfactual, stats
 from cmaprof.analysis.cma import df_cma_calls
+from cmaprof.analysis.loaded import Recording, load_many
 from cmaprof.analysis.migrate import df_migrate
-from cmaprof.analysis.recording import Recording, load_many
 from cmaprof.errors import BadInput
 from cmaprof.kernel import formats
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
 from cmaprof.errors import BadInput
 from cmaprof.kernel.formats import FlagTable
 

@@ -36,7 +36,7 @@ from cmaprof.errors import BadInput
 from cmaprof.kernel import procfs
 
 if TYPE_CHECKING:
-    from cmaprof.analysis.recording import Recording
+    from cmaprof.analysis.loaded import Recording
 
 WIDTH = 80
 #: Largest alignment order considered (2**30 pages = 4 TiB of 4 KiB pages).

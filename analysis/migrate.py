@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cmaprof.analysis import schema
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
+from cmaprof.recording import schema
 
 COLUMNS = ["reason", "mode", *schema.MIGRATE_COUNTS[:6], "mean_duration_ns"]
 

@@ -1,6 +1,6 @@
 """Page-allocator tables from a recording: per-zone GFP classes and the kernel check.
 
-All functions take a :class:`~cmaprof.analysis.recording.Recording` and return DataFrames;
+All functions take a :class:`~cmaprof.analysis.loaded.Recording` and return DataFrames;
 pages are base pages (``1 << order`` per allocation).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
 
 ZONE_GFP_COLUMNS = ["node", "zone", "gfp", "order", "migratetype", "cma_area", "pages", "allocs"]
 

@@ -23,7 +23,7 @@ from cmaprof.analysis import compare, counterfactual, page_alloc
 from cmaprof.analysis.causes import plot_failed_calls_by_cause  # issue 12
 from cmaprof.analysis.cma import df_cma_calls
 from cmaprof.analysis.compare import Side
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
 from cmaprof.errors import BadInput
 
 FIGSIZE = (8, 4.5)

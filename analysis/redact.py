@@ -41,7 +41,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
+from cmaprof.recording.metadata import Metadata
 
 PFN_MARK = "<pfn>"
 #: Metadata keys never shown in a redacted report.
@@ -105,9 +106,9 @@ def _basename_paths(args: list[str]) -> list[str]:
     return [os.path.basename(a) if a.startswith("/") and len(a) > 1 else a for a in args]
 
 
-def redacted_meta(meta: dict[str, Any]) -> dict[str, Any]:
+def redacted_meta(meta: Metadata | dict[str, Any]) -> Metadata:
     """Metadata as a redacted report sees it (the file on disk is not changed)."""
-    out = copy.deepcopy(meta)
+    out = Metadata.coerce(meta).to_json()
     for k in DROPPED_META:
         out.pop(k, None)
     if isinstance(out.get("command"), list):
@@ -116,7 +117,7 @@ def redacted_meta(meta: dict[str, Any]) -> dict[str, Any]:
         if isinstance(area, dict):
             for k in [k for k in area if is_pfn_column(k)]:
                 area[k] = None
-    return out
+    return Metadata.from_json(out)
 
 
 def view(rec: Recording) -> Recording:

@@ -1,6 +1,6 @@
 """Per-event tables of ``record --events``: loading, decoding, accounting, report text.
 
-Contract (see :mod:`cmaprof.analysis.schema` ``EVENT_SCHEMAS``): a finished recording
+Contract (see :mod:`cmaprof.recording.schema` ``EVENT_SCHEMAS``): a finished recording
 holds ``events/page_alloc.parquet``; a recording killed while streaming holds the
 Arrow IPC chunks ``events/page_alloc/chunk-NNNNNN.arrow`` written so far (each one
 complete: written under a temporary name and renamed). The Parquet file wins when
@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cmaprof.analysis import schema
 from cmaprof.errors import BadInput
+from cmaprof.recording import schema
 
 if TYPE_CHECKING:
-    from cmaprof.analysis.recording import Recording
+    from cmaprof.analysis.loaded import Recording
 
 EVENTS_DIR = "events"
 

@@ -21,9 +21,10 @@ from cmaprof.analysis import causes as causes_  # issue 12: a cause per failed c
 from cmaprof.analysis import layout as layout_  # issue 12: memory layout section
 from cmaprof.analysis import utilisation as utilisation_  # issue 12: held/borrowed/free
 from cmaprof.analysis.counterfactual import table_counterfactual
-from cmaprof.analysis.recording import Recording
+from cmaprof.analysis.loaded import Recording
 from cmaprof.errors import BadInput
 from cmaprof.kernel import formats
+from cmaprof.recording.metadata import Metadata
 
 WIDTH = 80
 
@@ -78,7 +79,7 @@ def table_zone_gfp(rec: Recording, top: int = 12, wide: bool = False) -> str:
     :param wide: the GFP string at the end of its line of numbers, unwrapped (for grep)
     """
     df = page_alloc.df_gfp_classes(rec)
-    page_size = int(rec.meta.get("page_size") or 4096)
+    page_size = int(rec.meta.page_size or 4096)
     out = ["Page allocations per zone and GFP class (pages = base pages)"]
     if df.empty:
         out.append("  no allocations traced")
@@ -147,7 +148,7 @@ def table_check(rec: Recording) -> str:
             notes[key] = None
     for note in notes:
         out.append(textwrap.fill(note, WIDTH, subsequent_indent="  "))
-    bulk = rec.meta.get("probes_unavailable", {}).get("bulk")
+    bulk = rec.meta.probes_unavailable.get("bulk")
     if bulk:
         out.append(
             textwrap.fill(f"note: bulk allocator not traced: {bulk}", WIDTH, subsequent_indent="  ")
@@ -155,11 +156,8 @@ def table_check(rec: Recording) -> str:
     return "\n".join(out)
 
 
-def _dropped(meta: dict) -> dict[str, int]:
-    d = meta.get("dropped") or {}
-    if isinstance(d.get("page_alloc"), dict):  # written before 0.1.0 (single probe)
-        d = d["page_alloc"]
-    return {k: int(v) for k, v in d.items()}
+def _dropped(meta: Metadata) -> dict[str, int]:
+    return meta.dropped_counts
 
 
 def _ms(ns: float | None) -> str:
@@ -227,9 +225,9 @@ def table_migrate(rec: Recording) -> str:
 
 def table_footer(rec: Recording) -> str:
     m = rec.meta
-    pa_meta = m.get("page_alloc") or {}
+    pa_meta = m.page_alloc
     dropped = _dropped(m)
-    lost = m.get("lost") or {}
+    lost = m.lost or {}
     fails = page_alloc.df_failed(rec)
     out = []
     n_fail = int(fails["allocs"].sum()) if not fails.empty else 0
@@ -254,16 +252,16 @@ def table_footer(rec: Recording) -> str:
         "dropped (bounded maps full, unreadable pages): "
         + (", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none")
     )
-    src = pa_meta.get("zone_source")
-    if src:
+    src = pa_meta.zone_source if pa_meta is not None else None
+    if pa_meta is not None and src:
         out.append(
             textwrap.fill(
-                f"zone/node source: {src}: {pa_meta.get('zone_source_reason', '')}",
+                f"zone/node source: {src}: {pa_meta.zone_source_reason or ''}",
                 WIDTH,
                 subsequent_indent="  ",
             )
         )
-    off = m.get("probes_unavailable") or {}
+    off = m.probes_unavailable
     if off:
         out.append("probes not run:")
         for probe, why in off.items():
@@ -272,17 +270,17 @@ def table_footer(rec: Recording) -> str:
                     f"{probe}: {why}", WIDTH, initial_indent="  ", subsequent_indent="    "
                 )
             )
-    hdr = m.get("headers") or {}
-    if hdr and not hdr.get("matches_running_kernel", True):
+    hdr = m.headers
+    if hdr is not None and hdr.has("matches_running_kernel") and not hdr.matches_running_kernel:
         out.append(
             textwrap.fill(
-                f"headers: compiled against {hdr.get('build_dir')} (not the "
+                f"headers: compiled against {hdr.build_dir} (not the "
                 f"running kernel's); page->flags layout validated above",
                 WIDTH,
                 subsequent_indent="  ",
             )
         )
-    stats = {k: v for k, v in (m.get("bpf_stats") or {}).items() if v.get("run_cnt")}
+    stats = {k: v for k, v in m.bpf_stats.items() if v.get("run_cnt")}
     for prog in ("page_alloc_raw", "stream_raw"):
         main = stats.pop(prog, None)
         if main and main.get("run_time_ns"):
@@ -352,7 +350,7 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
                 "duration_ns": m.get("duration_ns"),
                 "stop_reason": m.get("stop_reason"),
                 "zone_source": (m.get("page_alloc") or {}).get("zone_source"),
-                "lost": sum((m.get("lost") or {}).values()),
+                "lost": sum(int(v) for v in (m.lost or {}).values()),
                 "dropped": sum(_dropped(m).values()),
             }
         ]

@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from cmaprof.analysis import layout
 
 if TYPE_CHECKING:
-    from cmaprof.analysis.recording import Recording
+    from cmaprof.analysis.loaded import Recording
 
 WIDTH = 80
 COLUMNS = ["t_ns", "area", "count_pages", "held_pages", "borrowed_pages", "free_pages"]

@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmaprof.analysis import schema
 from cmaprof.collectors import stream
-from cmaprof.collectors.recording import RecordingWriter
+from cmaprof.recording import schema
+from cmaprof.recording.writer import RecordingWriter
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "tests" / "data" / "recordings" / "host-6.18-anon"

@@ -184,7 +184,7 @@ def report(
       cmaprof report out/w --format json --redact
     """
     from cmaprof.analysis import tables
-    from cmaprof.analysis.recording import load
+    from cmaprof.analysis.loaded import load
 
     rec = load(recording)
     if table is not None and fmt == "text":
@@ -581,7 +581,7 @@ def demo(output: Path, anon_mib: int, pagecache_mib: int) -> None:
       cmaprof demo -o out/demo2 --anon-mib 512
     """
     from cmaprof.analysis import plots, tables
-    from cmaprof.analysis.recording import load
+    from cmaprof.analysis.loaded import load
     from cmaprof.collectors import doctor as doc
     from cmaprof.collectors.record import RecordOptions
     from cmaprof.collectors.record import record as do_record

@@ -2,7 +2,7 @@
 
 The probe classifies each blocking page in the kernel and streams it through the
 ``blk_events`` ring buffer; this collector turns the records into rows of the
-``cma_blockers`` table (analysis/schema.py), writes the per-area origin offsets into
+``cma_blockers`` table (cmaprof/recording/schema.py), writes the per-area origin offsets into
 ``blk_area_off`` (same area order as the page_alloc probe's ``cma_ranges``) and reports
 its own counters, the header layout it was compiled with, and the memory cost of the
 origin array in the recording's metadata (``blockers``).
@@ -16,9 +16,11 @@ from typing import Any
 import pyarrow as pa
 
 from cmaprof import probes
-from cmaprof.analysis import schema
-from cmaprof.collectors.procfs import CmaArea
+from cmaprof.collectors.base import Collector, CollectorContext
+from cmaprof.kernel.procfs import CmaArea
 from cmaprof.probes import abi
+from cmaprof.recording import derived, schema
+from cmaprof.recording.metadata import BlockersInfo, Metadata
 
 NONE_PFN = (1 << 64) - 1
 
@@ -100,7 +102,7 @@ def event_row(e: Any, t0_ns: int, areas: list[CmaArea]) -> dict[str, Any]:
     }
 
 
-class BlockersCollector:
+class BlockersCollector(Collector):
     """Configures blockers.bpf.c and drains its ring buffer into ``cma_blockers`` rows.
 
     :param bpf: the ``bcc.BPF`` module holding the page_alloc, cma and blockers probes.
@@ -116,6 +118,35 @@ class BlockersCollector:
         self.rows: list[dict[str, Any]] = []
         self._flushed = 0
         self._ring = False
+        self.defines: dict[str, Any] = {}
+
+    @classmethod
+    def create(cls, ctx: CollectorContext) -> BlockersCollector:
+        out = cls(ctx.bpf, ctx.cma_areas)
+        out.defines = ctx.defines
+        return out
+
+    def start(self, t0_ns: int) -> None:
+        self.open(t0_ns)
+
+    def interval_tables(self, t_range: tuple[int, int]) -> dict[str, pa.Table]:
+        rows = self.new_rows_table()
+        return {} if rows is None else {"cma_blockers": rows}
+
+    def final_tables(self) -> dict[str, pa.Table]:
+        """The raw rows and the two summaries derived from them."""
+        raw = self.table()
+        return {
+            "cma_blockers": raw,
+            "cma_failures": derived.failures_table(raw.to_pandas()),
+            "cma_blockers_origin": derived.origin_table(raw.to_pandas()),
+        }
+
+    def metadata(self, meta: Metadata, final: bool) -> None:
+        if final:
+            verified = bool(meta.headers is not None and meta.headers.matches_running_kernel)
+            info = self.info(meta.defines or {}, verified)
+            meta.blockers = BlockersInfo.from_json(info)
 
     def configure(self) -> None:
         """Write each area's first index into the origin array (``blk_area_off``) and
@@ -176,7 +207,7 @@ class BlockersCollector:
                     out[f"{stage}/{cause}"] = n
         return out
 
-    def metadata(self, defines: dict[str, Any], layout_verified: bool) -> dict[str, Any]:
+    def info(self, defines: dict[str, Any], layout_verified: bool) -> dict[str, Any]:
         """Counters, memory cost and the header layout, for metadata.json."""
         t = self.bpf["blk_stats"]
         stats = {name: int(sum(t[t.Key(i)])) for i, name in enumerate(STAT_NAMES)}

@@ -16,8 +16,10 @@ from typing import Any
 import pyarrow as pa
 
 from cmaprof import probes
-from cmaprof.analysis import schema
+from cmaprof.collectors.base import Collector, CollectorContext
 from cmaprof.probes import abi
+from cmaprof.recording import schema
+from cmaprof.recording.metadata import Metadata
 
 PROBE = probes.get("bulk")
 ENTRY_FN = b"bulk_entry"
@@ -30,7 +32,7 @@ MAXACTIVE = 64
 STAT_NAMES = abi.enum("BULK_STAT_")
 
 
-class BulkCollector:
+class BulkCollector(Collector):
     """Attaches bulk.bpf.c's programs to ``symbol`` and reads its maps.
 
     :param bpf: the ``bcc.BPF`` module holding the bulk and page_alloc probes.
@@ -44,6 +46,21 @@ class BulkCollector:
         self.bpf = bpf
         self.symbol = symbol
         self.attached = False
+
+    @classmethod
+    def create(cls, ctx: CollectorContext) -> BulkCollector | None:
+        """None when the kernel has no bulk allocator function to probe."""
+        from cmaprof.collectors import features
+
+        symbol = features.bulk_symbol()
+        return cls(ctx.bpf, symbol) if symbol is not None else None
+
+    def final_tables(self) -> dict[str, pa.Table]:
+        return {"page_alloc_bulk": self.read()}
+
+    def metadata(self, meta: Metadata, final: bool) -> None:
+        if final:
+            meta.bulk = self.stats()
 
     def attach(self) -> None:
         """Return probe first: a return without its entry is harmless, an entry

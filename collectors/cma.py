@@ -9,9 +9,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from cmaprof.analysis import schema
-from cmaprof.collectors.procfs import CmaArea
+from cmaprof.collectors.base import Collector, CollectorContext
+from cmaprof.kernel.procfs import CmaArea
 from cmaprof.probes import abi
+from cmaprof.recording import schema
 
 NONE_PFN = (1 << 64) - 1
 
@@ -20,7 +21,7 @@ def _cstr(raw: Any) -> str:
     return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
 
 
-class CmaCollector:
+class CmaCollector(Collector):
     """Drains the cma ring buffer into rows of the ``cma_alloc`` table.
 
     :param t0_ns: CLOCK_MONOTONIC at the start of counting (bpf_ktime_get_ns base).
@@ -36,6 +37,24 @@ class CmaCollector:
         self.rows: list[dict[str, Any]] = []
         self._flushed = 0
         self._ring = False
+
+    @classmethod
+    def create(cls, ctx: CollectorContext) -> CmaCollector:
+        return cls(ctx.bpf, ctx.cma_areas, ctx.call_symbol)
+
+    def start(self, t0_ns: int) -> None:
+        self.open(t0_ns)
+
+    def interval_tables(self, t_range: tuple[int, int]) -> dict[str, pa.Table]:
+        calls = self.new_rows_table()
+        return {} if calls is None else {"cma_alloc": calls}
+
+    def final_tables(self) -> dict[str, pa.Table]:
+        return {
+            "cma_alloc": self.calls_table(),
+            "cma_latency_hist": self.hist_table(),
+            "cma_release": self.release_table(),
+        }
 
     def attach(self) -> None:
         """Bracket every call with a kprobe/kretprobe on :attr:`call_symbol` (compiled in

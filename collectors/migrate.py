@@ -6,14 +6,24 @@ from typing import Any
 
 import pyarrow as pa
 
-from cmaprof.analysis import schema
+from cmaprof.collectors.base import Collector, CollectorContext
+from cmaprof.recording import schema
 
 
-class MigrateCollector:
+class MigrateCollector(Collector):
+    """Reads ``migrate_stats`` (BCC attaches the tracepoint programs at load)."""
+
     name = "migrate"
 
     def __init__(self, bpf: Any) -> None:
         self.bpf = bpf
+
+    @classmethod
+    def create(cls, ctx: CollectorContext) -> MigrateCollector:
+        return cls(ctx.bpf)
+
+    def final_tables(self) -> dict[str, pa.Table]:
+        return {"migrate": self.table()}
 
     def table(self) -> pa.Table:
         rows: dict[str, list] = {f.name: [] for f in schema.SCHEMAS["migrate"]}

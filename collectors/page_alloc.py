@@ -30,14 +30,16 @@ import mmap
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 
-from cmaprof.analysis import schema
-from cmaprof.collectors.procfs import CmaArea, Zone, populated_spans, unambiguous_zone
+from cmaprof.collectors.base import Collector, CollectorContext
 from cmaprof.errors import EnvironmentProblem
+from cmaprof.kernel.procfs import CmaArea, Zone, populated_spans, unambiguous_zone
 from cmaprof.probes import abi
+from cmaprof.recording import schema
+from cmaprof.recording.metadata import Metadata, PageAllocInfo
 
 KEY_FIELDS = [f for f, _ in schema.PAGE_ALLOC_KEYS]  # = struct page_alloc_key's fields
 CALIB_PAIRS = 64  # ring size in page_alloc.bpf.c (its CALIB_PAIRS default)
@@ -138,21 +140,54 @@ def _sum_percpu(leaves: Any, fields: list[str]) -> list[int]:
     return [sum(getattr(leaf, f) for leaf in leaves) for f in fields]
 
 
-class PageAllocCollector:
+class PageAllocCollector(Collector):
     """Loads page_alloc.bpf.c and turns its maps into Arrow tables.
 
     :param zones: parsed /proc/zoneinfo of the running kernel.
     :param cma_areas: CMA areas whose ranges are known; index = ``cma_area_idx``.
+    :param err: where the calibration's warning goes (a zone source other than
+        page->flags).
     """
 
     name = "page_alloc"
 
-    def __init__(self, bpf: Any, zones: list[Zone], cma_areas: list[CmaArea]) -> None:
+    def __init__(
+        self, bpf: Any, zones: list[Zone], cma_areas: list[CmaArea], err: IO[str] | None = None
+    ) -> None:
         self.bpf = bpf
         self.zones = zones
         self.cma_areas = [a for a in cma_areas if a.end_pfn is not None]
         self.calibration = Calibration()
         self.attached = False
+        self.err = err
+        #: The cube at the end of the last interval, and its growth in that interval.
+        self.cube: dict[tuple, tuple[int, int]] = {}
+        self.last_delta: dict[tuple, tuple[int, int]] = {}
+
+    @classmethod
+    def create(cls, ctx: CollectorContext) -> PageAllocCollector:
+        return cls(ctx.bpf, ctx.zones, ctx.cma_areas, ctx.err)
+
+    def configure(self) -> None:
+        """Calibrate (:meth:`calibrate`), then write the maps (:meth:`write_maps`)."""
+        cal = self.calibrate()
+        if cal.zone_source != "page_flags" and self.err is not None:
+            print(f"cmaprof: warning: {cal.zone_reason}", file=self.err)
+        self.write_maps()
+
+    def interval_tables(self, t_range: tuple[int, int]) -> dict[str, pa.Table]:
+        """The growth of the cube since the last interval (``series/page_alloc``)."""
+        cube = self.read_cube()
+        self.last_delta = cube_delta(cube, self.cube)
+        self.cube = cube
+        return {"page_alloc": cube_to_table(self.last_delta, t_range)}
+
+    def final_tables(self) -> dict[str, pa.Table]:
+        """The cube as read at the last interval, and the failed allocations."""
+        return {"page_alloc": cube_to_table(self.cube), "page_alloc_fail": self.read_fail()}
+
+    def metadata(self, meta: Metadata, final: bool) -> None:
+        meta.page_alloc = PageAllocInfo.from_json(self.calibration.as_metadata())
 
     def calibrate(self) -> Calibration:
         """Pair struct page pointers of cmaprof's own faults with their pfns, then
@@ -283,7 +318,7 @@ class PageAllocCollector:
         else:
             cal.zone_reason = f"page->flags agreed with /proc/zoneinfo on {checks} of {checks} pfns"
 
-    def configure(self) -> None:
+    def write_maps(self) -> None:
         """Write the config, zone spans and CMA ranges into the program's maps."""
         b, cal = self.bpf, self.calibration
         spans = populated_spans(self.zones)

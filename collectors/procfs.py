@@ -1,25 +1,15 @@
-"""Reading /proc and /sys files: vmstat, zoneinfo, pagetypeinfo, CMA areas.
+"""Reading the running system's /proc and /sys files: CMA areas, snapshot files.
 
 The text parsers live in :mod:`cmaprof.kernel.procfs` (the analysis runs them on the
-copies saved in a recording, and never imports collectors); their names are re-exported
-here. ``read_*`` functions take a ``root`` so tests can point them at a fake tree.
-No BCC here.
+copies saved in a recording); this module only reads files. ``read_*`` functions take
+a ``root`` so tests can point them at a fake tree. No BCC here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cmaprof.kernel.procfs import (  # noqa: F401  (re-exported: the old import path)
-    CmaArea,
-    Zone,
-    parse_vmstat,
-    parse_zoneinfo,
-    parse_zoneinfo_counters,
-    populated_spans,
-    unambiguous_zone,
-    zone_names,
-)
+from cmaprof.kernel.procfs import CmaArea
 
 #: /proc files saved at the start and the end of every recording.
 SNAPSHOT_FILES = ("vmstat", "zoneinfo", "pagetypeinfo", "buddyinfo")

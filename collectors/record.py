@@ -31,18 +31,23 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from cmaprof import __version__, probes
-from cmaprof.analysis import schema
-from cmaprof.collectors import bpfmodule, features, procfs, tracefs
-from cmaprof.collectors.cma import (
-    CmaCollector,
-    cma_counter_files,
-    cma_used_rows,
-    read_cma_used,
-)
-from cmaprof.collectors.migrate import MigrateCollector
-from cmaprof.collectors.page_alloc import PageAllocCollector, cube_delta, cube_to_table
-from cmaprof.collectors.recording import RecordingWriter
+from cmaprof.collectors import bpfmodule, features, registry, tracefs
+from cmaprof.collectors import procfs as live_procfs
+from cmaprof.collectors.base import Collector, CollectorContext
+from cmaprof.collectors.cma import cma_counter_files, cma_used_rows, read_cma_used
+from cmaprof.collectors.page_alloc import PageAllocCollector, cube_to_table
 from cmaprof.errors import BadInput, CmaprofError, EnvironmentProblem
+from cmaprof.kernel import procfs
+from cmaprof.recording import schema
+from cmaprof.recording.metadata import (
+    CmaAreaInfo,
+    CountingWindow,
+    Headers,
+    Metadata,
+    ProbeInfo,
+    ZoneInfo,
+)
+from cmaprof.recording.writer import RecordingWriter
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFAULT_SERIES_INTERVAL_S = 5.0
@@ -124,20 +129,20 @@ def headers_info(release: str) -> dict[str, Any]:
     }
 
 
-def system_metadata() -> dict[str, Any]:
+def system_metadata() -> Metadata:
     uname = os.uname()
     nodes = sorted(int(p.name[4:]) for p in Path("/sys/devices/system/node").glob("node[0-9]*"))
-    return {
-        "kernel_release": uname.release,
-        "kernel_version": uname.version,
-        "machine": uname.machine,
-        "hostname": platform.node(),
-        "cmdline": (procfs.read_text(Path("/"), "proc/cmdline") or "").strip(),
-        "page_size": os.sysconf("SC_PAGE_SIZE"),
-        "cpus": os.cpu_count(),
-        "nodes": nodes,
-        "headers": headers_info(uname.release),
-    }
+    return Metadata(
+        kernel_release=uname.release,
+        kernel_version=uname.version,
+        machine=uname.machine,
+        hostname=platform.node(),
+        cmdline=(live_procfs.read_text(Path("/"), "proc/cmdline") or "").strip(),
+        page_size=os.sysconf("SC_PAGE_SIZE"),
+        cpus=os.cpu_count(),
+        nodes=nodes,
+        headers=Headers.from_json(headers_info(uname.release)),
+    )
 
 
 def _check_command(command: list[str]) -> None:
@@ -167,7 +172,7 @@ def _live_line(
 
 
 def _choose_probes(
-    tfs: Path, meta: dict[str, Any], wanted: list[str] | None, skip_unavailable: bool = False
+    tfs: Path, meta: Metadata, wanted: list[str] | None, skip_unavailable: bool = False
 ) -> list[str]:
     """page_alloc always; the other probes asked for, or all that the kernel supports.
 
@@ -206,7 +211,7 @@ def _choose_probes(
         skipped.update({n: "not asked for (--probes)" for n in available if n not in chosen})
     else:
         chosen = available
-    meta["probes_unavailable"] = skipped
+    meta.probes_unavailable = skipped
     return chosen
 
 
@@ -215,7 +220,7 @@ def _load_probes(
     names: list[str],
     defines: dict[str, Any],
     opts: RecordOptions,
-    meta: dict[str, Any],
+    meta: Metadata,
     err: IO[str],
 ) -> tuple[Any, list[str], dict[str, Any]]:
     """Compile and load ``names``; with ``--skip-unavailable``, a probe that does not
@@ -236,13 +241,13 @@ def _load_probes(
             dropped = compilecheck.dependents(probe, names)
             why = f"does not compile here: {exc.failure.error}"
             for n in dropped:
-                meta["probes_unavailable"][n] = why if n == probe else f"needs {probe} ({why})"
-                print(f"cmaprof: probe {n} off: {meta['probes_unavailable'][n]}", file=err)
+                meta.probes_unavailable[n] = why if n == probe else f"needs {probe} ({why})"
+                print(f"cmaprof: probe {n} off: {meta.probes_unavailable[n]}", file=err)
             names = [n for n in names if n not in dropped]
             defines = dict(features.defines(tfs, names))
             defines.update(opts.probe_options)
-            meta["defines"] = defines
-            meta["probes"] = {n: v for n, v in meta["probes"].items() if n in names}
+            meta.defines = defines
+            meta.probes = {n: v for n, v in meta.probes.items() if n in names}
 
 
 def _stream_request(events: list[str], tfs: Path) -> tuple[Any, Any]:
@@ -260,7 +265,7 @@ def _stream_request(events: list[str], tfs: Path) -> tuple[Any, Any]:
         raise BadInput(f"--events given {len(events)} times; one stream per recording (page_alloc)")
     spec = stream.parse_events(events[0])
     zones = procfs.parse_zoneinfo(
-        procfs.read_text(Path("/"), "proc/zoneinfo") or "", "/proc/zoneinfo"
+        live_procfs.read_text(Path("/"), "proc/zoneinfo") or "", "/proc/zoneinfo"
     )
     fmt = features.event_format(tfs, "kmem/mm_page_alloc")
     entries = formats.gfp_table(fmt).entries if fmt is not None else ()
@@ -270,47 +275,30 @@ def _stream_request(events: list[str], tfs: Path) -> tuple[Any, Any]:
 class _Session:
     """The collectors of one recording around one compiled BPF module."""
 
-    def __init__(
-        self,
-        bpf: Any,
-        names: list[str],
-        zones: list,
-        cma_areas: list,
-        call_symbol: str | None = None,
-    ) -> None:
-        self.bpf = bpf
-        self.page = PageAllocCollector(bpf, zones, cma_areas)
-        self.cma = CmaCollector(bpf, cma_areas, call_symbol) if "cma" in names else None
-        self.migrate = MigrateCollector(bpf) if "migrate" in names else None
-        self.blockers: Any = None
-        if "blockers" in names:
-            from cmaprof.collectors.blockers import BlockersCollector
+    def __init__(self, ctx: CollectorContext) -> None:
+        self.bpf = ctx.bpf
+        self.collectors: list[Collector] = registry.create(ctx)
+        page = self.collectors[0]
+        assert isinstance(page, PageAllocCollector), "page_alloc is always the first probe"
+        self.page = page
 
-            self.blockers = BlockersCollector(bpf, cma_areas)
-        self.bulk: Any = None
-        symbol = features.bulk_symbol() if "bulk" in names else None
-        if symbol is not None:
-            from cmaprof.collectors.bulk import BulkCollector
+    def each(self, step: str, *args: Any) -> None:
+        """Run one step of :class:`~cmaprof.collectors.base.Collector` on every collector."""
+        for c in self.collectors:
+            getattr(c, step)(*args)
 
-            self.bulk = BulkCollector(bpf, symbol)
-        self.stream: Any = None  # StreamCollector, set by _record with --events
-
-    def attach(self) -> None:
-        self.page.attach()
-        if self.cma is not None:
-            self.cma.attach()
-        if self.stream is not None:
-            self.stream.attach()
-        if self.bulk is not None:
-            self.bulk.attach()
+    def interval_tables(self, t_range: tuple[int, int]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for c in self.collectors:
+            out.update(c.interval_tables(t_range))
+        return out
 
     def close(self) -> None:
-        if self.stream is not None:
-            self.stream.detach()
-        self.page.close()
-        if self.bulk is not None:
-            self.bulk.detach()
-        self.bpf.cleanup()
+        try:
+            for c in reversed(self.collectors):
+                c.detach()
+        finally:
+            self.bpf.cleanup()
 
 
 class _CountingWindow:
@@ -346,6 +334,9 @@ class _CountingWindow:
     def interval(self, start_ns: int, end_ns: int) -> None:
         """One series interval, CLOCK_MONOTONIC ns."""
         self.intervals.append([start_ns, end_ns])
+
+    def as_section(self) -> CountingWindow:
+        return CountingWindow.from_json(self.as_metadata())
 
     def as_metadata(self) -> dict[str, Any]:
         real = self.realtime_offset_ns
@@ -384,19 +375,78 @@ def record(opts: RecordOptions, err: IO[str] = sys.stderr) -> int:
 
 
 def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
+    """Prepare (no file yet), create the recording, then start -> loop -> finish."""
     _check_command(opts.command)
     tfs, mounted = tracefs.ensure_mounted()
+    meta, names, stream_req, defines = _prepare(opts, tfs)
+    writer = RecordingWriter(opts.output, force=opts.force)
+    for name, reason in meta.probes_unavailable.items():
+        print(f"cmaprof: probe {name} off: {reason}", file=err)
+    _describe_run(meta, opts, names, defines, mounted, tfs)
+    zones = procfs.parse_zoneinfo(
+        live_procfs.read_text(Path("/"), "proc/zoneinfo") or "", "/proc/zoneinfo"
+    )
+    cma_areas = live_procfs.read_cma_areas()
+    _describe_memory(meta, zones, cma_areas)
+    for ev, path in tracefs.format_files(tfs).items():
+        writer.copy_file(path, f"formats/{ev}/format")
+    writer.write_metadata(meta)
+    if flag.stop:
+        return _stopped_in_startup(writer, meta, None, flag)
+
+    session: _Session | None = None
+    stats_fd: int | None = None
+    run = _Run(opts, writer, meta, err, flag)
+    try:
+        try:
+            ctx = CollectorContext(
+                None, names, zones, cma_areas, defines, writer=writer, err=err,
+                options={"stream": stream_req},
+            )  # fmt: skip
+            session, stats_fd = _start(tfs, opts, ctx, meta, err, flag)
+        except BaseException:
+            # Nothing was counted and _start detached everything: remove what start-up
+            # wrote, so the next ``record -o`` of the same path works without --force.
+            writer.discard()
+            raise
+        if flag.stop or session is None:
+            return _stopped_in_startup(writer, meta, session, flag)
+        run.begin(session, procfs.zone_names(zones))
+        run.loop()
+        run.end()
+    finally:
+        run.reap()
+        if session is not None:
+            session.close()
+        if stats_fd is not None:
+            os.close(stats_fd)
+    if flag.stop and not opts.command:
+        return 0
+    return run.exit_status
+
+
+def _prepare(
+    opts: RecordOptions, tfs: Path
+) -> tuple[Metadata, list[str], tuple[Any, Any], dict[str, Any]]:
+    """Everything decided before any file is created: the system metadata, the
+    probes, the ``--events`` request and the ``-D`` defines; BCC is importable and
+    no compile failure is known for them.
+
+    :raises EnvironmentProblem: a probe asked for cannot run, BCC missing, known
+        compile failure.
+    :raises BadInput: bad ``--events``.
+    """
     from cmaprof.collectors import doctor
 
     warnings = doctor.preflight()  # the doctor's fail rows, before any file is created
-    meta: dict[str, Any] = system_metadata()
-    meta["environment_warnings"] = {c.name: c.detail for c in warnings}
+    meta = system_metadata()
+    meta.environment_warnings = {c.name: c.detail for c in warnings}
     names = _choose_probes(tfs, meta, opts.probes, opts.skip_unavailable)
     if opts.probes is not None:
-        meta["probes_requested"] = list(opts.probes)
-        meta["skip_unavailable"] = opts.skip_unavailable
-    stream_spec, stream_filter = _stream_request(opts.events, tfs)
-    if stream_spec is not None:
+        meta.probes_requested = list(opts.probes)
+        meta.skip_unavailable = opts.skip_unavailable
+    stream_req = _stream_request(opts.events, tfs)
+    if stream_req[0] is not None:
         names = [n for n in probes.PROBES if n in names or n == "stream"]
     from cmaprof.collectors.bccload import import_bcc
 
@@ -408,216 +458,191 @@ def _record(opts: RecordOptions, err: IO[str], flag: _StopFlag) -> int:
         from cmaprof.collectors import compilecheck
 
         compilecheck.raise_if_known(names, defines)  # doctor saw it fail: before any file
-    writer = RecordingWriter(opts.output, force=opts.force)
-    for name, reason in meta["probes_unavailable"].items():
-        print(f"cmaprof: probe {name} off: {reason}", file=err)
-    meta.update(
-        {
-            "cmaprof_version": __version__,
-            "complete": False,
-            "argv": sys.argv,
-            "command": opts.command,
-            "mounted_by_cmaprof": mounted,
-            "tracefs": str(tfs),
-            "probes": {
-                n: {
-                    "options": dict(probes.get(n).options),
-                    "tracepoints": list(probes.get(n).tracepoints),
-                }
-                for n in names
-            },
-            "defines": defines,
-            "start_time": _now_iso(),
-        }
-    )
-    zones = procfs.parse_zoneinfo(
-        procfs.read_text(Path("/"), "proc/zoneinfo") or "", "/proc/zoneinfo"
-    )
-    cma_areas = procfs.read_cma_areas()
-    meta["zones"] = [z.as_dict() for z in zones]
-    meta["zone_names"] = {str(k): v for k, v in procfs.zone_names(zones).items()}
-    meta["cma_areas"] = [a.as_dict() for a in cma_areas if a.end_pfn is not None]
-    meta["cma_areas_without_range"] = [a.name for a in cma_areas if a.end_pfn is None]
-    for ev, path in tracefs.format_files(tfs).items():
-        writer.copy_file(path, f"formats/{ev}/format")
-    writer.write_metadata(meta)
-    if flag.stop:
-        meta["stop_reason"] = f"signal {flag.name} during start-up"
-        meta["counting_started"] = False
-        _finish(writer, meta, None, {})
-        return 128 + int(flag.signum or 0)
+    return meta, names, stream_req, defines
 
-    session: _Session | None = None
-    stats_fd: int | None = None
-    child: subprocess.Popen | None = None
-    exit_status = 0
-    try:
-        try:
-            session, stats_fd = _start(
-                tfs,
-                opts,
-                names,
-                defines,
-                zones,
-                cma_areas,
-                (stream_spec, stream_filter),
-                writer,
-                meta,
-                err,
-                flag,
-            )
-        except BaseException:
-            # Nothing was counted and _start detached everything: remove what start-up
-            # wrote, so the next ``record -o`` of the same path works without --force.
-            writer.discard()
-            raise
-        if flag.stop or session is None:
-            meta["stop_reason"] = f"signal {flag.name} during start-up"
-            meta["counting_started"] = False
-            _finish(writer, meta, session, {})
-            return 128 + int(flag.signum or 0)
 
-        window = _CountingWindow(session.page)
-        window.switch_on()
-        t0 = window.on_ns
-        vm_start = _snapshot(writer, "start")
-        if session.cma is not None:
-            session.cma.open(t0)
-        if session.blockers is not None:
-            session.blockers.open(t0)
-        if session.stream is not None:
-            session.stream.open(t0)
-        writer.append_series(
-            "vmstat", schema.to_table("vmstat", _vmstat_rows(0, vm_start), series=True)
+def _describe_run(
+    meta: Metadata,
+    opts: RecordOptions,
+    names: list[str],
+    defines: dict[str, Any],
+    mounted: Any,
+    tfs: Path,
+) -> None:
+    meta.cmaprof_version = __version__
+    meta.complete = False
+    meta.argv = sys.argv
+    meta.command = opts.command
+    meta.mounted_by_cmaprof = mounted
+    meta.tracefs = str(tfs)
+    meta.probes = {
+        n: ProbeInfo(
+            options=dict(probes.get(n).options), tracepoints=list(probes.get(n).tracepoints)
         )
-        used0 = read_cma_used()
-        if used0:
-            writer.append_series(
-                "cma_used", schema.to_table("cma_used", cma_used_rows(0, used0), series=True)
-            )
-        meta["counting_started"] = True
-        meta["start_time"] = _now_iso()
-        meta["counting_window"] = window.as_metadata()
-        writer.write_metadata(meta)
+        for n in names
+    }
+    meta.defines = defines
+    meta.start_time = _now_iso()
 
+
+def _describe_memory(meta: Metadata, zones: list, cma_areas: list) -> None:
+    meta.zones = [ZoneInfo.from_json(z.as_dict()) for z in zones]
+    meta.zone_names = dict(procfs.zone_names(zones))
+    meta.cma_areas = [
+        CmaAreaInfo.from_json(a.as_dict()) for a in cma_areas if a.end_pfn is not None
+    ]
+    meta.cma_areas_without_range = [a.name for a in cma_areas if a.end_pfn is None]
+
+
+def _stopped_in_startup(
+    writer: RecordingWriter, meta: Metadata, session: _Session | None, flag: _StopFlag
+) -> int:
+    meta.stop_reason = f"signal {flag.name} during start-up"
+    meta.counting_started = False
+    _finish(writer, meta, session)
+    return 128 + int(flag.signum or 0)
+
+
+class _Run:
+    """Counting on -> intervals until a stop -> counting off -> the recording finished."""
+
+    def __init__(
+        self,
+        opts: RecordOptions,
+        writer: RecordingWriter,
+        meta: Metadata,
+        err: IO[str],
+        flag: _StopFlag,
+    ) -> None:
+        self.opts, self.writer, self.meta, self.err, self.flag = opts, writer, meta, err, flag
+        self.child: subprocess.Popen | None = None
+        self.exit_status = 0
+        self.stop_reason = ""
+
+    def begin(self, session: _Session, zone_names: dict[int, str]) -> None:
+        """Switch counting on, snapshot proc/start, open the collectors, start the command."""
+        self.session, self.zone_names = session, zone_names
+        self.window = _CountingWindow(session.page)
+        self.window.switch_on()
+        self.t0 = self.window.on_ns
+        self.prev_vm = _snapshot(self.writer, "start")
+        session.each("start", self.t0)
+        _write_system_series(self.writer, 0, self.prev_vm)
+        meta = self.meta
+        meta.counting_started = True
+        meta.start_time = _now_iso()
+        meta.counting_window = self.window.as_section()
+        self.writer.write_metadata(meta)
+        opts = self.opts
         if opts.command:
-            child = subprocess.Popen(opts.command)
-            flag.child = child
+            self.child = subprocess.Popen(opts.command)
+            self.flag.child = self.child
             print(
                 f"cmaprof: recording system-wide while {' '.join(opts.command)} runs "
-                f"(pid {child.pid})",
-                file=err,
+                f"(pid {self.child.pid})",
+                file=self.err,
             )
         else:
             print(
                 "cmaprof: recording system-wide"
                 + (f" for {opts.duration_s:g} s" if opts.duration_s else "; Ctrl-C stops"),
-                file=err,
+                file=self.err,
             )
 
-        interval = opts.interval_s or DEFAULT_SERIES_INTERVAL_S
-        live = opts.interval_s is not None
-        zone_names = procfs.zone_names(zones)
-        prev_cube: dict = {}
-        prev_vm = vm_start
-        prev_t = t0
-        next_tick = t0 + int(interval * 1e9)
-        end_at = t0 + int(opts.duration_s * 1e9) if opts.duration_s else None
-        stop_reason = ""
+    def _should_stop(self, now: int, end_at: int | None) -> bool:
+        if self.flag.stop:
+            self.stop_reason = f"signal {self.flag.name}"
+        elif self.child is not None and self.child.poll() is not None:
+            self.stop_reason = "command exited"
+        elif end_at is not None and now >= end_at:
+            self.stop_reason = "duration reached"
+        return bool(self.stop_reason)
+
+    def loop(self) -> None:
+        """Poll the collectors; write one interval every ``interval_s``; stop on a
+        signal, the command's exit or the duration."""
+        opts = self.opts
+        interval = int((opts.interval_s or DEFAULT_SERIES_INTERVAL_S) * 1e9)
+        self.prev_t = self.t0
+        next_tick = self.t0 + interval
+        end_at = self.t0 + int(opts.duration_s * 1e9) if opts.duration_s else None
         while True:
-            if session.cma is not None:
-                session.cma.poll()
-            if session.blockers is not None:
-                session.blockers.poll()
-            if session.stream is not None:
-                session.stream.poll()
-            if flag.stop:
-                stop_reason = f"signal {flag.name}"
-                break
-            if child is not None and child.poll() is not None:
-                stop_reason = "command exited"
+            self.session.each("poll")
+            if self._should_stop(time.monotonic_ns(), end_at):
                 break
             now = time.monotonic_ns()
-            if end_at is not None and now >= end_at:
-                stop_reason = "duration reached"
-                break
             if now >= next_tick:
-                cube = session.page.read_cube()
-                vm = procfs.parse_vmstat(procfs.read_text(Path("/"), "proc/vmstat") or "")
-                delta = cube_delta(cube, prev_cube)
-                _write_interval(writer, session, delta, (prev_t - t0, now - t0), vm)
-                window.interval(prev_t, now)
-                if live:
-                    vm_delta = {k: v - prev_vm.get(k, 0) for k, v in vm.items()}
-                    print(
-                        _live_line(
-                            (now - t0) / 1e9, (now - prev_t) / 1e9, delta, zone_names, vm_delta
-                        ),
-                        file=err,
-                    )
-                prev_cube, prev_vm, prev_t = cube, vm, now
-                next_tick += int(interval * 1e9)
+                self._interval(now)
+                next_tick += interval
             wake = min(x for x in (next_tick, end_at or next_tick) if x is not None)
             time.sleep(max(0.0, min(0.05, (wake - time.monotonic_ns()) / 1e9)))
 
-        vm_end = _snapshot(writer, "end", window.switch_off)
-        t_end = window.off_ns
-        window.interval(prev_t, t_end)
-        meta["counting_window"] = window.as_metadata()
-        if session.stream is not None:
-            meta["stream"] = session.stream.finish()
-        if session.cma is not None:
-            session.cma.poll()
-        if session.blockers is not None:
-            session.blockers.poll()
-        cube = session.page.read_cube()
-        _write_interval(
-            writer, session, cube_delta(cube, prev_cube), (prev_t - t0, t_end - t0), vm_end
-        )
+    def _interval(self, now: int) -> None:
+        t_range = (self.prev_t - self.t0, now - self.t0)
+        tables = self.session.interval_tables(t_range)  # the cube first, then vmstat
+        vm = procfs.parse_vmstat(live_procfs.read_text(Path("/"), "proc/vmstat") or "")
+        _write_interval(self.writer, tables, t_range[1], vm)
+        self.window.interval(self.prev_t, now)
+        if self.opts.interval_s is not None:
+            vm_delta = {k: v - self.prev_vm.get(k, 0) for k, v in vm.items()}
+            line = _live_line(
+                t_range[1] / 1e9,
+                (now - self.prev_t) / 1e9,
+                self.session.page.last_delta,
+                self.zone_names,
+                vm_delta,
+            )
+            print(line, file=self.err)
+        self.prev_vm, self.prev_t = vm, now
 
-        if child is not None:
-            if child.poll() is None:
-                print(f"cmaprof: stopping {opts.command[0]} (pid {child.pid})", file=err)
-                child.terminate()
-                try:
-                    child.wait(10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-            rc = child.wait()
-            exit_status = rc if rc >= 0 else 128 - rc
-            meta["command_exit_status"] = exit_status
-        meta["stop_reason"] = stop_reason
-        meta["duration_ns"] = t_end - t0
-        _finish(writer, meta, session, cube)
-    finally:
-        if child is not None and child.poll() is None:
-            child.kill()
-            child.wait()
-        if session is not None:
-            session.close()
-        if stats_fd is not None:
-            os.close(stats_fd)
-    if flag.stop and not opts.command:
-        return 0
-    return exit_status
+    def end(self) -> None:
+        """Switch counting off with the proc/end snapshot, drain, write the last interval,
+        stop the command, finish the recording."""
+        session, meta = self.session, self.meta
+        vm_end = _snapshot(self.writer, "end", self.window.switch_off)
+        t_end = self.window.off_ns
+        self.window.interval(self.prev_t, t_end)
+        meta.counting_window = self.window.as_section()
+        session.each("drain")
+        tables = session.interval_tables((self.prev_t - self.t0, t_end - self.t0))
+        _write_interval(self.writer, tables, t_end - self.t0, vm_end)
+        self._stop_command()
+        meta.stop_reason = self.stop_reason
+        meta.duration_ns = t_end - self.t0
+        _finish(self.writer, meta, session)
+
+    def _stop_command(self) -> None:
+        child = self.child
+        if child is None:
+            return
+        if child.poll() is None:
+            print(f"cmaprof: stopping {self.opts.command[0]} (pid {child.pid})", file=self.err)
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        rc = child.wait()
+        self.exit_status = rc if rc >= 0 else 128 - rc
+        self.meta.command_exit_status = self.exit_status
+
+    def reap(self) -> None:
+        if self.child is not None and self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
 
 
 def _start(
     tfs: Path,
     opts: RecordOptions,
-    names: list[str],
-    defines: dict[str, Any],
-    zones: list,
-    cma_areas: list,
-    stream: tuple[Any, Any],
-    writer: RecordingWriter,
-    meta: dict[str, Any],
+    ctx: CollectorContext,
+    meta: Metadata,
     err: IO[str],
     flag: _StopFlag,
 ) -> tuple[_Session | None, int | None]:
-    """Compile, calibrate, configure and attach; (None, None) when a stop signal came
-    first. Counting is not yet on. On any failure every program is detached before the
-    exception leaves.
+    """Compile, build the collectors, configure (calibrate) and attach; (None, None)
+    when a stop signal came first. Counting is not yet on. On any failure every program
+    is detached before the exception leaves.
 
     :raises EnvironmentProblem: compile, load or attach failure, calibration refused.
     """
@@ -625,32 +650,24 @@ def _start(
         return None, None
     from cmaprof.collectors.compilecheck import ProbeCompileError
 
+    names = ctx.names
     try:
-        bpf, names, defines = _load_probes(tfs, names, defines, opts, meta, err)
+        ctx.bpf, ctx.names, ctx.defines = _load_probes(tfs, names, ctx.defines, opts, meta, err)
     except ProbeCompileError:
         raise
     except Exception as exc:  # BCC raises a bare Exception when compile/load fails
         raise _bcc_problem(exc, names) from exc
-    call_symbol = features.cma_call_symbol(tfs) if defines.get("HAVE_KPROBE_CMA_ALLOC") else None
-    meta["cma_call_symbol"] = call_symbol
-    session = _Session(bpf, names, zones, cma_areas, call_symbol)
+    names = ctx.names
+    if ctx.defines.get("HAVE_KPROBE_CMA_ALLOC"):
+        ctx.call_symbol = features.cma_call_symbol(tfs)
+    meta.cma_call_symbol = ctx.call_symbol
+    session = _Session(ctx)
     try:
-        if stream[0] is not None and stream[1] is not None:
-            from cmaprof.collectors.stream import StreamCollector
-
-            batch = defines.get("STREAM_BATCH") or probes.get("stream").options["STREAM_BATCH"]
-            session.stream = StreamCollector(bpf, writer, stream[0], int(batch))
-            session.stream.configure(stream[1])
         if flag.stop:
             return session, None
-        cal = session.page.calibrate()
-        meta["page_alloc"] = cal.as_metadata()
-        if cal.zone_source != "page_flags":
-            print(f"cmaprof: warning: {cal.zone_reason}", file=err)
-        session.page.configure()
-        if session.blockers is not None:
-            session.blockers.configure()
-        session.attach()
+        session.each("configure")
+        session.each("metadata", meta, False)
+        session.each("attach")
         return session, bpfmodule.enable_stats()
     except CmaprofError:
         session.close()
@@ -680,31 +697,26 @@ def _bcc_problem(exc: Exception, names: list[str]) -> EnvironmentProblem:
     )
 
 
-def _write_interval(
-    writer: RecordingWriter,
-    session: _Session,
-    delta: dict,
-    t_range: tuple[int, int],
-    vm: dict[str, int],
-) -> None:
-    """Append one interval: page_alloc deltas, vmstat, CMA use and new cma_alloc calls."""
-    writer.append_series("page_alloc", cube_to_table(delta, t_range))
-    writer.append_series(
-        "vmstat", schema.to_table("vmstat", _vmstat_rows(t_range[1], vm), series=True)
-    )
+def _write_system_series(writer: RecordingWriter, t_ns: int, vm: dict[str, int]) -> None:
+    """The recorder's own series: /proc/vmstat and the CMA areas' use (debugfs)."""
+    writer.append_series("vmstat", schema.to_table("vmstat", _vmstat_rows(t_ns, vm), series=True))
     used = read_cma_used()
     if used:
         writer.append_series(
-            "cma_used", schema.to_table("cma_used", cma_used_rows(t_range[1], used), series=True)
+            "cma_used", schema.to_table("cma_used", cma_used_rows(t_ns, used), series=True)
         )
-    if session.cma is not None:
-        calls = session.cma.new_rows_table()
-        if calls is not None:
-            writer.append_series("cma_alloc", calls)
-    if session.blockers is not None:
-        rows = session.blockers.new_rows_table()
-        if rows is not None:
-            writer.append_series("cma_blockers", rows)
+
+
+def _write_interval(
+    writer: RecordingWriter, tables: dict[str, Any], t_end_ns: int, vm: dict[str, int]
+) -> None:
+    """Append one interval ending at ``t_end_ns``: the collectors' series parts,
+    vmstat and CMA use."""
+    tables = dict(tables)
+    writer.append_series("page_alloc", tables.pop("page_alloc"))
+    _write_system_series(writer, t_end_ns, vm)
+    for name, table in tables.items():
+        writer.append_series(name, table)
 
 
 def _snapshot(
@@ -712,54 +724,33 @@ def _snapshot(
 ) -> dict[str, int]:
     """Read /proc/vmstat, run ``after_vmstat`` (so the counting window closes right
     there), then save it with the other /proc files and the CMA counters."""
-    vm_text = procfs.read_text(Path("/"), "proc/vmstat") or ""
+    vm_text = live_procfs.read_text(Path("/"), "proc/vmstat") or ""
     if after_vmstat is not None:
         after_vmstat()
     writer.write_text(f"proc/{which}/vmstat", vm_text)
     for rel, path in cma_counter_files().items():
         writer.copy_file(path, f"sys/{which}/{rel}")
-    for name in procfs.SNAPSHOT_FILES[1:]:
-        text = procfs.read_text(Path("/"), f"proc/{name}")
+    for name in live_procfs.SNAPSHOT_FILES[1:]:
+        text = live_procfs.read_text(Path("/"), f"proc/{name}")
         if text is not None:
             writer.write_text(f"proc/{which}/{name}", text)
     return procfs.parse_vmstat(vm_text, f"/proc/vmstat ({which})")
 
 
-def _finish(
-    writer: RecordingWriter, meta: dict[str, Any], session: _Session | None, cube: dict
-) -> None:
+def _finish(writer: RecordingWriter, meta: Metadata, session: _Session | None) -> None:
     """Write the final tables and complete metadata."""
-    writer.write_table("page_alloc", cube_to_table(cube))
-    if session is not None:
-        bpf = session.bpf
-        writer.write_table("page_alloc_fail", session.page.read_fail())
-        if session.bulk is not None:
-            writer.write_table("page_alloc_bulk", session.bulk.read())
-            meta["bulk"] = session.bulk.stats()
-        if session.cma is not None:
-            writer.write_table("cma_alloc", session.cma.calls_table())
-            writer.write_table("cma_latency_hist", session.cma.hist_table())
-            writer.write_table("cma_release", session.cma.release_table())
-        if session.migrate is not None:
-            writer.write_table("migrate", session.migrate.table())
-        if session.blockers is not None:
-            from cmaprof.analysis import blockers as blk
-
-            raw = session.blockers.table()
-            writer.write_table("cma_blockers", raw)
-            writer.write_table("cma_failures", blk.failures_table(raw.to_pandas()))
-            writer.write_table("cma_blockers_origin", blk.origin_table(raw.to_pandas()))
-            meta["blockers"] = session.blockers.metadata(
-                meta.get("defines") or {},
-                bool((meta.get("headers") or {}).get("matches_running_kernel")),
-            )
-        meta["dropped"] = bpfmodule.read_drops(bpf)
-        meta["bpf_stats"] = bpfmodule.prog_stats(bpf)
-        meta["lost"] = {
-            name: st.get("recursion_misses", 0) for name, st in meta["bpf_stats"].items()
-        }
-    else:
+    if session is None:
+        writer.write_table("page_alloc", cube_to_table({}))
         writer.write_table("page_alloc_fail", schema.to_table("page_alloc_fail", {}))
-    meta["end_time"] = _now_iso()
-    meta["complete"] = True
+    else:
+        for c in session.collectors:
+            for name, table in c.final_tables().items():
+                writer.write_table(name, table)
+            c.metadata(meta, True)
+        bpf = session.bpf
+        meta.dropped = bpfmodule.read_drops(bpf)
+        meta.bpf_stats = bpfmodule.prog_stats(bpf)
+        meta.lost = {name: st.get("recursion_misses", 0) for name, st in meta.bpf_stats.items()}
+    meta.end_time = _now_iso()
+    meta.complete = True
     writer.write_metadata(meta)

@@ -33,9 +33,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmaprof.analysis import schema
+from cmaprof.collectors.base import Collector, CollectorContext
 from cmaprof.errors import BadInput, EnvironmentProblem
 from cmaprof.probes import abi
+from cmaprof.recording import schema
+from cmaprof.recording.metadata import Metadata, StreamInfo
 
 #: Indexes of the per-CPU ``stream_stats`` array (probes/events.h STREAM_*).
 STAT_NAMES = abi.enum("STREAM_STAT_")
@@ -272,10 +274,10 @@ def chunks_to_parquet(chunks: list[Path], target: Path) -> int:
     return rows
 
 
-class StreamCollector:
+class StreamCollector(Collector):
     """Drains the ring buffer into IPC chunks; writes the final Parquet file.
 
-    :param writer: the recording's :class:`~cmaprof.collectors.recording.RecordingWriter`.
+    :param writer: the recording's :class:`~cmaprof.recording.writer.RecordingWriter`.
     :param batch: ``STREAM_BATCH`` the program was compiled with.
     """
 
@@ -299,9 +301,27 @@ class StreamCollector:
         self.seq_gaps = 0
         self._next_seq: dict[int, int] = {}
         self.filter = ResolvedFilter()
+        self._wanted: ResolvedFilter | None = None
+        self.accounting: dict[str, Any] | None = None
 
-    def configure(self, filt: ResolvedFilter) -> None:
-        """Write the filter into the program's ``stream_filter`` map."""
+    @classmethod
+    def create(cls, ctx: CollectorContext) -> StreamCollector | None:
+        """None without ``--events`` (``ctx.options["stream"]``: the spec and the
+        resolved filter)."""
+        spec, filt = ctx.options.get("stream") or (None, None)
+        if spec is None or filt is None:
+            return None
+        from cmaprof import probes
+
+        batch = ctx.defines.get("STREAM_BATCH") or probes.get("stream").options["STREAM_BATCH"]
+        out = cls(ctx.bpf, ctx.writer, spec, int(batch))
+        out._wanted = filt
+        return out
+
+    def configure(self, filt: ResolvedFilter | None = None) -> None:
+        """Write the filter (default: the one given at creation) into the program's
+        ``stream_filter`` map."""
+        filt = filt if filt is not None else (self._wanted or ResolvedFilter())
         leaf_t = self.bpf[b"stream_batch"].sLeaf  # one CPU's value
         if ctypes.sizeof(leaf_t) != self.dtype.itemsize:
             raise EnvironmentProblem(
@@ -333,6 +353,17 @@ class StreamCollector:
     def open(self, t0_ns: int) -> None:
         self.t0_ns = t0_ns
         self.bpf[b"stream_ring"].open_ring_buffer(self._on_batch)
+
+    def start(self, t0_ns: int) -> None:
+        self.open(t0_ns)
+
+    def drain(self) -> None:
+        """Counting is off: write the last chunk and the Parquet file (:meth:`finish`)."""
+        self.accounting = self.finish()
+
+    def metadata(self, meta: Metadata, final: bool) -> None:
+        if self.accounting is not None:
+            meta.stream = StreamInfo.from_json(self.accounting)
 
     def _on_batch(self, ctx: Any, data: Any, size: int) -> int:
         self._pending.append(ctypes.string_at(data, size))

@@ -3,8 +3,8 @@
 Input is the text of tracefs (``trace``/``trace_pipe``), ``trace-cmd report`` or
 ``perf script`` with ``kmem:mm_page_alloc`` (required) and, when present, ``cma:*``
 and ``migrate:mm_migrate_pages``. The output is a recording of format version 1
-(:mod:`cmaprof.collectors.recording`), with the tables of
-:mod:`cmaprof.analysis.schema` built from the events:
+(:mod:`cmaprof.recording.writer`), with the tables of
+:mod:`cmaprof.recording.schema` built from the events:
 
 - ``page_alloc``: the cube, one row per (gfp, node, zone, order, migratetype, CMA
   area); ``page_alloc_fail``: allocations that returned no page.
@@ -43,14 +43,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmaprof.analysis import schema
-from cmaprof.collectors import procfs
-from cmaprof.collectors.recording import RecordingWriter
 from cmaprof.errors import BadInput
-from cmaprof.kernel import formats
+from cmaprof.kernel import formats, procfs
 from cmaprof.kernel.trace_fields import NULL_POINTERS, ValueEncoder, page_alloc_values
 from cmaprof.kernel.trace_text import ParsedText, key_values, parse_files
 from cmaprof.probes import abi
+from cmaprof.recording import schema
+from cmaprof.recording.writer import RecordingWriter
 
 #: zone_idx / node of a page whose zone the text cannot tell.
 ZONE_UNKNOWN = 255
@@ -420,7 +419,7 @@ def window_arg(
         return window
     if window is not None:
         raise BadInput("--window and --window-of exclude each other; give one")
-    from cmaprof.analysis import recording
+    from cmaprof.recording import reader as recording
 
     win = recording.counting_window_s(recording.load(window_of).meta)
     if win is None:

@@ -123,7 +123,7 @@ def size_per_interval(out: Path, load_from_ns: int) -> dict:
 def summarize(out: Path, samples: list[tuple[float, int]], load_from_ns: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from cmaprof.analysis import check
-    from cmaprof.analysis.recording import load
+    from cmaprof.analysis.loaded import load
 
     rec = load(out)
     meta = rec.meta

@@ -12,7 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cmaprof.analysis import load, schema
+from cmaprof.analysis import load
+from cmaprof.recording import schema
 from tests.conftest import cmaprof_cmd, run_cli
 
 KEYS = [f for f, _ in schema.PAGE_ALLOC_KEYS]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmaprof.analysis import schema
+from cmaprof.recording import schema
 from cmaprof.collectors import bpfmodule, bulk, stream
 from cmaprof.probes import abi
 

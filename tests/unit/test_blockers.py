@@ -11,7 +11,8 @@ import pytest
 
 import cmaprof.analysis as an
 from cmaprof.analysis import blockers as blk
-from cmaprof.analysis import schema, tables
+from cmaprof.analysis import tables
+from cmaprof.recording import schema
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 REC = DATA / "recordings" / "guest-6.1-blockers"
@@ -42,7 +43,7 @@ def test_state_priority():
 
 
 def test_vocabulary_matches_events_h():
-    text = (Path(schema.__file__).resolve().parents[1] / "probes" / "events.h").read_text()
+    text = (Path(schema.__file__).resolve().parents[2] / "probes" / "events.h").read_text()
     for i, cause in enumerate(schema.BLOCKER_CAUSES):
         assert f"#define BLK_CAUSE_{cause.upper()} {i}\n" in text
     for i, stage in enumerate(schema.BLOCKER_STAGES):

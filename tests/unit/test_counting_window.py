@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cmaprof.analysis import load, recording
+from cmaprof.analysis import load
 from cmaprof.collectors import text_import as importer
 from cmaprof.errors import BadInput
+from cmaprof.recording import reader as recording
 from tests.conftest import DATA, run_cli
 
 OLD = DATA / "recordings" / "host-6.18-anon"

@@ -25,7 +25,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, note, seed, settings
 from hypothesis import strategies as st
 
-from cmaprof.analysis import recording, tables
+from cmaprof.analysis import loaded as recording
+from cmaprof.analysis import tables
 from cmaprof.errors import BadInput
 from tests.conftest import DATA
 

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from cmaprof.collectors import procfs
+from cmaprof.collectors import procfs as live_procfs
 from cmaprof.errors import BadInput
+from cmaprof.kernel import procfs
 
 ZONEINFO_TWO_NODES_MOVABLE = """\
 Node 0, zone      DMA
@@ -98,7 +99,7 @@ def test_cma_areas_from_debugfs_and_sysfs(tmp_path):
     (d / "count").write_text("65536\n")
     (tmp_path / "sys/kernel/mm/cma/reserved").mkdir(parents=True)
     (tmp_path / "sys/kernel/mm/cma/hugetlb0").mkdir(parents=True)
-    areas = {a.name: a for a in procfs.read_cma_areas(tmp_path)}
+    areas = {a.name: a for a in live_procfs.read_cma_areas(tmp_path)}
     assert areas["reserved"].base_pfn == 0x44000 and areas["reserved"].end_pfn == 0x44000 + 65536
     assert areas["reserved"].source == "debugfs"
     assert areas["hugetlb0"].end_pfn is None and areas["hugetlb0"].source == "sysfs"

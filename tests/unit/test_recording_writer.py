@@ -4,9 +4,9 @@ import stat
 
 import pytest
 
-from cmaprof.analysis import schema
-from cmaprof.collectors.recording import RecordingWriter
 from cmaprof.errors import BadInput
+from cmaprof.recording import schema
+from cmaprof.recording.writer import RecordingWriter
 
 
 def test_refuses_existing_without_force(tmp_path):
@@ -79,7 +79,7 @@ def test_disk_full_is_one_clear_error_and_keeps_earlier_files(tmp_path, monkeypa
 
 
 def test_discard_removes_only_what_the_writer_wrote(tmp_path):
-    from cmaprof.collectors.recording import RecordingWriter
+    from cmaprof.recording.writer import RecordingWriter
 
     out = tmp_path / "rec"
     w = RecordingWriter(out)

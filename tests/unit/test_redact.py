@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cmaprof.analysis import redact, tables
-from cmaprof.analysis.recording import load
+from cmaprof.analysis.loaded import load
 from tests.conftest import DATA, run_cli
 
 RECORDINGS = sorted(p for p in (DATA / "recordings").iterdir() if (p / "metadata.json").exists())

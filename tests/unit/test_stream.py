@@ -14,9 +14,9 @@ import pytest
 from cmaprof.analysis import load, tables
 from cmaprof.analysis import stream as astream
 from cmaprof.collectors import stream
-from cmaprof.collectors.recording import RecordingWriter
 from cmaprof.errors import BadInput
 from cmaprof.kernel import formats
+from cmaprof.recording.writer import RecordingWriter
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TEMPLATE = DATA / "recordings" / "host-6.18-anon"

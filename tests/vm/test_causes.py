@@ -141,7 +141,7 @@ def _new_lines(g, before: int, after: int) -> str:
     """dmesg lines printed between two snapshots."""
     old = g.read(f"dmesg.{before}")
     new = g.read(f"dmesg.{after}")
-    return new[len(old) :] if new.startswith(old) else new
+    return new.removeprefix(old)
 
 
 def test_every_failed_call_has_a_cause(failures):

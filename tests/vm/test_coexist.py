@@ -171,7 +171,9 @@ def test_other_events_beside_cmaprof_never_fewer(stats):
 def test_perf_record_beside_cmaprof_sees_every_migration_the_kernel_counted(guest):
     """perf record -a on migrate:mm_migrate_pages during the recording: its nr_succeeded
     sum against vmstat pgmigrate_success (the kernel counts both in migrate_pages())."""
-    succeeded = [int(m) for m in re.findall(r"nr_succeeded=(\d+)", guest.read("perf-record.migrate"))]
+    succeeded = [
+        int(m) for m in re.findall(r"nr_succeeded=(\d+)", guest.read("perf-record.migrate"))
+    ]
     v0, v1 = _vmstat(guest, 0), _vmstat(guest, 1)
     kernel = v1["pgmigrate_success"] - v0["pgmigrate_success"]
     assert kernel > 0, "nothing migrated beside cmaprof: the check would be empty"

@@ -237,7 +237,7 @@ if "blockers" in PROBES:  # issue 4 items 1-2 landed: this check fails, it never
 
     def test_blockers_name_the_buffer_heads_and_their_gfp(stock, movable):
         """The blockers probe names bdev/buffer_head pages and their placing GFP."""
-        from cmaprof.analysis.recording import load
+        from cmaprof.analysis.loaded import load
 
         rec = load(stock.rec)
         failures = rec.df_cma_failures()

@@ -1,20 +1,7 @@
-"""The on-disk recording: the only contract between collectors and analysis.
+"""RecordingWriter: creates a recording directory and writes its files atomically.
 
-Layout of a recording directory (``FORMAT_VERSION`` 1; analysis/schema.py lists
-every table's columns and dtypes)::
-
-    metadata.json                   written at start (complete: false), replaced at end
-    formats/<system>/<event>/format tracefs format files of the events used
-    proc/start/{vmstat,zoneinfo,pagetypeinfo,buddyinfo}   right after attach
-    proc/end/...                    right before detach
-    tables/<name>.parquet           final tables, written once at the end
-    series/<name>/part-NNNNNN.parquet   one file per interval, appended while recording
-
-Every file is written under a temporary name (``O_CREAT|O_EXCL|O_NOFOLLOW``, mode
-0644), fsynced and renamed into place, so a recording killed at any moment holds
-only complete files; a recording whose metadata still says ``complete: false`` is
-loaded and reported as incomplete. Plain Parquet and JSON: DuckDB or Spark can read
-``*/tables/*.parquet`` of many recordings directly.
+The layout and the atomicity rules are in :mod:`cmaprof.recording`; metadata.json
+has the shape of :class:`~cmaprof.recording.metadata.Metadata`.
 """
 
 from __future__ import annotations
@@ -30,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cmaprof.errors import BadInput, EnvironmentProblem
+from cmaprof.recording.metadata import FORMAT_VERSION, METADATA, TOOL, Metadata
 
-FORMAT_VERSION = 1
-METADATA = "metadata.json"
+__all__ = ["FORMAT_VERSION", "METADATA", "RecordingWriter"]
 FILE_MODE = 0o644
 DIR_MODE = 0o755
 
@@ -51,7 +38,7 @@ def _is_recording(path: Path) -> bool:
         meta = json.loads((path / METADATA).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(meta, dict) and meta.get("tool") == "cmaprof"
+    return isinstance(meta, dict) and meta.get("tool") == TOOL
 
 
 class RecordingWriter:
@@ -129,9 +116,10 @@ class RecordingWriter:
     def write_json(self, rel: str, obj: Any) -> Path:
         return self.write_text(rel, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
-    def write_metadata(self, meta: dict) -> Path:
-        meta = dict(meta, tool="cmaprof", format_version=FORMAT_VERSION)
-        return self.write_json(METADATA, meta)
+    def write_metadata(self, meta: Metadata | dict[str, Any]) -> Path:
+        """Write ``metadata.json`` (stamped with the tool and :data:`FORMAT_VERSION`);
+        a plain dict is read as :class:`Metadata` first, so its keys keep their shape."""
+        return self.write_json(METADATA, Metadata.coerce(meta).for_writing())
 
     def _parquet_bytes(self, table: pa.Table) -> bytes:
         sink = pa.BufferOutputStream()

@@ -1,4 +1,5 @@
-"""Recording directory -> typed DataFrames. The one place raw values become names.
+"""Recording directory -> typed metadata and DataFrames. The one place raw values
+become names.
 
 :func:`load` validates the recording (metadata, version, tables, format files) and
 returns a :class:`Recording`; every problem is a :class:`~cmaprof.errors.BadInput`
@@ -9,7 +10,10 @@ areas from its metadata.
 
 Decoded frames (``df_*``) add to the stored columns: ``zone`` (category),
 ``migratetype`` (category), ``gfp`` (string, as the kernel prints it) and
-``cma_area`` (category, NA outside CMA). See :mod:`cmaprof.analysis.schema`.
+``cma_area`` (category, NA outside CMA). See :mod:`cmaprof.recording.schema`.
+``Recording.meta`` is the typed :class:`~cmaprof.recording.metadata.Metadata`.
+Frames that analysis derives (blockers decoded, streamed events) are methods of
+:class:`cmaprof.analysis.Recording`, which :func:`cmaprof.analysis.load` returns.
 """
 
 from __future__ import annotations
@@ -19,25 +23,28 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from cmaprof.analysis import schema
 from cmaprof.errors import BadInput
 from cmaprof.kernel import formats, procfs
+from cmaprof.recording import schema
+from cmaprof.recording.metadata import FORMAT_VERSION, METADATA, READABLE_VERSIONS, TOOL, Metadata
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "Recording", "load", "load_many"]
+#: The loader of each readable format version (each validates, then builds).
 LOADERS = {1: "load_v1"}
+assert tuple(LOADERS) == READABLE_VERSIONS
 
 
 class Recording:
     """A loaded recording. Use :func:`load` to make one."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path, meta: Metadata) -> None:
         self.path = path
         self.meta = meta
 
@@ -55,11 +62,11 @@ class Recording:
 
     @property
     def complete(self) -> bool:
-        return bool(self.meta.get("complete"))
+        return bool(self.meta.complete)
 
     @property
     def label(self) -> str:
-        return str(self.meta.get("label") or self.path.name)
+        return str(self.meta.label or self.path.name)
 
     @functools.cached_property
     def event_formats(self) -> dict[tuple[str, str], formats.EventFormat]:
@@ -96,19 +103,18 @@ class Recording:
                     return names
         return []
 
-    @functools.cached_property
+    @property
     def zone_names(self) -> dict[int, str]:
-        names = self.meta.get("zone_names") or {}
-        return {int(k): str(v) for k, v in names.items()}
+        return {int(k): str(v) for k, v in self.meta.zone_names.items()}
 
     @property
     def cma_placement_unknown(self) -> bool:
         """True for an imported trace without CMA ranges (cma_area_idx 254 rows)."""
-        return (self.meta.get("imported") or {}).get("cma_placement") == "unknown"
+        return self.meta.cma_placement_unknown
 
-    @functools.cached_property
+    @property
     def cma_area_names(self) -> list[str]:
-        return [str(a.get("name")) for a in self.meta.get("cma_areas") or []]
+        return self.meta.cma_area_names
 
     def vmstat(self, which: str) -> dict[str, int]:
         """The /proc/vmstat snapshot taken at ``which`` = "start" or "end" (empty if absent)."""
@@ -231,32 +237,6 @@ class Recording:
         """Per-interval cumulative /proc/vmstat values (long form)."""
         return self.series("vmstat").to_pandas()
 
-    def df_cma_blockers(self) -> pd.DataFrame:
-        """One row per page seen blocking a cma_alloc(), decoded (stage, cause, state,
-        placing gfp). See :mod:`cmaprof.analysis.blockers`."""
-        from cmaprof.analysis import blockers
-
-        return blockers.df_cma_blockers(self)
-
-    def df_cma_failures(self) -> pd.DataFrame:
-        """Per (area, stage, cause, state): pages, events, calls of blocking pages."""
-        from cmaprof.analysis import blockers
-
-        return blockers.df_cma_failures(self)
-
-    def df_cma_blockers_origin(self) -> pd.DataFrame:
-        """Per (cause, state, gfp of the allocation that placed the page): pages, events."""
-        from cmaprof.analysis import blockers
-
-        return blockers.df_cma_blockers_origin(self)
-
-    def df_page_alloc_events(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """One row per streamed allocation (``record --events``), decoded; empty without
-        streaming. See :mod:`cmaprof.analysis.stream`."""
-        from cmaprof.analysis import stream
-
-        return stream.df_page_alloc_events(self, columns)
-
 
 def _one_line(exc: BaseException) -> str:
     """An exception's text on one line, shortened (Arrow errors can span lines)."""
@@ -306,7 +286,7 @@ def _only_regular_files(path: Path) -> None:
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
-    mpath = path / "metadata.json"
+    mpath = path / METADATA
     if not path.exists():
         raise BadInput(f"{path}: no such recording directory")
     if not path.is_dir():
@@ -330,7 +310,7 @@ def _read_metadata(path: Path) -> dict[str, Any]:
         meta = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"{mpath}: not valid JSON ({exc}); the recording is corrupt or truncated")
-    if not isinstance(meta, dict) or meta.get("tool") != "cmaprof":
+    if not isinstance(meta, dict) or meta.get("tool") != TOOL:
         raise BadInput(f'{mpath}: not written by cmaprof (no "tool": "cmaprof")')
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
@@ -345,14 +325,19 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load(path: str | Path) -> Recording:
+R = TypeVar("R", bound=Recording)
+
+
+def load(path: str | Path, cls: type[R] = Recording) -> R:  # type: ignore[assignment]
     """Load and validate the recording at ``path``.
 
+    :param cls: the class to build (analysis passes its :class:`Recording` subclass).
     :raises BadInput: missing, corrupt, foreign or newer-version recording.
     """
     path = Path(path)
     meta = _read_metadata(path)
-    return globals()[LOADERS[meta["format_version"]]](path, meta)
+    loader = globals()[LOADERS[meta["format_version"]]]
+    return cls(path, loader(path, meta))
 
 
 #: Largest counter value accepted in metadata (an int64, as the tables store them).
@@ -433,13 +418,11 @@ def _validate_window(v: _Meta, win: Any) -> None:
             raise v.bad(f"counting_window.{key}", "must be nanoseconds (an integer)")
 
 
-def counting_window_s(meta: dict[str, Any]) -> tuple[float, float] | None:
+def counting_window_s(meta: Metadata | dict[str, Any]) -> tuple[float, float] | None:
     """The counting window (CLOCK_MONOTONIC seconds, as perf -k mono prints them), or
     None for a recording made before windows were kept or never switched off."""
-    win = meta.get("counting_window") or {}
-    if "on_ns" not in win or "off_ns" not in win:
-        return None
-    return win["on_ns"] / 1e9, win["off_ns"] / 1e9
+    win = Metadata.coerce(meta).counting_window
+    return win.seconds() if win is not None else None
 
 
 def _validate_v1(path: Path, meta: dict[str, Any]) -> None:
@@ -536,20 +519,21 @@ def _validate_v1(path: Path, meta: dict[str, Any]) -> None:
             raise v.bad("headers.build_dir", "must be a string")
 
 
-def load_v1(path: Path, meta: dict[str, Any]) -> Recording:
+def load_v1(path: Path, meta: dict[str, Any]) -> Metadata:
+    """Format version 1: check the field types, then read the typed metadata."""
     _validate_v1(path, meta)
-    return Recording(path, meta)
+    return Metadata.from_json(meta)
 
 
-def load_many(paths: list[str | Path]) -> list[Recording]:
+def load_many(paths: list[str | Path], cls: type[R] = Recording) -> list[R]:  # type: ignore[assignment]
     """Load several recordings; a directory holding recordings stands for all of them."""
-    out: list[Recording] = []
+    out: list[R] = []
     for p in map(Path, paths):
-        if (p / "metadata.json").exists() or not p.is_dir():
-            out.append(load(p))
+        if (p / METADATA).exists() or not p.is_dir():
+            out.append(load(p, cls))
         else:
-            subs = sorted(d for d in p.iterdir() if (d / "metadata.json").exists())
+            subs = sorted(d for d in p.iterdir() if (d / METADATA).exists())
             if not subs:
                 raise BadInput(f"{p}: neither a recording nor a directory of recordings")
-            out.extend(load(d) for d in subs)
+            out.extend(load(d, cls) for d in subs)
     return out

@@ -1,7 +1,7 @@
 """Column names and dtypes of every table in a recording: the written contract.
 
 Stored tables hold raw kernel values (gfp bits, zone index, migratetype number, CMA
-area index); :mod:`cmaprof.analysis.recording` decodes them into names with the format
+area index); :mod:`cmaprof.recording.reader` decodes them into names with the format
 files and /proc files saved in the same recording. Units are in the column names
 (``pages`` = base pages, ``_ns`` = nanoseconds). Time in series is relative to the
 recording start (CLOCK_MONOTONIC).
@@ -53,7 +53,7 @@ while recording and after a kill; rows ordered by CPU, then time)
 ``events`` observations, ``calls`` distinct cma_alloc() calls) and
 ``cma_blockers_origin`` (per cause, state and gfp of the allocation that placed the
 page: origin_gfp_flags uint64, null = origin unknown), both computed from
-``cma_blockers`` by :mod:`cmaprof.analysis.blockers` when the recording is written.
+``cma_blockers`` by :mod:`cmaprof.recording.derived` when the recording is written.
 """
 
 from __future__ import annotations
