@@ -7,8 +7,9 @@ while ``perf record -a`` also takes every ``cma:*`` event system-wide:
   alone 1  ->  beside (cmaprof record + perf record -a)  ->  alone 2
 
 The workload: eleven debugfs allocations of 23 pages, one request larger than the
-area, anonymous memory filling the guest and an 8192-page allocation that has to
-migrate pages out of the area, then all of it freed again.
+area, 128 MiB of anonymous memory and an 8192-page allocation that has to migrate
+pages out of the area (another process, outside perf stat, fills all but 450 MiB of
+the guest's free memory first, in every run), then all of it freed again.
 
 Checked, against perf and the kernel (never against cmaprof alone):
 - perf stat counts of ``cma:*``, ``migrate:mm_migrate_pages``,
@@ -49,16 +50,32 @@ for i in 1 2 3 4 5 6 7 8 9 10 11; do echo 23 >$dbg/alloc; done
 echo 70000 >$dbg/alloc 2>/dev/null
 python3 - <<'PY'
 import mmap
-m = mmap.mmap(-1, 1100 << 20)
-for off in range(0, 1100 << 20, 4096):
+m = mmap.mmap(-1, 128 << 20)
+m.madvise(mmap.MADV_NOHUGEPAGE)
+for off in range(0, 128 << 20, 4096):
     m[off] = 1
-try:
-    with open("/sys/kernel/debug/cma/reserved/alloc", "w") as f:
-        f.write("8192")
-except OSError:
-    pass
 PY
+echo 8192 >$dbg/alloc 2>/dev/null
 echo 8445 >$dbg/free
+"""
+
+#: Outside perf stat, before each run: anonymous memory until 450 MiB are free (so the
+#: same share of the area's pageblocks is borrowed in every run, cmaprof or not).
+FILL = r"""
+python3 - <<'PY' &
+import mmap, signal
+free = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemFree:")))
+size = (free - 450 * 1024) << 10
+m = mmap.mmap(-1, size)
+m.madvise(mmap.MADV_NOHUGEPAGE)
+for off in range(0, size, 4096):
+    m[off] = 1
+open("/tmp/filled", "w").close()
+signal.pause()
+PY
+filler=$!
+while [ ! -e /tmp/filled ]; do sleep 0.5; done
+rm /tmp/filled
 """
 
 SCRIPT = (
@@ -70,6 +87,12 @@ cat >"$out/workload.sh" <<'EOS'
     + WORKLOAD
     + r"""
 EOS
+cat >"$out/fill.sh" <<'EOS'
+"""
+    + FILL
+    + r"""
+EOS
+fill() { . "$out/fill.sh"; }
 ev='"""
     + " ".join(f"-e {e}" for e in EVENTS)
     + r"""'
@@ -77,15 +100,18 @@ snap() {
     cat /proc/vmstat >"$out/vmstat.$1"
     cat /sys/kernel/mm/cma/reserved/alloc_pages_success >"$out/pages_success.$1"
 }
+fill
 perf stat -x, $ev -o "$out/alone1.csv" -- sh "$out/workload.sh"
 echo $? >"$out/alone1.status"
+kill $filler; wait $filler
 waitstop='while [ ! -e /tmp/stop ]; do sleep 0.2; done'
 perf record -a -e 'cma:*' -e migrate:mm_migrate_pages -o /tmp/perf.data -- sh -c "$waitstop" 2>"$out/perf-record.log" &
 perfpid=$!
 sleep 3
 snap 0
 cmaprof record -o "$out/rec" --probes page_alloc,cma,migrate -- \
-    perf stat -x, $ev -o "$out/beside.csv" -- sh "$out/workload.sh" 2>"$out/record.err"
+    sh -c '. "$1/fill.sh"; perf stat -x, '"$ev"' -o "$1/beside.csv" -- sh "$1/workload.sh"
+           kill $filler; wait $filler' sh "$out" 2>"$out/record.err"
 echo $? >"$out/record.status"
 snap 1
 touch /tmp/stop
@@ -93,8 +119,10 @@ wait $perfpid
 echo $? >"$out/perf-record.status"
 perf script -i /tmp/perf.data -F event 2>/dev/null | sort | uniq -c >"$out/perf-record.counts"
 perf script -i /tmp/perf.data -F event,trace 2>/dev/null | grep mm_migrate_pages: >"$out/perf-record.migrate"
+fill
 perf stat -x, $ev -o "$out/alone2.csv" -- sh "$out/workload.sh"
 echo $? >"$out/alone2.status"
+kill $filler; wait $filler
 """
 )
 
