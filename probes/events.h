@@ -6,7 +6,7 @@
  * struct layouts as numpy dtypes), BCC generates the ctypes mirrors of the structs
  * from the compiled program (table.Key / table.Leaf), and Python restates neither a
  * number nor a layout (tests/unit/test_abi.py checks both). Field names are the
- * column names the collectors write (see analysis/schema.py). A family of
+ * column names the collectors write (see cmaprof/recording/schema.py). A family of
  * `#define PREFIX_NAME N` is a vocabulary: Python takes its names from here
  * (PREFIX_ stripped, lower case), so a name here is a name in the recording.
  */
@@ -257,12 +257,12 @@ struct stream_filter {
 #define STREAM_NR_STATS 16
 
 /* ---- blockers: pages that block cma_alloc(), and who placed them (blockers.bpf.c) ---- */
-/* Stages (analysis/schema.py BLOCKER_STAGES) */
+/* Stages (cmaprof/recording/schema.py BLOCKER_STAGES) */
 #define BLK_STAGE_ISOLATE 0		/* pageblock isolation (not reachable for CMA on 6.1) */
 #define BLK_STAGE_MIGRATE 1		/* failed to migrate: putback_movable_pages() */
 #define BLK_STAGE_TEST_ISOLATED 2	/* test_pages_isolated() fin_pfn */
 #define BLK_NR_STAGES 3
-/* Causes (analysis/schema.py BLOCKER_CAUSES, same order) */
+/* Causes (cmaprof/recording/schema.py BLOCKER_CAUSES, same order) */
 #define BLK_CAUSE_UNKNOWN 0
 #define BLK_CAUSE_FREE 1
 #define BLK_CAUSE_RESERVED 2
@@ -275,7 +275,7 @@ struct stream_filter {
 #define BLK_CAUSE_BDEV_BUFFER_HEAD 9
 #define BLK_NR_CAUSES 10
 /*
- * State bits (analysis/schema.py BLOCKER_STATES), in priority order: the `state`
+ * State bits (cmaprof/recording/schema.py BLOCKER_STATES), in priority order: the `state`
  * column names the first one set, in the order of these lines.
  */
 #define BLK_STATE_WRITEBACK 0x4
