@@ -13,7 +13,7 @@ one recording over three failure classes, each provoked on purpose:
    kernel's own account);
 3. **interrupted by a fatal signal**: with the guest's memory filled by anonymous
    pages (so the area's pageblocks are borrowed), a 60000-page debugfs request is
-   SIGKILLed while it migrates; tried up to four times with shorter delays, until the
+   SIGKILLed while it migrates; tried up to seven times with shorter delays, until the
    kernel's own ``alloc failed ... ret: -4`` line says a call was interrupted.
 
 The kernel's account of each call is its own: dmesg ``alloc failed, req-size: N pages,
@@ -49,10 +49,20 @@ echo $? >"$out/hugetlb.status"
 echo 0 >/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages
 snap 2
 python3 - <<'PY' &
-import mmap, signal
-# borrow the area's pageblocks: anonymous memory until little is free
+import glob, mmap, os, re, signal
+# borrow the area's pageblocks: anonymous memory until little is free, faulted in from
+# the CPUs of the node that holds the area (allocations go to the local node first)
+base = int(open("/sys/kernel/debug/cma/reserved/base_pfn").read())
+for node in glob.glob("/sys/devices/system/node/node[0-9]*"):
+    zi = open("/proc/zoneinfo").read()
+    n = int(node.rsplit("node", 1)[1])
+    spans = re.findall(rf"Node {n}, zone +\S+.*?spanned +(\d+).*?start_pfn: +(\d+)", zi, re.S)
+    if any(int(s) <= base < int(s) + int(sp) for sp, s in spans):
+        cpus = open(f"{node}/cpulist").read().strip()
+        lo, _, hi = cpus.partition("-")
+        os.sched_setaffinity(0, range(int(lo), int(hi or lo) + 1))
 free = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemFree:")))
-size = (free - 320 * 1024) << 10
+size = (free - 200 * 1024) << 10
 m = mmap.mmap(-1, size)
 m.madvise(mmap.MADV_NOHUGEPAGE)
 for off in range(0, size, 4096):
@@ -63,7 +73,7 @@ PY
 filler=$!
 while [ ! -e /tmp/filled ]; do sleep 0.5; done
 grep -E "^(MemFree|MemTotal|CmaFree|CmaTotal)" /proc/meminfo >"$out/meminfo.filled"
-for delay in 1.5 0.8 0.4 0.2; do
+for delay in 1.5 0.8 0.5 0.35 0.25 0.2 0.15; do
     sh -c "echo 60000 >$dbg/reserved/alloc" 2>/dev/null &
     writer=$!
     sleep $delay

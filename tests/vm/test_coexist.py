@@ -17,7 +17,11 @@ Checked, against perf and the kernel (never against cmaprof alone):
   equal those without it exactly for the cma events (the workload makes the same calls
   each time), and are never fewer for the others (a cmaprof program that returned 0 on
   a classic tracepoint made perf count 0 here);
-- ``perf record -a`` beside cmaprof sees every migrated page vmstat counted.
+- ``perf record -a`` beside cmaprof sees every migrated page vmstat counted;
+- ``trace-cmd record`` (ftrace, on ``cma`` and ``migrate:mm_migrate_pages``) runs
+  beside both and sees every ``cma_alloc_start`` (on the host trace-cmd cannot run: it
+  cannot write /proc/sys/kernel/ftrace_enabled there, so tests/live/test_coexist.py
+  uses a tracefs instance instead).
 - ``cmaprof record`` succeeds beside ``perf record -a -e 'cma:*'``, its calls equal
   the ``cma_alloc_start`` events perf recorded, and its successes equal vmstat's
   ``cma_alloc_success`` over the recording.
@@ -103,26 +107,33 @@ snap() {
 fill
 perf stat -x, $ev -o "$out/alone1.csv" -- sh "$out/workload.sh"
 echo $? >"$out/alone1.status"
-kill $filler; wait $filler
+kill $filler; wait $filler 2>/dev/null
 waitstop='while [ ! -e /tmp/stop ]; do sleep 0.2; done'
 perf record -a -e 'cma:*' -e migrate:mm_migrate_pages -o /tmp/perf.data -- sh -c "$waitstop" 2>"$out/perf-record.log" &
 perfpid=$!
+trace-cmd record -e cma -e migrate:mm_migrate_pages -o /tmp/trace.dat sh -c "$waitstop" \
+    >"$out/trace-cmd.log" 2>&1 &
+tcpid=$!
 sleep 3
 snap 0
 cmaprof record -o "$out/rec" --probes page_alloc,cma,migrate -- \
     sh -c '. "$1/fill.sh"; perf stat -x, '"$ev"' -o "$1/beside.csv" -- sh "$1/workload.sh"
-           kill $filler; wait $filler' sh "$out" 2>"$out/record.err"
+           st=$?; kill $filler; wait $filler; exit $st' sh "$out" 2>"$out/record.err"
 echo $? >"$out/record.status"
 snap 1
 touch /tmp/stop
 wait $perfpid
 echo $? >"$out/perf-record.status"
+wait $tcpid
+echo $? >"$out/trace-cmd.status"
+trace-cmd report -i /tmp/trace.dat 2>/dev/null | grep -c " cma_alloc_start:" >"$out/trace-cmd.starts"
 perf script -i /tmp/perf.data -F event 2>/dev/null | sort | uniq -c >"$out/perf-record.counts"
 perf script -i /tmp/perf.data -F event,trace 2>/dev/null | grep mm_migrate_pages: >"$out/perf-record.migrate"
 fill
 perf stat -x, $ev -o "$out/alone2.csv" -- sh "$out/workload.sh"
 echo $? >"$out/alone2.status"
-kill $filler; wait $filler
+kill $filler; wait $filler 2>/dev/null
+exit 0
 """
 )
 
@@ -223,6 +234,8 @@ def test_record_beside_perf_record_agrees_with_perf_and_vmstat(guest):
     recorded = perf_record_counts(guest.read("perf-record.counts"))
     calls = df_cma_calls(an.load(guest.out / "rec"))
     assert len(calls) == recorded["cma:cma_alloc_start"], (len(calls), recorded)
+    assert guest.read("trace-cmd.status").strip() == "0", guest.read("trace-cmd.log")
+    assert int(guest.read("trace-cmd.starts")) == recorded["cma:cma_alloc_start"]
     v0, v1 = _vmstat(guest, 0), _vmstat(guest, 1)
     assert int(calls["success"].sum()) == v1["cma_alloc_success"] - v0["cma_alloc_success"]
     pages = int(calls.loc[calls["success"], "pages_requested"].sum())
