@@ -39,10 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from cmaprof.errors import BadInput, CmaprofError
+from cmaprof.guest import default_test_kernel
 
 MANIFEST = "experiment.json"
 MANIFEST_VERSION = 1
 LAYOUTS = {"stock": "--cma", "movable": "--cma-in-movable"}
+#: The cmaprof commands :func:`summarise` runs over the sides.
+SUMMARY_COMMANDS = frozenset({"compare", "plot"})
+#: Seconds between the heartbeats of a guest passed on as progress (its other lines at once).
+PROGRESS_S = 120.0
+_HEARTBEAT = re.compile(r"\(\d+:\d\d(?::\d\d)? elapsed")
 
 #: The script each guest runs: ``sh -c GUEST_SCRIPT sh RUN_DIR REC_DIR CMAPROF PROBES
 #: SPEC...``. Snapshots of the kernel's counters are taken by the `snapshot` workload;
@@ -242,7 +248,7 @@ def vm_argv(root: Path, p: Params, run: Run) -> list[str]:
         str(p.cpus),
         LAYOUTS[run.layout],
         p.cma,
-        "--out",
+        "--output",
         str(root.resolve()),
         "--log-dir",
         str(rdir.resolve() / "console"),
@@ -267,8 +273,41 @@ def vm_argv(root: Path, p: Params, run: Run) -> list[str]:
     ]
 
 
-def guest_run(root: Path, p: Params, run: Run) -> Outcome:
-    """Boot one guest for ``run``; what came of it."""
+def _follow(proc: subprocess.Popen, err: Path, echo: Callable[[str], None], name: str) -> None:
+    """Until ``proc`` ends, pass on the lines ``cmaprof vm run`` writes to ``err``: the
+    boot, its summary and warnings at once, its heartbeats at most every PROGRESS_S."""
+    pos, last_beat = 0, time.monotonic()
+    while True:
+        done = proc.poll() is not None
+        try:
+            with open(err, "rb") as f:
+                f.seek(pos)
+                data = f.read()
+        except OSError:
+            data = b""
+        complete = data[: data.rfind(b"\n") + 1]
+        pos += len(complete)
+        for line in complete.decode(errors="replace").splitlines():
+            if not line.startswith("cmaprof: vm: "):
+                continue
+            if _HEARTBEAT.search(line):
+                if time.monotonic() - last_beat < PROGRESS_S:
+                    continue
+                last_beat = time.monotonic()
+            echo(f"cmaprof experiment: {name}: {line.removeprefix('cmaprof: ')}")
+        if done:
+            return
+        time.sleep(1.0)
+
+
+def guest_run(
+    root: Path, p: Params, run: Run, echo: Callable[[str], None] | None = None
+) -> Outcome:
+    """Boot one guest for ``run``; what came of it.
+
+    :param echo: where the guest's progress goes (boot, summary, a heartbeat every
+        PROGRESS_S); the whole of it is kept in the run's ``guest.err``.
+    """
     rdir, rec = run.run_dir(root), run.rec_dir(root)
     rdir.mkdir(parents=True)
     rec.parent.mkdir(parents=True, exist_ok=True)
@@ -277,26 +316,35 @@ def guest_run(root: Path, p: Params, run: Run) -> Outcome:
     t0 = time.monotonic()
     with open(rdir / "guest.out", "wb") as out, open(rdir / "guest.err", "wb") as err:
         try:
-            proc = subprocess.run(argv, stdout=out, stderr=err, check=False)
+            proc = subprocess.Popen(argv, stdout=out, stderr=err)
         except OSError as exc:
             return Outcome("failed", f"cannot start cmaprof vm run: {exc}", 0.0)
-    secs = time.monotonic() - t0
+        try:
+            _follow(proc, rdir / "guest.err", echo or (lambda s: None), run.name)
+        finally:
+            if proc.poll() is None:  # interrupted: vm run stops its guest on SIGTERM
+                proc.terminate()
+            proc.wait()
+    return _outcome(proc.returncode, rdir, rec, time.monotonic() - t0)
+
+
+def _outcome(returncode: int, rdir: Path, rec: Path, secs: float) -> Outcome:
     try:
         rstatus: int | None = int((rdir / "record.status").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         rstatus = None
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = (rdir / "guest.err").read_text(errors="replace").strip().splitlines()[-3:]
         return Outcome(
             "failed",
-            f"cmaprof vm run exited {proc.returncode}: {' / '.join(tail)}",
+            f"cmaprof vm run exited {returncode}: {' / '.join(tail)}",
             secs,
-            proc.returncode,
+            returncode,
             rstatus,
         )
     if not (rec / "metadata.json").is_file():
-        return Outcome("failed", "no recording written", secs, proc.returncode, rstatus)
-    return Outcome("ok", "", secs, proc.returncode, rstatus)
+        return Outcome("failed", "no recording written", secs, returncode, rstatus)
+    return Outcome("ok", "", secs, returncode, rstatus)
 
 
 def _fmt_s(s: float) -> str:
@@ -368,7 +416,11 @@ def execute(
     guest (default :func:`guest_run`). A failed run is tried ``retries`` more times
     at once (each attempt kept), then left for the next resume.
     """
-    runner = runner or guest_run
+    if runner is None:
+
+        def runner(root: Path, p: Params, r: Run) -> Outcome:  # real guests, progress on echo
+            return guest_run(root, p, r, echo=echo)
+
     runs = plan(p)
     man = load_or_create(root, p)
     todo = [r for r in runs if not run_complete(root, r)]
@@ -391,13 +443,6 @@ def execute(
     return man
 
 
-def cli_has(command: str) -> bool:
-    """Whether this cmaprof has the top-level command ``command``."""
-    from cmaprof.cli import cli
-
-    return command in getattr(cli, "commands", {})
-
-
 def summarise(
     root: Path, p: Params, echo: Callable[[str], None] = lambda s: None
 ) -> dict[str, str]:
@@ -412,7 +457,7 @@ def summarise(
     cmd = cmaprof_argv()
     if len(dirs) < 2:
         result["compare"] = "one side only: nothing to compare"
-    elif not cli_has("compare"):
+    elif "compare" not in SUMMARY_COMMANDS:
         result["compare"] = "cmaprof compare does not exist in this cmaprof yet"
     else:
         for fmt, name in (("text", "compare.txt"), ("json", "compare.json")):
@@ -424,7 +469,7 @@ def summarise(
                 result[f"compare_{fmt}"] = name
             else:
                 result[f"compare_{fmt}"] = "failed: " + proc.stderr.decode(errors="replace")[-300:]
-    if not cli_has("plot"):
+    if "plot" not in SUMMARY_COMMANDS:
         result["plot"] = "cmaprof plot does not exist in this cmaprof yet"
     else:
         proc = subprocess.run(
@@ -456,7 +501,33 @@ def experiment(root: Path, p: Params, echo: Callable[[str], None] = lambda s: No
 
 
 def kernel_default() -> str | None:
-    from cmaprof.vm import default_test_kernel
-
+    """The test kernel of ``cmaprof vm run`` (see :func:`cmaprof.guest.default_test_kernel`)."""
     k = default_test_kernel()
     return str(k) if k else None
+
+
+#: The worked example's guest workloads (docs/worked-example.md, tests/vm/test_scenario.py).
+WORKED_EXAMPLE_WORKLOADS = [
+    "snapshot:owners=0",
+    "anon:leave=400,hold=1,thp=1",
+    "bdev-metadata:size=256,files=1000,seconds=30",
+    "snapshot",
+    "cma-alloc:pages=100%maxchunk,hold=1",
+    "snapshot:owners=0",
+]
+
+
+def worked_example(kernel: str, timeout_s: float = 2400.0) -> Params:
+    """The worked example's experiment on ``kernel``: stock CMA against CMA inside
+    ZONE_MOVABLE, one iteration each (2 GiB, a 256 MiB area, ``page_owner=on``)."""
+    return Params(
+        kernels=[kernel],
+        layouts=["stock", "movable"],
+        workloads=list(WORKED_EXAMPLE_WORKLOADS),
+        iterations=1,
+        memory="2G",
+        cma="256M",
+        append=["page_owner=on"],
+        probes="page_alloc,cma,migrate,blockers",
+        timeout_s=timeout_s,
+    )
