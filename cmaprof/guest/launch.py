@@ -167,11 +167,17 @@ def progress_line(phase: str, elapsed_s: float, timeout_s: float | None = None) 
     return f"cmaprof: vm: {phase} ({fmt_elapsed(elapsed_s)} elapsed{limit})"
 
 
+def one_line(command: list[str]) -> str:
+    """``command`` as a shell would take it, on one line (a script argument's newlines and
+    indentation become single spaces) for progress lines."""
+    return " ".join(shlex.join(command).split())
+
+
 def phase(opts: VmOptions, booted: bool) -> str:
     """What the guest is doing, for a heartbeat: booting, or running (a short) command."""
     if not booted:
         return "booting the guest"
-    cmd = shlex.join(opts.command)
+    cmd = one_line(opts.command)
     cmd = cmd if len(cmd) <= 40 else cmd[:37] + "..."
     if "record" in opts.command:
         return f"running {cmd}; BCC compiles the probes first (minutes under TCG)"

@@ -25,7 +25,6 @@ How a run works, and why it does not trust virtme-ng's own plumbing:
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from cmaprof.guest.launch import (
     LaunchResult,
     guest_script,
     launch,
+    one_line,
     signals_unwind,
     vng_argv,
 )
@@ -146,7 +146,7 @@ class _Run:
             (ctl / "run.sh").write_text(guest_script(ctl, opts.command))
             self.say(
                 f"cmaprof: vm: booting {opts.kernel.name} under {accel} ({opts.memory}, "
-                f"{opts.cpus} CPUs), then running {shlex.join(opts.command)[:60]}; a heartbeat "
+                f"{opts.cpus} CPUs), then running {one_line(opts.command)[:60]}; a heartbeat "
                 f"every {HEARTBEAT_S:g} s while the guest is silent"
             )
 

@@ -97,3 +97,12 @@ def test_launch_closes_the_console_pipe(tmp_path, monkeypatch):
     assert len(started) == 3 and all(p.stdout.closed for p in started)
     assert _open_fds() == before
     assert (tmp_path / "console.log").read_text().splitlines().count("console line") == 3
+
+
+def test_a_script_argument_stays_on_the_progress_line():
+    """A command with a multi-line script argument (as `cmaprof experiment` runs) is shown
+    on one line: a heartbeat is one line of stderr."""
+    opts = vm.VmOptions(kernel=Path("bzImage"), command=["sh", "-c", "\nrun=$1\n  x=2\n", "sh"])
+    assert vm.phase(opts, booted=True) == "running sh -c ' run=$1 x=2 ' sh"
+    line = vm.progress_line(vm.phase(opts, booted=True), 60.0, 900.0)
+    assert "\n" not in line
