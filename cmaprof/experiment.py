@@ -34,15 +34,46 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from cmaprof.errors import BadInput, CmaprofError
+from cmaprof.experiment_plan import (
+    LAYOUTS,
+    WORKED_EXAMPLE_WORKLOADS,
+    Outcome,
+    Params,
+    Run,
+    kernel_labels,
+    plan,
+    worked_example,
+)
+from cmaprof.guest import default_test_kernel
+
+__all__ = [
+    "LAYOUTS",
+    "WORKED_EXAMPLE_WORKLOADS",
+    "Outcome",
+    "Params",
+    "Run",
+    "execute",
+    "experiment",
+    "guest_run",
+    "kernel_labels",
+    "plan",
+    "summarise",
+    "vm_argv",
+    "worked_example",
+]
 
 MANIFEST = "experiment.json"
 MANIFEST_VERSION = 1
-LAYOUTS = {"stock": "--cma", "movable": "--cma-in-movable"}
+#: The cmaprof commands :func:`summarise` runs over the sides.
+SUMMARY_COMMANDS = frozenset({"compare", "plot"})
+#: Seconds between the heartbeats of a guest passed on as progress (its other lines at once).
+PROGRESS_S = 120.0
+_HEARTBEAT = re.compile(r"\(\d+:\d\d(?::\d\d)? elapsed")
 
 #: The script each guest runs: ``sh -c GUEST_SCRIPT sh RUN_DIR REC_DIR CMAPROF PROBES
 #: SPEC...``. Snapshots of the kernel's counters are taken by the `snapshot` workload;
@@ -57,89 +88,6 @@ echo $status >"$run/record.status"
 dmesg >"$run/dmesg.txt" 2>&1
 exit $status
 """
-
-
-@dataclass(frozen=True)
-class Params:
-    """What an experiment runs; stored in the manifest and compared on resume."""
-
-    kernels: list[str]
-    layouts: list[str]
-    workloads: list[str]
-    iterations: int
-    memory: str = "2G"
-    cma: str = "256M"
-    cpus: int = 2
-    append: list[str] = field(default_factory=list)
-    probes: str | None = None
-    timeout_s: float = 1800.0
-
-    def same_experiment(self, other: Params) -> list[str]:
-        """Names of the parameters that differ, apart from ``iterations``."""
-        a, b = asdict(self), asdict(other)
-        return [k for k in a if k not in ("iterations", "timeout_s") and a[k] != b[k]]
-
-
-@dataclass(frozen=True)
-class Run:
-    """One guest boot: a kernel, a layout and an iteration (1-based)."""
-
-    kernel: str
-    label: str
-    layout: str
-    iteration: int
-
-    @property
-    def side(self) -> str:
-        return f"{self.label}-{self.layout}"
-
-    @property
-    def name(self) -> str:
-        return f"{self.side}/iter-{self.iteration:02d}"
-
-    def rec_dir(self, root: Path) -> Path:
-        return root / "recordings" / self.side / f"iter-{self.iteration:02d}"
-
-    def run_dir(self, root: Path) -> Path:
-        return root / "runs" / self.side / f"iter-{self.iteration:02d}"
-
-
-def kernel_labels(kernels: list[str]) -> list[str]:
-    """File-system-safe, distinct labels: ``bzImage-6.1.192-cma`` -> ``6.1.192-cma``."""
-    labels: list[str] = []
-    for k in kernels:
-        base = re.sub(r"^(bzImage|vmlinuz)-", "", Path(k).name) or "kernel"
-        base = re.sub(r"[^A-Za-z0-9._+-]", "_", base)
-        label, n = base, 2
-        while label in labels:
-            label, n = f"{base}.{n}", n + 1
-        labels.append(label)
-    return labels
-
-
-def plan(p: Params) -> list[Run]:
-    """Every (kernel, layout) x iteration, iterations outermost (interleaved, so a drift
-    of the host over time hits every side alike)."""
-    if not p.kernels:
-        raise BadInput("experiment: no kernel (give --kernel, or build a test kernel)")
-    if not p.layouts:
-        raise BadInput("experiment: no layout")
-    for lay in p.layouts:
-        if lay not in LAYOUTS:
-            raise BadInput(f"experiment: unknown layout {lay!r}; known: {', '.join(LAYOUTS)}")
-    if len(set(p.layouts)) != len(p.layouts) or len(set(p.kernels)) != len(p.kernels):
-        raise BadInput("experiment: a kernel or layout is given twice")
-    if p.iterations < 1:
-        raise BadInput("experiment: --iterations must be at least 1")
-    if not p.workloads:
-        raise BadInput("experiment: give at least one --workload NAME[:ARGS]")
-    labels = kernel_labels(p.kernels)
-    return [
-        Run(k, lab, lay, i)
-        for i in range(1, p.iterations + 1)
-        for k, lab in zip(p.kernels, labels)
-        for lay in p.layouts
-    ]
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -210,17 +158,6 @@ def load_or_create(root: Path, p: Params) -> dict[str, Any]:
     return {"version": MANIFEST_VERSION, "params": asdict(p), "runs": {}}
 
 
-@dataclass
-class Outcome:
-    """What one guest run gave."""
-
-    status: str  # ok | failed
-    reason: str
-    seconds: float
-    vm_status: int | None = None
-    record_status: int | None = None
-
-
 def cmaprof_argv() -> list[str]:
     """The cmaprof command, the same path on the host and in the guest (shared root)."""
     script = Path(sys.executable).with_name("cmaprof")
@@ -242,7 +179,7 @@ def vm_argv(root: Path, p: Params, run: Run) -> list[str]:
         str(p.cpus),
         LAYOUTS[run.layout],
         p.cma,
-        "--out",
+        "--output",
         str(root.resolve()),
         "--log-dir",
         str(rdir.resolve() / "console"),
@@ -267,8 +204,41 @@ def vm_argv(root: Path, p: Params, run: Run) -> list[str]:
     ]
 
 
-def guest_run(root: Path, p: Params, run: Run) -> Outcome:
-    """Boot one guest for ``run``; what came of it."""
+def _follow(proc: subprocess.Popen, err: Path, echo: Callable[[str], None], name: str) -> None:
+    """Until ``proc`` ends, pass on the lines ``cmaprof vm run`` writes to ``err``: the
+    boot, its summary and warnings at once, its heartbeats at most every PROGRESS_S."""
+    pos, last_beat = 0, time.monotonic()
+    while True:
+        done = proc.poll() is not None
+        try:
+            with open(err, "rb") as f:
+                f.seek(pos)
+                data = f.read()
+        except OSError:
+            data = b""
+        complete = data[: data.rfind(b"\n") + 1]
+        pos += len(complete)
+        for line in complete.decode(errors="replace").splitlines():
+            if not line.startswith("cmaprof: vm: "):
+                continue
+            if _HEARTBEAT.search(line):
+                if time.monotonic() - last_beat < PROGRESS_S:
+                    continue
+                last_beat = time.monotonic()
+            echo(f"cmaprof experiment: {name}: {line.removeprefix('cmaprof: ')}")
+        if done:
+            return
+        time.sleep(1.0)
+
+
+def guest_run(
+    root: Path, p: Params, run: Run, echo: Callable[[str], None] | None = None
+) -> Outcome:
+    """Boot one guest for ``run``; what came of it.
+
+    :param echo: where the guest's progress goes (boot, summary, a heartbeat every
+        PROGRESS_S); the whole of it is kept in the run's ``guest.err``.
+    """
     rdir, rec = run.run_dir(root), run.rec_dir(root)
     rdir.mkdir(parents=True)
     rec.parent.mkdir(parents=True, exist_ok=True)
@@ -277,26 +247,35 @@ def guest_run(root: Path, p: Params, run: Run) -> Outcome:
     t0 = time.monotonic()
     with open(rdir / "guest.out", "wb") as out, open(rdir / "guest.err", "wb") as err:
         try:
-            proc = subprocess.run(argv, stdout=out, stderr=err, check=False)
+            proc = subprocess.Popen(argv, stdout=out, stderr=err)
         except OSError as exc:
             return Outcome("failed", f"cannot start cmaprof vm run: {exc}", 0.0)
-    secs = time.monotonic() - t0
+        try:
+            _follow(proc, rdir / "guest.err", echo or (lambda s: None), run.name)
+        finally:
+            if proc.poll() is None:  # interrupted: vm run stops its guest on SIGTERM
+                proc.terminate()
+            proc.wait()
+    return _outcome(proc.returncode, rdir, rec, time.monotonic() - t0)
+
+
+def _outcome(returncode: int, rdir: Path, rec: Path, secs: float) -> Outcome:
     try:
         rstatus: int | None = int((rdir / "record.status").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         rstatus = None
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = (rdir / "guest.err").read_text(errors="replace").strip().splitlines()[-3:]
         return Outcome(
             "failed",
-            f"cmaprof vm run exited {proc.returncode}: {' / '.join(tail)}",
+            f"cmaprof vm run exited {returncode}: {' / '.join(tail)}",
             secs,
-            proc.returncode,
+            returncode,
             rstatus,
         )
     if not (rec / "metadata.json").is_file():
-        return Outcome("failed", "no recording written", secs, proc.returncode, rstatus)
-    return Outcome("ok", "", secs, proc.returncode, rstatus)
+        return Outcome("failed", "no recording written", secs, returncode, rstatus)
+    return Outcome("ok", "", secs, returncode, rstatus)
 
 
 def _fmt_s(s: float) -> str:
@@ -368,7 +347,11 @@ def execute(
     guest (default :func:`guest_run`). A failed run is tried ``retries`` more times
     at once (each attempt kept), then left for the next resume.
     """
-    runner = runner or guest_run
+    if runner is None:
+
+        def runner(root: Path, p: Params, r: Run) -> Outcome:  # real guests, progress on echo
+            return guest_run(root, p, r, echo=echo)
+
     runs = plan(p)
     man = load_or_create(root, p)
     todo = [r for r in runs if not run_complete(root, r)]
@@ -391,13 +374,6 @@ def execute(
     return man
 
 
-def cli_has(command: str) -> bool:
-    """Whether this cmaprof has the top-level command ``command``."""
-    from cmaprof.cli import cli
-
-    return command in getattr(cli, "commands", {})
-
-
 def summarise(
     root: Path, p: Params, echo: Callable[[str], None] = lambda s: None
 ) -> dict[str, str]:
@@ -412,7 +388,7 @@ def summarise(
     cmd = cmaprof_argv()
     if len(dirs) < 2:
         result["compare"] = "one side only: nothing to compare"
-    elif not cli_has("compare"):
+    elif "compare" not in SUMMARY_COMMANDS:
         result["compare"] = "cmaprof compare does not exist in this cmaprof yet"
     else:
         for fmt, name in (("text", "compare.txt"), ("json", "compare.json")):
@@ -424,7 +400,7 @@ def summarise(
                 result[f"compare_{fmt}"] = name
             else:
                 result[f"compare_{fmt}"] = "failed: " + proc.stderr.decode(errors="replace")[-300:]
-    if not cli_has("plot"):
+    if "plot" not in SUMMARY_COMMANDS:
         result["plot"] = "cmaprof plot does not exist in this cmaprof yet"
     else:
         proc = subprocess.run(
@@ -456,7 +432,6 @@ def experiment(root: Path, p: Params, echo: Callable[[str], None] = lambda s: No
 
 
 def kernel_default() -> str | None:
-    from cmaprof.vm import default_test_kernel
-
+    """The test kernel of ``cmaprof vm run`` (see :func:`cmaprof.guest.default_test_kernel`)."""
     k = default_test_kernel()
     return str(k) if k else None

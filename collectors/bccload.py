@@ -15,8 +15,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from cmaprof.errors import EnvironmentProblem
 
@@ -132,3 +134,16 @@ def describe(bcc: ModuleType) -> str:
     """``bcc <version> from <directory>``, for doctor and recording metadata."""
     version = getattr(bcc, "__version__", None) or "(version unknown)"
     return f"bcc {version} from {Path(_module_file(bcc)).parent}"
+
+
+def load_probes(names: Sequence[str], options: Mapping[str, Any] | None = None) -> Any:
+    """Compile the probes ``names`` into one ``bcc.BPF`` module.
+
+    Programs named with BCC's prefixes (``TRACEPOINT_PROBE``, ``kprobe__``) attach at
+    load and count only while the config map says ``enabled``; the page_alloc
+    programs have plain names and are attached by their collector.
+    """
+    from cmaprof import probes
+
+    bcc = import_bcc()
+    return bcc.BPF(text=probes.text(names).encode(), cflags=probes.cflags(names, options))

@@ -5,7 +5,7 @@ no ``kmem:mm_page_alloc``; this collector attaches a kprobe and a kretprobe to t
 function (:func:`cmaprof.collectors.features.bulk_symbol`) and reads the per (node, zone)
 page counts into the ``page_alloc_bulk`` table. Counting follows the page_alloc probe's
 ``config`` map (``enabled``, zone source), so the program must be compiled together with
-page_alloc (``probes.load(["bulk", "page_alloc", ...])``), which also tells it the
+page_alloc (``bccload.load_probes(["bulk", "page_alloc", ...])``), which also tells it the
 fallback pages that mm_page_alloc did trace.
 """
 

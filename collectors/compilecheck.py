@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cmaprof import probes
+from cmaprof.collectors import bccload
 from cmaprof.errors import EnvironmentProblem
 
 
@@ -235,14 +236,14 @@ def raise_if_known(names: Sequence[str], defines: Mapping[str, Any]) -> None:
 
 
 def load(names: Sequence[str], defines: Mapping[str, Any]) -> Any:
-    """:func:`cmaprof.probes.load`, raising :class:`ProbeCompileError` when the compiler
-    reports an error (at once, without compiling, when the cache knows this set fails
+    """:func:`~cmaprof.collectors.bccload.load_probes`, raising :class:`ProbeCompileError`
+    when the compiler reports an error (at once, without compiling, when the cache knows this set fails
     here); any other BCC exception (load, verifier, attach) is raised as it is."""
     key = cache_key(names, defines, _bcc_version())
     known = cached(key)
     if isinstance(known, CompileFailure):
         raise ProbeCompileError(known, names)
-    bpf, text, exc = _capture_fd2(lambda: probes.load(names, defines))
+    bpf, text, exc = _capture_fd2(lambda: bccload.load_probes(names, defines))
     if exc is not None:
         if first_error(text) is None:
             # no compiler diagnostic: a load or attach failure (verifier, file

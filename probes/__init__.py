@@ -137,21 +137,9 @@ def text(names: Sequence[str]) -> str:
 
 
 def dump(names: Sequence[str], options: Mapping[str, Any] | None = None) -> str:
-    """The exact flags and text that :func:`load` would compile, with the sources."""
+    """The exact flags and text that :func:`cmaprof.collectors.bccload.load_probes` would
+    compile, with the sources."""
     lines = ["// cflags: " + " ".join(cflags(names, options)), text(names)]
     for hdr in ("events.h",):
         lines += [f"// ---- {PROBES_DIR / hdr}", (PROBES_DIR / hdr).read_text()]
     return "\n".join(lines)
-
-
-def load(names: Sequence[str], options: Mapping[str, Any] | None = None) -> Any:
-    """Compile the probes ``names`` into one ``bcc.BPF`` module.
-
-    Programs named with BCC's prefixes (``TRACEPOINT_PROBE``, ``kprobe__``) attach at
-    load and count only while the config map says ``enabled``; the page_alloc
-    programs have plain names and are attached by their collector.
-    """
-    from cmaprof.collectors.bccload import import_bcc
-
-    bcc = import_bcc()
-    return bcc.BPF(text=text(names).encode(), cflags=cflags(names, options))

@@ -270,14 +270,14 @@ def test_compile_failure_leaves_nothing(tmp_path, monkeypatch):
     """A compile error BCC reports (it raises a bare Exception; wrong-version headers
     can cause one) is one error and removes the start-up files. The error is injected:
     this host's headers compile."""
-    from cmaprof import probes
+    from cmaprof.collectors import bccload
     from cmaprof.collectors.record import RecordOptions, record
     from cmaprof.errors import EnvironmentProblem
 
     def fail(names, options=None):
         raise Exception("Failed to compile BPF module <text>")  # noqa: TRY002 - as bcc.BPF
 
-    monkeypatch.setattr(probes, "load", fail)
+    monkeypatch.setattr(bccload, "load_probes", fail)
     out = tmp_path / "rec"
     with pytest.raises(EnvironmentProblem) as exc:
         record(RecordOptions(output=out, duration_s=1, probes=["page_alloc"]))

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from cmaprof.vm import kernel_version, shared_test_kernels
+from cmaprof.guest import kernel_version, shared_test_kernels
 
 pytestmark = pytest.mark.live
 

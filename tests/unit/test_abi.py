@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmaprof.recording import schema
 from cmaprof.collectors import bpfmodule, bulk, stream
 from cmaprof.probes import abi
+from cmaprof.recording import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_TREES = ("cmaprof", "probes", "collectors", "analysis")

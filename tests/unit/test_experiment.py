@@ -34,7 +34,7 @@ class FakeGuest:
         self.fail = set(fail)
         self.crash_at = crash_at
 
-    def __call__(self, root: Path, p: exp.Params, run: exp.Run) -> exp.Outcome:
+    def __call__(self, root: Path, p: exp.Params, run: exp.Run, echo=None) -> exp.Outcome:
         self.calls.append(run.name)
         run.run_dir(root).mkdir(parents=True)
         (run.run_dir(root) / "dmesg.txt").write_text("dmesg\n")
@@ -130,7 +130,7 @@ def test_resume_skips_complete_runs_and_reruns_interrupted_ones(tmp_path):
 
 def test_failed_runs_are_reported_and_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(exp, "guest_run", FakeGuest(fail={"6.1.192-cma-movable/iter-01"}))
-    monkeypatch.setattr(exp, "cli_has", lambda name: False)
+    monkeypatch.setattr(exp, "SUMMARY_COMMANDS", frozenset())
     p = params()
     with pytest.raises(CmaprofError, match="1 run\\(s\\) failed: 6.1.192-cma-movable/iter-01"):
         exp.experiment(tmp_path, p)
@@ -174,7 +174,7 @@ def test_guest_command_line(tmp_path):
     assert opts[opts.index("--cma-in-movable") + 1] == "128M"
     assert "--cma" not in opts
     assert opts[opts.index("--append") + 1] == "page_owner=on"
-    assert opts[opts.index("--out") + 1] == str(tmp_path.resolve())
+    assert opts[opts.index("--output") + 1] == str(tmp_path.resolve())
     assert opts[opts.index("--log-dir") + 1] == str(run.run_dir(tmp_path).resolve() / "console")
     tail = argv[argv.index("--") + 1 :]
     assert tail[:2] == ["sh", "-c"] and tail[2] == exp.GUEST_SCRIPT
@@ -237,3 +237,45 @@ def test_a_failed_boot_is_tried_again_at_once_and_both_attempts_kept(tmp_path):
     assert man["runs"]["6.1.192-cma-stock/iter-01"]["status"] == "ok"
     assert (tmp_path / "runs/6.1.192-cma-stock/iter-01.failed-1/run.json").exists()
     assert any("trying again" in ln for ln in lines)
+
+
+def test_the_summary_commands_exist_in_the_cli():
+    from cmaprof.cli import cli
+
+    assert exp.SUMMARY_COMMANDS <= set(cli.commands)
+
+
+def test_neither_the_experiment_nor_the_guest_runner_imports_the_cli():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cmaprof.experiment, cmaprof.guest; "
+        "print(sorted(m for m in sys.modules if m == 'click' or m.startswith('cmaprof.cli')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("every", "beats"), [(0.0, 2), (3600.0, 0)])
+def test_guest_progress_is_passed_on(tmp_path, monkeypatch, every, beats):
+    """A stand-in `cmaprof vm run` writes what the real one does on stderr: its boot and
+    summary lines are passed on at once, heartbeats at most every PROGRESS_S."""
+    monkeypatch.setattr(exp, "PROGRESS_S", every)
+    p = params(iterations=1, layouts=["stock"])
+    run = exp.plan(p)[0]
+    rec = run.rec_dir(tmp_path)
+    script = (
+        "echo 'cmaprof: vm: booting bzImage under TCG' >&2; "
+        "echo 'cmaprof: vm: booting the guest (0:30 elapsed, killed at 15:00)' >&2; "
+        "echo 'other output' >&2; "
+        "echo 'cmaprof: vm: running sh (1:00 elapsed, killed at 15:00)' >&2; "
+        f"mkdir -p {rec} && echo '{{}}' >{rec}/metadata.json"
+    )
+    monkeypatch.setattr(exp, "vm_argv", lambda root, p, run: ["sh", "-c", script])
+    lines: list[str] = []
+    out = exp.guest_run(tmp_path, p, run, echo=lines.append)
+    assert out.status == "ok", out
+    assert lines[0] == f"cmaprof experiment: {run.name}: vm: booting bzImage under TCG"
+    assert len(lines) == 1 + beats, lines
+    assert not any("other output" in ln for ln in lines)

@@ -137,6 +137,25 @@ def test_old_option_spellings_still_parse():
     parse(shlex.split("cmaprof vm run --out /tmp/x -- true"))
 
 
+def test_output_options_are_o_output_everywhere():
+    """Every option that names where output goes is spelled -o/--output; an image
+    format is --image-format, and --format offers text, csv or json only."""
+    for path in ALL:
+        cmd = _resolve(path)
+        for param in cmd.params:
+            if not isinstance(param, click.Option) or param.hidden:
+                continue
+            if {"--out", "--outdir", "--output-dir"} & set(param.opts):
+                raise AssertionError(f"cmaprof {' '.join(path)}: {param.opts}")
+            if "--output" in param.opts:
+                assert param.opts == ["-o", "--output"], (path, param.opts)
+            if "--format" in param.opts:
+                assert isinstance(param.type, click.Choice), path
+                assert set(param.type.choices) <= {"text", "csv", "json"}, path
+    parse(shlex.split("cmaprof vm run -o /tmp/x -- true"))
+    parse(shlex.split("cmaprof vm run --output /tmp/x -- true"))
+
+
 def readme_commands() -> list[str]:
     """The ``cmaprof ...`` commands of the README's indented code blocks, continuation
     lines (a trailing backslash, or an open quote) joined."""

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from cmaprof.errors import BadInput
-from cmaprof.vm import (
+from cmaprof.guest import default_test_kernel
+from cmaprof.guest.layout import (
     KERNELCORE_MIN_MIB,
     PFN_4G,
     VmOptions,
     cma_in_movable_layout,
-    default_test_kernel,
     guest_ram_ranges,
     kernel_cmdline,
     movable_zone_start_pfns,

@@ -4,11 +4,13 @@ launch loop while a (fake, host-side) guest is silent."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from cmaprof import vm
+from cmaprof.guest import launch as vm
 
 
 @pytest.mark.parametrize(
@@ -28,15 +30,12 @@ def test_progress_line():
 
 def test_phase_says_what_the_guest_does():
     opts = vm.VmOptions(kernel=Path("bzImage"), command=["cmaprof", "record", "-o", "x"])
-    assert vm._phase(opts, booted=False) == "booting the guest"
-    assert "BCC compiles the probes" in vm._phase(opts, booted=True)
+    assert vm.phase(opts, booted=False) == "booting the guest"
+    assert "BCC compiles the probes" in vm.phase(opts, booted=True)
     long = vm.VmOptions(kernel=Path("bzImage"), command=["sh", "-c", "x" * 80])
-    assert len(vm._phase(long, booted=True)) <= len("running ") + 40
+    assert len(vm.phase(long, booted=True)) <= len("running ") + 40
 
 
-# _launch() leaves the QEMU pipe's read end to the garbage collector (found here; not a
-# progress-output matter, so not changed in this branch)
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_heartbeat_while_silent(tmp_path, monkeypatch):
     """A 'guest' (sh on the host) silent for 1.2 s with a 0.3 s heartbeat: beats while
     it boots, none after output until silence again."""
@@ -45,7 +44,7 @@ def test_heartbeat_while_silent(tmp_path, monkeypatch):
     ctl.mkdir()
     opts = vm.VmOptions(kernel=Path("bzImage"), command=["true"], timeout_s=30)
     out, err = io.BytesIO(), io.BytesIO()
-    result = vm._launch(
+    result = vm.launch(
         ["/bin/sh", "-c", "sleep 1.2"],
         ctl,
         tmp_path / "console.log",
@@ -60,3 +59,50 @@ def test_heartbeat_while_silent(tmp_path, monkeypatch):
     assert 2 <= len(lines) <= 5, lines
     assert all(x.startswith("cmaprof: vm: booting the guest (0:0") for x in lines), lines
     assert all("killed at 0:30" in x for x in lines)
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_launch_closes_the_console_pipe(tmp_path, monkeypatch):
+    """The read end of the console pipe is closed when launch() returns, not left to the
+    garbage collector (it leaked one descriptor per launch): the Popen is kept alive
+    here, so only an explicit close frees it."""
+    started = []
+
+    class KeptPopen(subprocess.Popen):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            started.append(self)
+
+    monkeypatch.setattr(vm.subprocess, "Popen", KeptPopen)
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    opts = vm.VmOptions(kernel=Path("bzImage"), command=["true"], timeout_s=30)
+    script = f"echo console line; echo 7 >{ctl}/status"
+    before = _open_fds()
+    for _ in range(3):
+        result = vm.launch(
+            ["/bin/sh", "-c", script],
+            ctl,
+            tmp_path / "console.log",
+            opts,
+            False,
+            io.BytesIO(),
+            io.BytesIO(),
+            lambda boot: None,
+        )
+        assert result.status == 7
+    assert len(started) == 3 and all(p.stdout.closed for p in started)
+    assert _open_fds() == before
+    assert (tmp_path / "console.log").read_text().splitlines().count("console line") == 3
+
+
+def test_a_script_argument_stays_on_the_progress_line():
+    """A command with a multi-line script argument (as `cmaprof experiment` runs) is shown
+    on one line: a heartbeat is one line of stderr."""
+    opts = vm.VmOptions(kernel=Path("bzImage"), command=["sh", "-c", "\nrun=$1\n  x=2\n", "sh"])
+    assert vm.phase(opts, booted=True) == "running sh -c ' run=$1 x=2 ' sh"
+    line = vm.progress_line(vm.phase(opts, booted=True), 60.0, 900.0)
+    assert "\n" not in line

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from cmaprof.vm import default_test_kernel, kernel_version, shared_test_kernels
+from cmaprof.guest import default_test_kernel, kernel_version, shared_test_kernels
 from tests.conftest import cmaprof_cmd
 
 #: Seconds a guest may take before `cmaprof vm run` kills it (boot is ~10-30 s under TCG).
@@ -35,7 +35,7 @@ GUEST_TIMEOUT_S = 300
 _RUNNER = """\
 import sys
 from cmaprof.errors import CmaprofError
-from cmaprof.vm import vm
+from cmaprof.cli.vm import vm
 try:
     vm.main(prog_name="cmaprof vm", standalone_mode=False)
 except CmaprofError as exc:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from cmaprof.vm import kernel_version
+from cmaprof.guest import kernel_version
 from tests.conftest import cmaprof_cmd, run_cli
 from tests.vm.conftest import vm_reason
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from cmaprof.vm import VmOptions, kernel_cmdline
+from cmaprof.guest import VmOptions, kernel_cmdline
 
 pytestmark = pytest.mark.vm
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cmaprof.vm import GUEST_FAILURE_EXIT
+from cmaprof.guest import GUEST_FAILURE_EXIT
 
 pytestmark = pytest.mark.vm
 
