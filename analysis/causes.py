@@ -9,7 +9,9 @@ recording holds, in this order (the first rule that applies wins):
 2. the layout (:mod:`cmaprof.analysis.layout`): no position aligned to ``2**align`` pages
    (relative to pfn 0) leaves room for the request inside the area: it can never fit;
 3. the kernel's own return value where the kernel gives it (``errorno`` of
-   ``cma_alloc_finish``, ~6.3 on): -EINTR, -ENOMEM, -EBUSY, anything else;
+   ``cma_alloc_finish``, ~6.3 on): -EINTR, -ENOMEM, -EBUSY, anything else; where the
+   kernel has no errorno, a failed call that returned with SIGKILL pending is -EINTR
+   (the cma probe's ``inferred: SIGKILL pending at return``);
 4. whether a range was tried at all (the finish event's pfn, busy retries, isolation
    tests): when none was, the bitmap search found no free aligned run: the request was
    larger than the free pages of the area (debugfs ``used`` sampled before the call) or
@@ -257,6 +259,13 @@ def classify(call: Any, ev: Evidence) -> dict[str, Any]:
     # 3: the kernel's own errno
     if err is not None and err not in (0, EBUSY, ENOMEM):
         if err == EINTR:
+            if str(getattr(call, "outcome_source", "")) == "inferred: SIGKILL pending at return":
+                return done(
+                    Cause.INTERRUPTED,
+                    "fatal signal",
+                    f"failed with SIGKILL pending at return (-EINTR inferred) after "
+                    f"{retries} busy retries",
+                )
             return done(
                 Cause.INTERRUPTED,
                 "errorno",

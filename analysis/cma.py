@@ -17,6 +17,7 @@ OUTCOME_SOURCES = {
     abi.CMA_OUTCOME_PAGE: "inferred: finish page",
     abi.CMA_OUTCOME_RETVAL: "inferred: returned page",
     abi.CMA_OUTCOME_NO_FINISH: "inferred: start without finish",
+    abi.CMA_OUTCOME_FATAL_SIGNAL: "inferred: SIGKILL pending at return",
 }
 SUMMARY_COLUMNS = [
     "area",

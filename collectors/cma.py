@@ -17,6 +17,10 @@ from cmaprof.recording import schema
 NONE_PFN = (1 << 64) - 1
 
 
+#: outcome sources that carry an errno: the kernel's, or -EINTR inferred from SIGKILL
+ERRNO_SOURCES = (abi.CMA_OUTCOME_ERRORNO, abi.CMA_OUTCOME_FATAL_SIGNAL)
+
+
 def _cstr(raw: Any) -> str:
     return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
 
@@ -83,7 +87,7 @@ class CmaCollector(Collector):
                 "align": int(c.align),
                 "success": bool(e.success),
                 "outcome_source": int(e.outcome_source),
-                "errno": int(c.err) if e.outcome_source == abi.CMA_OUTCOME_ERRORNO else None,
+                "errno": int(c.err) if e.outcome_source in ERRNO_SOURCES else None,
                 "busy_retries": int(c.busy_retries),
                 "migrate_succeeded": int(c.migrate_succeeded),
                 "migrate_failed": int(c.migrate_failed),

@@ -23,6 +23,7 @@
  * area fires start but no finish); otherwise by the start/finish tracepoints.
  */
 #include "common.h"
+#include <linux/sched.h>	/* task_struct: a fatal signal pending at return */
 
 #ifndef MAX_CMA_INFLIGHT
 #define MAX_CMA_INFLIGHT 1024
@@ -145,6 +146,17 @@ int cma_call_entry(struct pt_regs *ctx, void *cma, unsigned long count, unsigned
 	return 0;
 }
 
+/* fatal_signal_pending(current): SIGKILL in the task's own pending set (complete_signal()
+ * adds it to every thread of a group that is being killed) */
+static __always_inline int fatal_signal_now(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	unsigned long sig0 = 0;
+
+	bpf_probe_read_kernel(&sig0, sizeof(sig0), &t->pending.signal.sig[0]);
+	return (sig0 >> (9 - 1)) & 1;	/* SIGKILL is 9 */
+}
+
 int cma_call_return(struct pt_regs *ctx)
 {
 	struct cmaprof_config *cfg = get_config();
@@ -162,6 +174,15 @@ int cma_call_return(struct pt_regs *ctx)
 		return 0;
 	}
 #endif
+	if (!page && fatal_signal_now()) {
+		/* no errorno on this kernel: a failed call with SIGKILL pending ended in
+		 * __alloc_contig_migrate_range()'s fatal_signal_pending() check: -EINTR
+		 * (mm/page_alloc.c on 6.1; the finish event's errorno says so itself
+		 * where it exists) */
+		c->err = -4;
+		cma_end(cfg, c, CMA_OUTCOME_FATAL_SIGNAL, 0);
+		return 0;
+	}
 	cma_end(cfg, c, CMA_OUTCOME_RETVAL, page != 0);
 	return 0;
 }

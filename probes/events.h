@@ -101,6 +101,7 @@ struct layout_info {
 #define CMA_OUTCOME_PAGE 1	/* inferred: finish event's page is NULL or not */
 #define CMA_OUTCOME_RETVAL 2	/* inferred: cma_alloc()'s returned page (kretprobe) */
 #define CMA_OUTCOME_NO_FINISH 3	/* inferred failure: start without finish */
+#define CMA_OUTCOME_FATAL_SIGNAL 4	/* inferred -EINTR: failed, no errorno, SIGKILL pending at return */
 
 /*
  * The fields of a call in flight, and the first fields of the streamed event (a

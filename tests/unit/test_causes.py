@@ -322,3 +322,18 @@ def test_plot_shows_every_cause_class_per_side():
 def test_errorno_zero_on_a_failed_call_is_no_evidence():
     row = _one(_call(errno=0, pfn=0x40000, isolate_tests=1), errorno=True, isolate=True)
     assert row.cause == "unknown" and "-ENOMEM or -EINTR" in row.evidence
+
+
+def test_sigkill_pending_at_return_is_interrupted_without_errorno():
+    """6.1 has no errorno: the cma probe marks a failed call that returned with SIGKILL
+    pending (measured in the 6.1 guest: dmesg 'alloc failed, req-size: 60000 pages,
+    ret: -4' for a SIGKILLed debugfs writer)."""
+    row = _one(
+        _call(errno=-4, pfn=0x40000, outcome_source="inferred: SIGKILL pending at return"),
+        errorno=False,
+    )
+    assert row.cause == "interrupted" and row.decided_by == "fatal signal", row.evidence
+    assert "SIGKILL pending at return" in row.evidence
+    # the same failure without the mark stays undecided between -ENOMEM and -EINTR
+    row = _one(_call(pfn=0x40000, outcome_source="inferred: returned page"), errorno=False)
+    assert row.cause == "unknown" and "-ENOMEM or -EINTR" in row.evidence
