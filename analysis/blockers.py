@@ -109,25 +109,11 @@ def df_cma_blockers_origin(rec: Recording) -> pd.DataFrame:
 
 # ---- the kernel's views of the same pages ------------------------------------------
 
+#: dmesg's dump_page() fields, with our cause after the kernel's reason.
 DUMP_COLUMNS = [
-    "pfn",
-    "refcount",
-    "mapcount",
-    "has_mapping",
-    "type",
-    "aops",
-    "ino",
-    "flags",
-    "flag_names",
-    "cma",
-    "reason",
+    *dmesg.DUMP_FIELDS[: dmesg.DUMP_FIELDS.index("reason") + 1],
     "cause",
-    "owner_order",
-    "owner_gfp_mask",
-    "owner_gfp",
-    "owner_pid",
-    "owner_comm",
-    "owner_migrated",
+    *dmesg.DUMP_FIELDS[dmesg.DUMP_FIELDS.index("reason") + 1 :],
 ]
 
 
