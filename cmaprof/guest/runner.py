@@ -6,20 +6,8 @@ root file system is exported read-only over 9p with a tmpfs overlay on top of ``
 there vanish with the guest), so the host's Python, BCC and this project's ``.venv`` run
 unchanged inside. ``--output DIR`` is shared read-write at the same path.
 
-How a run works, and why it does not trust virtme-ng's own plumbing:
-
-* ``vng`` returns 255 instead of the script's status, and its script output ports need udev
-  symlinks (``/dev/virtio-ports/virtme.*``) that a host without udevd does not provide. So
-  the command runs from a shell script we write into a private control directory shared
-  read-write with the guest. The script records boot facts (``boot``), runs the command with
-  stdout/stderr redirected to files there (``stdout``, ``stderr``), and writes the exit
-  status (``status``) last, after ``sync``.
-* The host streams ``stdout``/``stderr`` to its own while the guest runs, keeps the whole
-  serial console (``vng --verbose``: kernel log at loglevel 7 and QEMU's own errors) in a
-  log file, and returns the command's status. No ``status`` file means the guest did not
-  finish the command: a kernel panic, an Oops, a hang (``--timeout``), or QEMU failing. Each
-  raises :class:`GuestFailure` quoting the console lines that say so and the kept log's path.
-  There is no silent pass.
+How one launch works (the control directory, the streamed output, the kept console
+log, why a missing ``status`` file is a :class:`GuestFailure`): :mod:`cmaprof.guest.launch`.
 """
 
 from __future__ import annotations

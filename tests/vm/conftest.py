@@ -133,6 +133,11 @@ class Guest:
     def read(self, name: str) -> str:
         return (self.out / name).read_text()
 
+    def vmstat(self, phase: int | str) -> dict[str, int]:
+        """The ``vmstat.PHASE`` snapshot the guest script wrote (``cat /proc/vmstat``)."""
+        lines = self.read(f"vmstat.{phase}").splitlines()
+        return {k: int(v) for k, v in (line.split() for line in lines)}
+
     def logfiles(self) -> list[Path]:
         return sorted(self.logs.glob("console-*.log"))
 
@@ -227,3 +232,44 @@ def vm_boot(tmp_path_factory, kernel):
         return boot(tmp_path_factory, name, vm_args, script, timeout_s, kernel)
 
     return _boot
+
+
+#: ``{pin}``: faults in from the CPUs of the NUMA node that holds the reserved CMA area
+#: (allocations go to the local node first), so that area's pageblocks are borrowed.
+_PIN_TO_AREA_NODE = r"""
+import glob, os, re
+base = int(open("/sys/kernel/debug/cma/reserved/base_pfn").read())
+for node in glob.glob("/sys/devices/system/node/node[0-9]*"):
+    zi = open("/proc/zoneinfo").read()
+    n = int(node.rsplit("node", 1)[1])
+    spans = re.findall(rf"Node {n}, zone +\S+.*?spanned +(\d+).*?start_pfn: +(\d+)", zi, re.S)
+    if any(int(s) <= base < int(s) + int(sp) for sp, s in spans):
+        cpus = open(f"{node}/cpulist").read().strip()
+        lo, _, hi = cpus.partition("-")
+        os.sched_setaffinity(0, range(int(lo), int(hi or lo) + 1))
+"""
+
+
+def fill_script(leave_mib: int, near_cma_area: bool = False) -> str:
+    """Guest shell text: a background process faults in anonymous memory until
+    ``leave_mib`` MiB of MemFree are left and holds it (its pid in ``$filler``); the
+    text returns once it is filled. ``near_cma_area``: fault in from the node that holds
+    the reserved CMA area."""
+    pin = _PIN_TO_AREA_NODE if near_cma_area else ""
+    return (
+        "python3 - <<'PY' &\nimport mmap, signal\n"
+        + pin.lstrip("\n")
+        + f"""free = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemFree:")))
+size = (free - {leave_mib} * 1024) << 10
+m = mmap.mmap(-1, size)
+m.madvise(mmap.MADV_NOHUGEPAGE)
+for off in range(0, size, 4096):
+    m[off] = 1
+open("/tmp/filled", "w").close()
+signal.pause()
+PY
+filler=$!
+while [ ! -e /tmp/filled ]; do sleep 0.5; done
+rm /tmp/filled
+"""
+    )

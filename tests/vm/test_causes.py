@@ -31,13 +31,15 @@ import pytest
 
 from cmaprof.analysis import load
 from cmaprof.analysis.causes import df_cma_failures
+from tests.vm.conftest import fill_script
 
 pytestmark = pytest.mark.vm
 
 GIGANTIC_PAGES = 1 << 18  # 1 GiB of 4 KiB pages
 EINTR_RET = -4
 
-PHASES = r"""
+PHASES = (
+    r"""
 out=$1
 dbg=/sys/kernel/debug/cma
 snap() { cat /proc/vmstat >"$out/vmstat.$1"; dmesg >"$out/dmesg.$1"; }
@@ -48,31 +50,9 @@ cmaprof workload hugetlb-cma:1 >"$out/hugetlb.txt" 2>&1
 echo $? >"$out/hugetlb.status"
 echo 0 >/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages
 snap 2
-python3 - <<'PY' &
-import glob, mmap, os, re, signal
-# borrow the area's pageblocks: anonymous memory until little is free, faulted in from
-# the CPUs of the node that holds the area (allocations go to the local node first)
-base = int(open("/sys/kernel/debug/cma/reserved/base_pfn").read())
-for node in glob.glob("/sys/devices/system/node/node[0-9]*"):
-    zi = open("/proc/zoneinfo").read()
-    n = int(node.rsplit("node", 1)[1])
-    spans = re.findall(rf"Node {n}, zone +\S+.*?spanned +(\d+).*?start_pfn: +(\d+)", zi, re.S)
-    if any(int(s) <= base < int(s) + int(sp) for sp, s in spans):
-        cpus = open(f"{node}/cpulist").read().strip()
-        lo, _, hi = cpus.partition("-")
-        os.sched_setaffinity(0, range(int(lo), int(hi or lo) + 1))
-free = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemFree:")))
-size = (free - 200 * 1024) << 10
-m = mmap.mmap(-1, size)
-m.madvise(mmap.MADV_NOHUGEPAGE)
-for off in range(0, size, 4096):
-    m[off] = 1
-open("/tmp/filled", "w").close()
-signal.pause()
-PY
-filler=$!
-while [ ! -e /tmp/filled ]; do sleep 0.5; done
-grep -E "^(MemFree|MemTotal|CmaFree|CmaTotal)" /proc/meminfo >"$out/meminfo.filled"
+"""
+    + fill_script(200, near_cma_area=True)
+    + r"""grep -E "^(MemFree|MemTotal|CmaFree|CmaTotal)" /proc/meminfo >"$out/meminfo.filled"
 for delay in 1.5 0.8 0.5 0.35 0.25 0.2 0.15; do
     sh -c "echo 60000 >$dbg/reserved/alloc" 2>/dev/null &
     writer=$!
@@ -90,6 +70,7 @@ kill $filler
 wait $filler 2>/dev/null
 snap 3
 """
+)
 
 SCRIPT = (
     r"""
@@ -129,10 +110,6 @@ def failures(guest):
     return df_cma_failures(load(guest.out / "rec")).sort_values("start_ns", ignore_index=True)
 
 
-def _vmstat(g, phase: int) -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in g.read(f"vmstat.{phase}").splitlines())}
-
-
 def _areas(g) -> dict[str, tuple[int, int, int]]:
     """debugfs: area -> (base_pfn, count, order_per_bit), as the kernel says."""
     out = {}
@@ -164,7 +141,7 @@ def test_every_failed_call_has_a_cause(failures):
 def test_larger_than_the_area(guest, failures):
     (_, count, _) = _areas(guest)["reserved"]
     assert count == 65536  # cma=256M, so 70000 > count
-    v0, v1 = _vmstat(guest, 0), _vmstat(guest, 1)
+    v0, v1 = guest.vmstat(0), guest.vmstat(1)
     rows = failures[(failures["area"] == "reserved") & (failures["pages_requested"] == 70000)]
     counted = v1["cma_alloc_fail"] - v0["cma_alloc_fail"]
     if counted:  # 6.1 counts it; later kernels return before any counter
@@ -190,7 +167,7 @@ def test_gigantic_page_where_no_aligned_position_fits(guest, failures):
     base, count, _ = _areas(guest)["hugetlb0"]
     aligned_start = -base % GIGANTIC_PAGES
     can_fit = aligned_start + GIGANTIC_PAGES <= count
-    v1, v2 = _vmstat(guest, 1), _vmstat(guest, 2)
+    v1, v2 = guest.vmstat(1), guest.vmstat(2)
     if can_fit:  # the kernel aligned the area: the page must come from it
         assert v2["cma_alloc_success"] - v1["cma_alloc_success"] >= 1, guest.read("hugetlb.txt")
         assert rows.empty, rows.to_dict("records")

@@ -83,10 +83,6 @@ def guest(vm_boot):
     return g
 
 
-def _vmstat(g, phase: int) -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in g.read(f"vmstat.{phase}").splitlines())}
-
-
 def _int(g, name: str) -> int:
     return int(g.read(name).split()[0])
 
@@ -114,7 +110,7 @@ def test_seven_allocations_of_23_pages(guest, calls):
     assert first["success"].all()
     assert first["pages_requested"].sum() == 161
     assert ((first["latency_ns"] > 0) & (first["latency_ns"] < 10_000_000_000)).all()
-    v0, v1 = _vmstat(guest, 0), _vmstat(guest, 1)
+    v0, v1 = guest.vmstat(0), guest.vmstat(1)
     assert v1["cma_alloc_success"] - v0["cma_alloc_success"] == 7
     assert _int(guest, "pages_success.1") - _int(guest, "pages_success.0") == 161
     assert _int(guest, "used.1") - _int(guest, "used.0") == 161
@@ -124,7 +120,7 @@ def test_request_larger_than_area_is_one_failure(guest, calls, report):
     big = calls.iloc[7]
     assert big["pages_requested"] == 70000 and not big["success"]
     assert (calls["pages_requested"] == 70000).sum() == 1
-    v1, v2 = _vmstat(guest, 1), _vmstat(guest, 2)
+    v1, v2 = guest.vmstat(1), guest.vmstat(2)
     counted = v2["cma_alloc_fail"] - v1["cma_alloc_fail"]
     pages = _int(guest, "pages_fail.2") - _int(guest, "pages_fail.1")
     # the kernel's own account: 6.1 and 7.3 count the failure, 6.12's __cma_alloc()
@@ -151,7 +147,7 @@ def test_doctor_agrees_with_record(guest):
 def test_migrations_equal_pgmigrate(guest, calls, report):
     call = calls.iloc[8]
     assert call["pages_requested"] == 32768
-    v2, v3 = _vmstat(guest, 2), _vmstat(guest, 3)
+    v2, v3 = guest.vmstat(2), guest.vmstat(3)
     # the phase also saw kcompactd/reclaim migrations: the call's pages are a part;
     # the recording-wide totals are compared exactly in the check test below
     assert 0 < call["migrate_succeeded"] <= v3["pgmigrate_success"] - v2["pgmigrate_success"]

@@ -35,6 +35,7 @@ import re
 import pytest
 
 from tests.conftest import run_cli
+from tests.vm.conftest import fill_script
 
 pytestmark = pytest.mark.vm
 
@@ -65,22 +66,7 @@ echo 8445 >$dbg/free
 
 #: Outside perf stat, before each run: anonymous memory until 450 MiB are free (so the
 #: same share of the area's pageblocks is borrowed in every run, cmaprof or not).
-FILL = r"""
-python3 - <<'PY' &
-import mmap, signal
-free = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemFree:")))
-size = (free - 450 * 1024) << 10
-m = mmap.mmap(-1, size)
-m.madvise(mmap.MADV_NOHUGEPAGE)
-for off in range(0, size, 4096):
-    m[off] = 1
-open("/tmp/filled", "w").close()
-signal.pause()
-PY
-filler=$!
-while [ ! -e /tmp/filled ]; do sleep 0.5; done
-rm /tmp/filled
-"""
+FILL = fill_script(450)
 
 SCRIPT = (
     r"""
@@ -167,10 +153,6 @@ def perf_record_counts(text: str) -> dict[str, int]:
     return out
 
 
-def _vmstat(g, phase: int) -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in g.read(f"vmstat.{phase}").splitlines())}
-
-
 @pytest.fixture(scope="module")
 def stats(guest):
     for run in ("alone1", "alone2"):
@@ -213,7 +195,7 @@ def test_perf_record_beside_cmaprof_sees_every_migration_the_kernel_counted(gues
     succeeded = [
         int(m) for m in re.findall(r"nr_succeeded=(\d+)", guest.read("perf-record.migrate"))
     ]
-    v0, v1 = _vmstat(guest, 0), _vmstat(guest, 1)
+    v0, v1 = guest.vmstat(0), guest.vmstat(1)
     kernel = v1["pgmigrate_success"] - v0["pgmigrate_success"]
     assert kernel > 0, "nothing migrated beside cmaprof: the check would be empty"
     assert kernel <= sum(succeeded) <= kernel * 1.01 + 16, (sum(succeeded), kernel)
@@ -236,7 +218,7 @@ def test_record_beside_perf_record_agrees_with_perf_and_vmstat(guest):
     assert len(calls) == recorded["cma:cma_alloc_start"], (len(calls), recorded)
     assert guest.read("trace-cmd.status").strip() == "0", guest.read("trace-cmd.log")
     assert int(guest.read("trace-cmd.starts")) == recorded["cma:cma_alloc_start"]
-    v0, v1 = _vmstat(guest, 0), _vmstat(guest, 1)
+    v0, v1 = guest.vmstat(0), guest.vmstat(1)
     assert int(calls["success"].sum()) == v1["cma_alloc_success"] - v0["cma_alloc_success"]
     pages = int(calls.loc[calls["success"], "pages_requested"].sum())
     assert pages == int(guest.read("pages_success.1")) - int(guest.read("pages_success.0"))
