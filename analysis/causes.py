@@ -42,9 +42,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cmaprof.analysis import blockers, layout
-from cmaprof.analysis.cma import df_cma_calls
+from cmaprof.analysis.cma import OUTCOME_SOURCES, df_cma_calls
 from cmaprof.analysis.redact import fmt_pfn
 from cmaprof.kernel import dmesg, procfs
+from cmaprof.probes import abi
 
 if TYPE_CHECKING:
     from cmaprof.analysis.loaded import Recording
@@ -107,6 +108,8 @@ COLUMNS = [
 ]
 
 EINTR, ENOMEM, EBUSY = errno_mod.EINTR, errno_mod.ENOMEM, errno_mod.EBUSY
+#: how df_cma_calls names a failure the cma probe inferred from SIGKILL pending at return
+FATAL_SIGNAL_SOURCE = OUTCOME_SOURCES[abi.CMA_OUTCOME_FATAL_SIGNAL]
 
 
 def _dict(v: Any) -> dict[str, Any]:
@@ -259,7 +262,7 @@ def classify(call: Any, ev: Evidence) -> dict[str, Any]:
     # 3: the kernel's own errno
     if err is not None and err not in (0, EBUSY, ENOMEM):
         if err == EINTR:
-            if str(getattr(call, "outcome_source", "")) == "inferred: SIGKILL pending at return":
+            if str(getattr(call, "outcome_source", "")) == FATAL_SIGNAL_SOURCE:
                 return done(
                     Cause.INTERRUPTED,
                     "fatal signal",

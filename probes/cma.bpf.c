@@ -154,7 +154,7 @@ static __always_inline int fatal_signal_now(void)
 	unsigned long sig0 = 0;
 
 	bpf_probe_read_kernel(&sig0, sizeof(sig0), &t->pending.signal.sig[0]);
-	return (sig0 >> (9 - 1)) & 1;	/* SIGKILL is 9 */
+	return (sig0 >> (SIGKILL - 1)) & 1;
 }
 
 int cma_call_return(struct pt_regs *ctx)
@@ -179,7 +179,7 @@ int cma_call_return(struct pt_regs *ctx)
 		 * __alloc_contig_migrate_range()'s fatal_signal_pending() check: -EINTR
 		 * (mm/page_alloc.c on 6.1; the finish event's errorno says so itself
 		 * where it exists) */
-		c->err = -4;
+		c->err = -EINTR;
 		cma_end(cfg, c, CMA_OUTCOME_FATAL_SIGNAL, 0);
 		return 0;
 	}
