@@ -253,7 +253,8 @@ for node in glob.glob("/sys/devices/system/node/node[0-9]*"):
 def fill_script(leave_mib: int, near_cma_area: bool = False) -> str:
     """Guest shell text: a background process faults in anonymous memory until
     ``leave_mib`` MiB of MemFree are left and holds it (its pid in ``$filler``); the
-    text returns once it is filled. ``near_cma_area``: fault in from the node that holds
+    text returns once it is filled, or once the filler died (the OOM killer: say so on
+    stderr and go on, rather than wait for ever). ``near_cma_area``: fault in from the node that holds
     the reserved CMA area."""
     pin = _PIN_TO_AREA_NODE if near_cma_area else ""
     return (
@@ -269,7 +270,10 @@ open("/tmp/filled", "w").close()
 signal.pause()
 PY
 filler=$!
-while [ ! -e /tmp/filled ]; do sleep 0.5; done
-rm /tmp/filled
+while [ ! -e /tmp/filled ]; do
+    kill -0 $filler 2>/dev/null || { echo "the memory filler died before it was filled" >&2; break; }
+    sleep 0.5
+done
+rm -f /tmp/filled
 """
     )
