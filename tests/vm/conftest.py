@@ -271,7 +271,7 @@ signal.pause()
 PY
 filler=$!
 while [ ! -e /tmp/filled ]; do
-    kill -0 $filler 2>/dev/null || { echo "the memory filler died before it was filled" >&2; break; }
+    kill -0 $filler 2>/dev/null || {{ echo "the memory filler died before it was filled" >&2; break; }}
     sleep 0.5
 done
 rm -f /tmp/filled

@@ -31,7 +31,10 @@ import pytest
 
 from cmaprof.analysis import load
 from cmaprof.analysis.causes import df_cma_failures
+from cmaprof.analysis.layout import df_cma_layout, df_layout
 from tests.vm.conftest import fill_script
+from tests.vm.layout_check import SAVE_SCRIPT as SAVE_LAYOUT
+from tests.vm.layout_check import assert_layout_is_the_kernels
 
 pytestmark = pytest.mark.vm
 
@@ -80,7 +83,9 @@ for a in /sys/kernel/debug/cma/*/; do
     n=$(basename $a)
     echo "$n $(cat $a/base_pfn) $(cat $a/count) $(cat $a/order_per_bit)" >>"$out/areas"
 done
-cat >"$out/phases.sh" <<'EOS'
+"""
+    + SAVE_LAYOUT
+    + r"""cat >"$out/phases.sh" <<'EOS'
 """
     + PHASES
     + r"""
@@ -189,3 +194,14 @@ def test_killed_call_is_interrupted(guest, failures):
     for ret, cause in zip(kernel, rows["cause"].astype(str), strict=True):
         if ret == EINTR_RET:
             assert cause == "interrupted", rows.to_dict("records")
+
+
+def test_layout_is_the_kernels_on_two_nodes(guest):
+    """The layout report of the 2-node guest (movablecore=, a hugetlb_cma area per node)
+    equals its /proc/zoneinfo and CMA debugfs (7.3 reserves no misaligned hugetlb area:
+    the areas are whichever the kernel's debugfs lists)."""
+    rec = load(guest.out / "rec")
+    assert_layout_is_the_kernels(
+        df_layout(rec), df_cma_layout(rec), guest.read("zoneinfo"), guest.read("cma_debugfs")
+    )
+    assert {0, 1} <= set(df_layout(rec)["node"].astype(int))

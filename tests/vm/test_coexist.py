@@ -34,8 +34,12 @@ import re
 
 import pytest
 
+from cmaprof.analysis import load
+from cmaprof.analysis.layout import df_cma_layout, df_layout
 from tests.conftest import run_cli
 from tests.vm.conftest import fill_script
+from tests.vm.layout_check import SAVE_SCRIPT as SAVE_LAYOUT
+from tests.vm.layout_check import assert_layout_is_the_kernels
 
 pytestmark = pytest.mark.vm
 
@@ -101,7 +105,9 @@ trace-cmd record -e cma -e migrate:mm_migrate_pages -o /tmp/trace.dat sh -c "$wa
     >"$out/trace-cmd.log" 2>&1 &
 tcpid=$!
 sleep 3
-snap 0
+"""
+    + SAVE_LAYOUT
+    + r"""snap 0
 cmaprof record -o "$out/rec" --probes page_alloc,cma,migrate -- \
     sh -c '. "$1/fill.sh"; perf stat -x, '"$ev"' -o "$1/beside.csv" -- sh "$1/workload.sh"
            st=$?; kill $filler; wait $filler; exit $st' sh "$out" 2>"$out/record.err"
@@ -229,3 +235,11 @@ def test_report_check_within_one_percent_beside_perf(report):
     assert rows, report["check"]
     for r in rows:
         assert abs(r["diff_pct"]) <= 1.0, r
+
+
+def test_layout_is_the_kernels_on_one_node(guest):
+    """The layout report of a 1-node guest equals its /proc/zoneinfo and CMA debugfs."""
+    rec = load(guest.out / "rec")
+    assert_layout_is_the_kernels(
+        df_layout(rec), df_cma_layout(rec), guest.read("zoneinfo"), guest.read("cma_debugfs")
+    )
