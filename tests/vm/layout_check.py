@@ -55,8 +55,9 @@ def _align_order(pfn: int) -> int:
     return (pfn & -pfn).bit_length() - 1 if pfn else 64
 
 
-def assert_layout_is_the_kernels(layout: pd.DataFrame, cma_layout: pd.DataFrame,
-                                 zoneinfo: str, debugfs: str) -> None:
+def assert_layout_is_the_kernels(
+    layout: pd.DataFrame, cma_layout: pd.DataFrame, zoneinfo: str, debugfs: str
+) -> None:
     """Every zone row and every CMA area row of cmaprof's layout equals the kernel's."""
     zones = kernel_zones(zoneinfo)
     got = {(int(r.node), str(r.zone)): r for r in layout.itertuples()}
@@ -79,12 +80,22 @@ def assert_layout_is_the_kernels(layout: pd.DataFrame, cma_layout: pd.DataFrame,
         assert (int(r.base_pfn), int(r.count)) == (base, count), name
         assert int(r.base_align_order) == min(_align_order(base), MAX_ORDER_CONSIDERED), name
         # the populated zone(s) whose span holds the area's first page
-        holders = [z for (node, z), k in zones.items()
-                   if k["present"] and k["start_pfn"] is not None
-                   and k["start_pfn"] <= base < k["start_pfn"] + k["spanned"]]
+        holders = [
+            z
+            for (node, z), k in zones.items()
+            if k["present"]
+            and k["start_pfn"] is not None
+            and k["start_pfn"] <= base < k["start_pfn"] + k["spanned"]
+        ]
         assert str(r.zone) in holders, (name, r.zone, holders)
-        (node,) = {n for (n, z), k in zones.items() if z == r.zone and k["present"]
-                   and k["start_pfn"] is not None and k["start_pfn"] <= base < k["start_pfn"] + k["spanned"]}
+        (node,) = {
+            n
+            for (n, z), k in zones.items()
+            if z == r.zone
+            and k["present"]
+            and k["start_pfn"] is not None
+            and k["start_pfn"] <= base < k["start_pfn"] + k["spanned"]
+        }
         assert int(r.node) == node, name
     # CMA pages per zone (the zoneinfo `cma` line) add up to the areas' pages
     cma_kernel = sum(k["cma"] or 0 for k in zones.values())
