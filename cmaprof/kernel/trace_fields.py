@@ -232,6 +232,54 @@ def int_column(arr: pa.Array, conv: str) -> tuple[np.ndarray, np.ndarray]:
     return vals, ok
 
 
+def _page_alloc_shapes(fmt: EventFormat) -> list[tuple[Any, dict[str, str], bool]]:
+    """(token template or regex, conversions, raw values?) an mm_page_alloc text may
+    have, fast string kernels first."""
+    shapes: list[tuple[Any, dict[str, str], bool]] = []
+    toks = format_tokens(fmt)
+    if toks:
+        shapes.append((toks, {t[1]: t[2] for t in toks if t[1]}, False))
+    pat, convs = format_regex(fmt)
+    shapes.append((pat, convs, False))
+    raw = failed_tokens(fmt)
+    shapes.append((raw, {t[1]: t[2] for t in raw if t[1]}, True))
+    fields = raw_tokens(fmt)
+    shapes.append((fields, {t[1]: t[2] for t in fields if t[1]}, True))
+    shapes.append((failed_regex(fmt), {t[1]: t[2] for t in raw if t[1]}, True))
+    return shapes
+
+
+def _match_shape(sub: pa.Array, pattern: Any) -> tuple[dict, np.ndarray]:
+    """Columns and hit mask of ``sub`` against one shape."""
+    if isinstance(pattern, list):
+        return match_tokens(sub, pattern)
+    got = pc.extract_regex(sub, pattern)
+    hit = got.is_valid().to_numpy(zero_copy_only=False)
+    return dict(zip([t.name for t in got.type], got.flatten())), hit
+
+
+def _gfp_from_text(g: pa.Array, enc: ValueEncoder, out: dict, rows: np.ndarray) -> np.ndarray:
+    """Raw gfp of the rendered ``g`` (each distinct text encoded once) into
+    ``out["gfp"][rows]``; texts the encoder does not know go to ``gfp_text``. Returns
+    the rows' ok mask."""
+    d = (
+        pc.dictionary_encode(g).combine_chunks()
+        if isinstance(g, pa.ChunkedArray)
+        else pc.dictionary_encode(g)
+    )
+    codes = [enc(t) for t in d.dictionary.to_pylist()]
+    ix = d.indices.to_numpy(zero_copy_only=False)
+    known = np.array([c is not None for c in codes] + [False], bool)
+    vals = np.array([c or 0 for c in codes] + [0], dtype=np.uint64)
+    ix = np.where(ix < 0, len(codes), ix)
+    out["gfp"][rows] = vals[ix]
+    bad_gfp = ~known[ix]
+    if bad_gfp.any():
+        texts = np.array(d.dictionary.to_pylist(), dtype=object)
+        out["gfp_text"][rows[bad_gfp]] = texts[ix[bad_gfp]]
+    return known[ix]
+
+
 def page_alloc_values(f: pa.Array, fmt: EventFormat) -> dict[str, np.ndarray]:
     """pfn, order, migratetype, gfp (raw) and page_null per mm_page_alloc text, from
     the print-fmt rendering or libtraceevent's ``[FAILED TO PARSE]`` raw fields;
@@ -247,39 +295,21 @@ def page_alloc_values(f: pa.Array, fmt: EventFormat) -> dict[str, np.ndarray]:
         "gfp_text": np.empty(n, dtype=object),
     }
     need = ("pfn", "order", "migratetype", "gfp_flags")
-    # (token template or regex, conversions, raw values?): fast string kernels first
-    shapes: list[tuple[Any, dict[str, str], bool]] = []
-    toks = format_tokens(fmt)
-    if toks:
-        shapes.append((toks, {t[1]: t[2] for t in toks if t[1]}, False))
-    pat, convs = format_regex(fmt)
-    shapes.append((pat, convs, False))
-    raw = failed_tokens(fmt)
-    shapes.append((raw, {t[1]: t[2] for t in raw if t[1]}, True))
-    fields = raw_tokens(fmt)
-    shapes.append((fields, {t[1]: t[2] for t in fields if t[1]}, True))
-    shapes.append((failed_regex(fmt), {t[1]: t[2] for t in raw if t[1]}, True))
     left = np.ones(n, bool)
     enc = ValueEncoder(fmt, "gfp_flags", fmt.source)
-    for pattern, cv, is_raw in shapes:
+    for pattern, cv, is_raw in _page_alloc_shapes(fmt):
         if not left.any() or not all(k in cv for k in need):
             continue
         idx = np.flatnonzero(left)
-        sub = f.take(pa.array(idx)) if len(idx) != n else f
-        if isinstance(pattern, list):
-            cols, hit = match_tokens(sub, pattern)
-        else:
-            got = pc.extract_regex(sub, pattern)
-            hit = got.is_valid().to_numpy(zero_copy_only=False)
-            cols = dict(zip([t.name for t in got.type], got.flatten()))
+        cols, hit = _match_shape(f.take(pa.array(idx)) if len(idx) != n else f, pattern)
         if not hit.any():
             continue
         rows = idx[hit]
         hit_a = pa.array(hit)
         ok = np.ones(len(rows), bool)
-        for k, dst in (("pfn", "pfn"), ("order", "order"), ("migratetype", "migratetype")):
+        for k in ("pfn", "order", "migratetype"):
             v, o = int_column(pc.filter(cols[k], hit_a), cv[k])
-            out[dst][rows] = v
+            out[k][rows] = v
             ok &= o
         g = pc.filter(cols["gfp_flags"], hit_a)
         if is_raw:
@@ -287,23 +317,7 @@ def page_alloc_values(f: pa.Array, fmt: EventFormat) -> dict[str, np.ndarray]:
             out["gfp"][rows] = v
             ok &= o
         else:
-            d = (
-                pc.dictionary_encode(g).combine_chunks()
-                if isinstance(g, pa.ChunkedArray)
-                else pc.dictionary_encode(g)
-            )
-            codes = [enc(t) for t in d.dictionary.to_pylist()]
-            ix = d.indices.to_numpy(zero_copy_only=False)
-            known = np.array([c is not None for c in codes] + [False], bool)
-            vals = np.array([c or 0 for c in codes] + [0], dtype=np.uint64)
-            ix = np.where(ix < 0, len(codes), ix)
-            out["gfp"][rows] = vals[ix]
-            ok &= known[ix]
-            bad_gfp = ~known[ix]
-            if bad_gfp.any():
-                out["gfp_text"][rows[bad_gfp]] = np.array(d.dictionary.to_pylist(), dtype=object)[
-                    ix[bad_gfp]
-                ]
+            ok &= _gfp_from_text(g, enc, out, rows)
         if "page" in cols and not is_raw:
             zero = out["pfn"][rows] == 0
             if zero.any():

@@ -214,6 +214,80 @@ def split_lines(arr: pa.Array, src: str) -> tuple[dict[str, pa.Array], np.ndarra
     return cols, ok
 
 
+@dataclass
+class _NonEvents:
+    """What the lines that are not events said: headers, loss markers, malformed."""
+
+    malformed: int = 0
+    first_bad: str | None = None
+    first_at: tuple[int, int] | None = None
+    lost: int = 0
+    notes: list[str] = field(default_factory=list)
+    cpus: int | None = None
+
+    def take(self, path: Path, file_idx: int, idx: int, ln: str) -> None:
+        """Account line ``idx`` (0-based) of input ``file_idx``."""
+        if _COMMENT.match(ln):
+            c = _CPUS_RE.match(ln.strip())
+            if c:
+                self.cpus = max(self.cpus or 0, int(c.group(1)))
+            m = _ENTRIES_RE.search(ln)
+            if m and int(m.group(2)) > int(m.group(1)):
+                # the ring buffer overwrote the oldest events (tracefs overrun)
+                self.lost += int(m.group(2)) - int(m.group(1))
+                self.notes.append(
+                    f"{path}: entries-in-buffer/entries-written {m.group(1)}/{m.group(2)}"
+                )
+            return
+        m = _LOST.match(ln)
+        if m:
+            self.lost += int(m.group("n"))
+            self.notes.append(f"{path}:{idx + 1}: {ln.strip()}")
+            return
+        self.malformed += 1
+        if self.first_bad is None:
+            self.first_bad = f"{path}:{idx + 1}: {ln[:160]}"
+            self.first_at = (file_idx, idx + 1)
+
+
+def _refit_odd_lines(arr: pa.Array, cols: dict, ok: np.ndarray, src: str) -> None:
+    """Lines the fast split missed (a comm with ": " in it...): the full line pattern,
+    row by row; ``cols`` and ``ok`` are updated in place, rows kept in file order."""
+    rest = np.flatnonzero(~ok)
+    got = pc.extract_regex(arr.take(pa.array(rest)), _LINE_RES[src])
+    hit = got.is_valid().to_numpy(zero_copy_only=False)
+    if not hit.any():
+        return
+    gcols = dict(zip([f.name for f in got.type], got.flatten()))
+    order = np.arange(len(arr))
+    order[rest[hit]] = len(arr) + np.arange(int(hit.sum()))
+    for k, col in list(cols.items()):
+        extra = pc.filter(gcols[k], pa.array(hit))
+        cols[k] = pa.concat_arrays([col, extra.cast(pa.string())]).take(pa.array(order))
+    ok[rest[hit]] = True
+
+
+def _event_table(cols: dict, ok: np.ndarray, file_idx: int) -> pa.Table:
+    """The event rows of one input (``ok``), typed."""
+    mask = pa.array(ok)
+    nev = int(ok.sum())
+    line_no = np.flatnonzero(ok).astype(np.int64) + 1
+    cols = {k: pc.filter(v, mask) for k, v in cols.items()}
+    return pa.table(
+        {
+            "file": pa.array(np.full(nev, file_idx, dtype=np.int32)),
+            "line": pa.array(line_no),
+            "comm": cols["comm"],
+            "pid": pc.cast(cols["pid"], pa.int64()),
+            "cpu": pc.cast(cols["cpu"], pa.int32()),
+            "ts": pc.cast(cols["ts"], pa.float64()),
+            "sys": cols["sys"],
+            "event": cols["event"],
+            "fields": cols["fields"],
+        }
+    )
+
+
 def parse_files(paths: list[Path], source: str = "auto") -> ParsedText:
     """Split every line of ``paths`` (all of one ``source``) into event parts.
 
@@ -221,13 +295,8 @@ def parse_files(paths: list[Path], source: str = "auto") -> ParsedText:
     :raises BadInput: an input is unreadable, binary, foreign or holds no event
     """
     tables = []
-    malformed = 0
-    first_bad: str | None = None
-    first_at: tuple[int, int] | None = None
-    lost = 0
-    notes: list[str] = []
+    other = _NonEvents()
     total = 0
-    cpus: int | None = None
     sources = set()
     for i, path in enumerate(paths):
         arr = read_array(path)
@@ -236,69 +305,15 @@ def parse_files(paths: list[Path], source: str = "auto") -> ParsedText:
         total += len(arr)
         cols, ok = split_lines(arr, src)
         if not ok.all():
-            # odd lines (a comm with ": " in it...): the full line pattern, row by row
-            rest = np.flatnonzero(~ok)
-            got = pc.extract_regex(arr.take(pa.array(rest)), _LINE_RES[src])
-            hit = got.is_valid().to_numpy(zero_copy_only=False)
-            if hit.any():
-                gcols = dict(zip([f.name for f in got.type], got.flatten()))
-                order = np.arange(len(arr))
-                order[rest[hit]] = len(arr) + np.arange(int(hit.sum()))
-                for k in cols:
-                    extra = pc.filter(gcols[k], pa.array(hit))
-                    cols[k] = pa.concat_arrays([cols[k], extra.cast(pa.string())]).take(
-                        pa.array(order)
-                    )
-                ok[rest[hit]] = True
-        # the few lines that are not events: headers, loss markers, or malformed
+            _refit_odd_lines(arr, cols, ok, src)
         for bad_idx in np.flatnonzero(~ok):
-            idx = int(bad_idx)
-            ln = arr[idx].as_py()
-            if _COMMENT.match(ln):
-                c = _CPUS_RE.match(ln.strip())
-                if c:
-                    cpus = max(cpus or 0, int(c.group(1)))
-                m = _ENTRIES_RE.search(ln)
-                if m and int(m.group(2)) > int(m.group(1)):
-                    # the ring buffer overwrote the oldest events (tracefs overrun)
-                    lost += int(m.group(2)) - int(m.group(1))
-                    notes.append(
-                        f"{path}: entries-in-buffer/entries-written {m.group(1)}/{m.group(2)}"
-                    )
-                continue
-            m = _LOST.match(ln)
-            if m:
-                lost += int(m.group("n"))
-                notes.append(f"{path}:{idx + 1}: {ln.strip()}")
-                continue
-            malformed += 1
-            if first_bad is None:
-                first_bad = f"{path}:{idx + 1}: {ln[:160]}"
-                first_at = (i, idx + 1)
-        mask = pa.array(ok)
-        nev = int(ok.sum())
-        if nev == 0:
+            other.take(path, i, int(bad_idx), arr[int(bad_idx)].as_py())
+        if not ok.any():
             raise BadInput(
                 f"{path}: no {src} event lines found"
-                + (f" (first line not understood: {first_bad})" if first_bad else "")
+                + (f" (first line not understood: {other.first_bad})" if other.first_bad else "")
             )
-        line_no = np.flatnonzero(ok).astype(np.int64) + 1
-        cols = {k: pc.filter(v, mask) for k, v in cols.items()}
-        tables.append(
-            pa.table(
-                {
-                    "file": pa.array(np.full(nev, i, dtype=np.int32)),
-                    "line": pa.array(line_no),
-                    "comm": cols["comm"],
-                    "pid": pc.cast(cols["pid"], pa.int64()),
-                    "cpu": pc.cast(cols["cpu"], pa.int32()),
-                    "ts": pc.cast(cols["ts"], pa.float64()),
-                    "sys": cols["sys"],
-                    "event": cols["event"],
-                    "fields": cols["fields"],
-                }
-            )
-        )
+        tables.append(_event_table(cols, ok, i))
     if len(sources) > 1:
         raise BadInput(
             f"inputs are of different kinds ({', '.join(sorted(sources))}); import them apart"
@@ -308,12 +323,12 @@ def parse_files(paths: list[Path], source: str = "auto") -> ParsedText:
         inputs=[str(p) for p in paths],
         lines=total,
         events=pa.concat_tables(tables),
-        malformed=malformed,
-        first_malformed=first_bad,
-        lost=lost,
-        lost_notes=notes,
-        cpus=cpus,
-        first_malformed_at=first_at,
+        malformed=other.malformed,
+        first_malformed=other.first_bad,
+        lost=other.lost,
+        lost_notes=other.notes,
+        cpus=other.cpus,
+        first_malformed_at=other.first_at,
     )
 
 
