@@ -250,22 +250,43 @@ for node in glob.glob("/sys/devices/system/node/node[0-9]*"):
 """
 
 
+#: Pages of free memory outside ZONE_MOVABLE and CMA the filler never takes: the kernel's
+#: own allocations (page tables, slab) can use no other (on the 2-node movablecore guest
+#: that is node 0's DMA32 alone; 6.1 OOM-killed cmaprof when the filler took it all).
+KERNEL_RESERVE_PAGES = 32768
+
+
 def fill_script(leave_mib: int, near_cma_area: bool = False) -> str:
     """Guest shell text: a background process faults in anonymous memory until
-    ``leave_mib`` MiB of MemFree are left and holds it (its pid in ``$filler``); the
-    text returns once it is filled, or once the filler died (the OOM killer: say so on
-    stderr and go on, rather than wait for ever). ``near_cma_area``: fault in from the node that holds
-    the reserved CMA area."""
+    ``leave_mib`` MiB of MemFree are left, or until only :data:`KERNEL_RESERVE_PAGES`
+    free pages outside ZONE_MOVABLE and CMA are, and holds it (its pid in ``$filler``);
+    the text returns once it is filled, or once the filler died (the OOM killer: say so
+    on stderr and go on, rather than wait for ever). ``near_cma_area``: fault in from the
+    node that holds the reserved CMA area."""
     pin = _PIN_TO_AREA_NODE if near_cma_area else ""
     return (
-        "python3 - <<'PY' &\nimport mmap, signal\n"
+        "python3 - <<'PY' &\nimport mmap, re, signal\n"
         + pin.lstrip("\n")
-        + f"""free = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemFree:")))
+        + f"""def kernel_free():
+    zi = open("/proc/zoneinfo").read()
+    out = 0
+    for z in re.split(r"^Node \\d+, zone +", zi, flags=re.M)[1:]:
+        if z.startswith("Movable"):
+            continue
+        free = re.search(r"pages free +(\\d+)", z)
+        cma = re.search(r"nr_free_cma +(\\d+)", z)
+        out += int(free.group(1)) - (int(cma.group(1)) if cma else 0)
+    return out
+free = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemFree:")))
 size = (free - {leave_mib} * 1024) << 10
 m = mmap.mmap(-1, size)
 m.madvise(mmap.MADV_NOHUGEPAGE)
-for off in range(0, size, 4096):
-    m[off] = 1
+chunk = 16 << 20
+for start in range(0, size, chunk):
+    if kernel_free() < {KERNEL_RESERVE_PAGES}:
+        break
+    for off in range(start, min(start + chunk, size), 4096):
+        m[off] = 1
 open("/tmp/filled", "w").close()
 signal.pause()
 PY
