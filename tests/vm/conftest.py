@@ -250,16 +250,12 @@ for node in glob.glob("/sys/devices/system/node/node[0-9]*"):
 """
 
 
-#: Pages of free memory outside ZONE_MOVABLE and CMA the filler never takes: the kernel's
-#: own allocations (page tables, slab) can use no other (on the 2-node movablecore guest
-#: that is node 0's DMA32 alone; 6.1 OOM-killed cmaprof when the filler took it all).
-KERNEL_RESERVE_PAGES = 32768
-
-
-def fill_script(leave_mib: int, near_cma_area: bool = False) -> str:
+def fill_script(leave_mib: int, near_cma_area: bool = False, kernel_reserve_mib: int = 128) -> str:
     """Guest shell text: a background process faults in anonymous memory until
-    ``leave_mib`` MiB of MemFree are left, or until only :data:`KERNEL_RESERVE_PAGES`
-    free pages outside ZONE_MOVABLE and CMA are, and holds it (its pid in ``$filler``);
+    ``leave_mib`` MiB of MemFree are left, or until only ``kernel_reserve_mib`` MiB free
+    outside ZONE_MOVABLE and CMA are (the kernel's own allocations, page tables and slab,
+    can use no other: on the 2-node movablecore guest that is the DMA32 of one node, and
+    6.1 OOM-killed cmaprof when the filler took it all), and holds it (its pid in ``$filler``);
     the text returns once it is filled, or once the filler died (the OOM killer: say so
     on stderr and go on, rather than wait for ever). ``near_cma_area``: fault in from the
     node that holds the reserved CMA area."""
@@ -283,7 +279,7 @@ m = mmap.mmap(-1, size)
 m.madvise(mmap.MADV_NOHUGEPAGE)
 chunk = 16 << 20
 for start in range(0, size, chunk):
-    if kernel_free() < {KERNEL_RESERVE_PAGES}:
+    if kernel_free() < {kernel_reserve_mib * 256}:
         break
     for off in range(start, min(start + chunk, size), 4096):
         m[off] = 1

@@ -54,7 +54,7 @@ echo $? >"$out/hugetlb.status"
 echo 0 >/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages
 snap 2
 """
-    + fill_script(320, near_cma_area=True)
+    + fill_script(320, near_cma_area=True, kernel_reserve_mib=48)
     + r"""grep -E "^(MemFree|MemTotal|CmaFree|CmaTotal)" /proc/meminfo >"$out/meminfo.filled"
 for delay in 1.5 0.8 0.5 0.35 0.25 0.2 0.15; do
     sh -c "echo 60000 >$dbg/reserved/alloc" 2>/dev/null &
