@@ -119,7 +119,7 @@ def _dict(v: Any) -> dict[str, Any]:
 
 def has_cma_probe(rec: Recording) -> bool:
     """Whether the recording ran the cma probe (so its failed calls were seen)."""
-    return "cma" in _dict(rec.meta.get("probes"))
+    return "cma" in rec.meta.probes
 
 
 def _errno_name(e: int) -> str:
@@ -155,8 +155,8 @@ class Evidence:
 
     @classmethod
     def of(cls, rec: Recording) -> Evidence:
-        probes = _dict(rec.meta.get("probes"))
-        defines = _dict(rec.meta.get("defines"))
+        probes = rec.meta.probes
+        defines = _dict(rec.meta.defines)
         has_blockers = blockers.has_blockers(rec)
         used = rec.df_cma_used_series()
         return cls(

@@ -87,7 +87,7 @@ class Side:
 
     @property
     def kernel(self) -> str:
-        ks = sorted({str(r.meta.get("kernel_release")) for r in self.recordings})
+        ks = sorted({str(r.meta.kernel_release) for r in self.recordings})
         return ",".join(ks)
 
     @property
@@ -111,19 +111,17 @@ def layout_of(rec: Recording) -> str:
     """Where the recording's CMA memory is: "ZONE_CMA", "CMA in <zone>" or "no CMA"."""
     if counterfactual.CMA_ZONE in rec.zone_names.values():
         return "ZONE_CMA"
-    zones = sorted(
-        {str(z.get("name")) for z in rec.meta.get("zones") or [] if (z.get("cma") or 0) > 0}
-    )
+    zones = sorted({str(z.name) for z in rec.meta.zones if (z.cma or 0) > 0})
     if zones:
         return "CMA in " + "+".join(zones)
-    return "CMA area" if rec.meta.get("cma_areas") else "no CMA"
+    return "CMA area" if rec.meta.cma_areas else "no CMA"
 
 
 def workload_of(rec: Recording) -> str:
     """The recorded command, shortened (program names without directories)."""
-    if rec.meta.get("label"):
-        return str(rec.meta["label"])
-    cmd = [str(c) for c in rec.meta.get("command") or []]
+    if rec.meta.label:
+        return str(rec.meta.label)
+    cmd = [str(c) for c in rec.meta.command or []]
     if not cmd:
         return "system-wide"
     if len(cmd) > 2 and cmd[1] == "-m":  # python -m cmaprof ...
@@ -176,13 +174,13 @@ def _zone_gfp_label(zone: str, gfp: str) -> str:
 
 
 def _has_cma_probe(rec: Recording) -> bool:
-    return "cma" in (rec.meta.get("probes") or {})
+    return "cma" in rec.meta.probes
 
 
 def _failures_frame(rec: Recording) -> pd.DataFrame | None:
     """Engineer B's ``cma_failures`` table (area, cause, pages, events), None if not recorded."""
     fn = getattr(rec, "df_cma_failures", None)
-    recorded = "blockers" in (rec.meta.get("probes") or {}) or any(
+    recorded = "blockers" in rec.meta.probes or any(
         (rec.path / f"tables/{t}.parquet").exists() for t in ("cma_failures", "cma_blockers")
     )
     if fn is None or not recorded:
@@ -264,7 +262,7 @@ def iteration_metrics(rec: Recording) -> IterationMetrics:
             label = f"{parts[0]} ({parts[1]})" if len(parts) > 1 else str(parts[0])
             v[("failures", label, "pages")] = float(pages)
     # migrations
-    if "migrate" in (rec.meta.get("probes") or {}):
+    if "migrate" in rec.meta.probes:
         mig = df_migrate(rec)
         if not mig.empty:
             for reason, g in mig.groupby("reason", observed=True):
@@ -284,12 +282,10 @@ def iteration_metrics(rec: Recording) -> IterationMetrics:
             if k0 is not None and k1 is not None:
                 v[("vmstat", f"{area}/alloc_pages_{what}", "pages")] = float(k1 - k0)
     # lost and dropped
-    lost = rec.meta.get("lost")
-    if isinstance(lost, dict):
+    lost = rec.meta.lost
+    if rec.meta.has("lost") and isinstance(lost, dict):
         v[("lost", "lost events", "events")] = float(sum(int(x) for x in lost.values()))
-    dropped = rec.meta.get("dropped") or {}
-    if isinstance(dropped.get("page_alloc"), dict):
-        dropped = dropped["page_alloc"]
+    dropped = rec.meta.dropped_counts
     if dropped:
         v[("lost", "dropped (all causes)", "events")] = float(sum(int(x) for x in dropped.values()))
         for k, x in dropped.items():

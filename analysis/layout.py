@@ -34,6 +34,7 @@ import pandas as pd
 from cmaprof.analysis.redact import fmt_pfn
 from cmaprof.errors import BadInput
 from cmaprof.kernel import procfs
+from cmaprof.recording.metadata import METADATA, Metadata
 
 if TYPE_CHECKING:
     from cmaprof.analysis.loaded import Recording
@@ -124,12 +125,9 @@ def zones_of(rec: Recording) -> list[procfs.Zone]:
         text = rec.read_text(rel)
         if text:
             return procfs.parse_zoneinfo(text, str(rec.path / rel))
-    zones = rec.meta.get("zones")
     out = []
-    for z in zones if isinstance(zones, list) else []:
-        if not isinstance(z, dict):
-            continue
-        fields: dict[str, Any] = {k: z.get(k) for k in procfs.Zone.__dataclass_fields__}
+    for z in rec.meta.zones:
+        fields: dict[str, Any] = {k: getattr(z, k) for k in procfs.Zone.__dataclass_fields__}
         ints = ("node", "idx", "spanned", "present", "managed")
         optional = ("start_pfn", "cma")
         if (
@@ -152,27 +150,23 @@ def cma_areas_of(rec: Recording) -> list[procfs.CmaArea]:
     metadata; the layout is then taken from the recording's own metadata.json, so that
     the analysis stays the same and only printing hides the pfns.
     """
-    areas = rec.meta.get("cma_areas") or []
-    if any(isinstance(a, dict) and a.get("base_pfn") is None for a in areas):
+    areas = rec.meta.cma_areas
+    if any(a.base_pfn is None for a in areas):
         try:
-            stored = json.loads((rec.path / "metadata.json").read_text()).get("cma_areas")
+            stored = Metadata.from_json(json.loads((rec.path / METADATA).read_text())).cma_areas
         except (OSError, ValueError, AttributeError):
-            stored = None
-        if isinstance(stored, list) and [a.get("name") for a in stored if isinstance(a, dict)] == [
-            a.get("name") for a in areas if isinstance(a, dict)
-        ]:
+            stored = []
+        if [a.name for a in stored] == [a.name for a in areas]:
             areas = stored
     out = []
     for a in areas:
-        if not isinstance(a, dict):
-            continue
-        base, count = a.get("base_pfn"), a.get("count")
+        base, count = a.base_pfn, a.count
         out.append(
             procfs.CmaArea(
-                str(a.get("name")),
+                str(a.name),
                 base if _is_int(base) else None,
                 count if _is_int(count) else None,
-                str(a.get("source") or ""),
+                str(a.source or ""),
             )
         )
     return out

@@ -42,7 +42,7 @@ def _fit(text: str, width: int = TITLE_CHARS) -> str:
 
 def _title(rec: Recording, what: str) -> str:
     m = rec.meta
-    return _fit(f"{what}\nkernel {m.get('kernel_release')}; workload: {compare.workload_of(rec)}")
+    return _fit(f"{what}\nkernel {m.kernel_release}; workload: {compare.workload_of(rec)}")
 
 
 def plot_zone_gfp(rec: Recording) -> Figure:
@@ -64,7 +64,7 @@ def plot_zone_gfp(rec: Recording) -> Figure:
         index="where", columns="class", values="pages", aggfunc="sum", fill_value=0, observed=True
     )
     bottom = pd.Series(0.0, index=pivot.index)
-    page_mib = int(rec.meta.get("page_size") or 4096) / (1 << 20)
+    page_mib = int(rec.meta.page_size or 4096) / (1 << 20)
     for cls in pivot.columns:
         vals = pivot[cls] * page_mib
         ax.bar(pivot.index, vals, bottom=bottom, label=str(cls)[:100])
@@ -113,7 +113,7 @@ def save_all(rec: Recording, outdir: Path, fmt: str = "png") -> list[Path]:
 
 
 def _page_mib(rec: Recording) -> float:
-    return int(rec.meta.get("page_size") or 4096) / (1 << 20)
+    return int(rec.meta.page_size or 4096) / (1 << 20)
 
 
 def _side_label(side: Side) -> str:
@@ -322,12 +322,10 @@ def plot_cma_utilisation(sides: list[Side]) -> Figure:
                 pct = u["used_pages"] / u["count_pages"].where(u["count_pages"] > 0) * 100
                 top.plot(u["t_ns"] / 1e9, pct, color=color, linewidth=1.2)
                 any_used = True
-            calls = df_cma_calls(rec) if "cma" in (rec.meta.get("probes") or {}) else None
+            calls = df_cma_calls(rec) if "cma" in rec.meta.probes else None
             if calls is not None and len(calls):
                 # each call at the size it asked for, in percent of its area
-                sizes = {
-                    str(a.get("name")): a.get("count") for a in rec.meta.get("cma_areas") or []
-                }
+                sizes = {str(a.name): a.count for a in rec.meta.cma_areas}
                 y = [
                     p / sizes[a] * 100 if sizes.get(a) else np.nan
                     for p, a in zip(calls["pages_requested"], calls["area"].astype(str))
