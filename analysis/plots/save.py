@@ -47,7 +47,7 @@ def _why_no_utilisation(sides: list[Side]) -> str | None:
 
 
 def _why_no_failures(sides: list[Side]) -> str | None:
-    frames = [compare._failures_frame(r) for s in sides for r in s.recordings]
+    frames = [compare.failures_table(r) for s in sides for r in s.recordings]
     if all(f is None for f in frames):
         return "needs the blockers probe's cma_failures table"
     if all(f is None or f.empty for f in frames):

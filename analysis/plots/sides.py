@@ -161,7 +161,7 @@ def plot_zone_gfp_sides(sides: list[Side]) -> Figure:
     classes = [*named, "other classes"]
     colors = {c: f"C{i % 10}" for i, c in enumerate(named)} | {"other classes": "0.75"}
     page_mib = _page_mib(sides[0].recordings[0])
-    zones = sorted(df["zone"].unique(), key=compare._zone_key)
+    zones = sorted(df["zone"].unique(), key=compare.zone_key)
 
     def stack(ax: Axes, part: pd.DataFrame, bars: list[tuple[str, str]], labels: list[str]) -> None:
         pivot = part.pivot_table(
@@ -286,7 +286,7 @@ def plot_failure_causes(sides: list[Side]) -> Figure:
     frames = []
     missing = []
     for s in sides:
-        parts = [compare._failures_frame(r) for r in s.recordings]
+        parts = [compare.failures_table(r) for r in s.recordings]
         if all(p is None for p in parts):
             missing.append(s.name)
             continue
