@@ -37,7 +37,6 @@ from cmaprof.analysis.compare.frame import (
     MAX_PCT,
     STATS,
     change,
-    check_sides,
     df_compare,
     direction,
     gfp_order,
@@ -46,6 +45,7 @@ from cmaprof.analysis.compare.frame import (
 from cmaprof.analysis.compare.metrics import (
     IterationMetrics,
     Key,
+    check_sides,
     failures_table,
     gfp_label,
     iteration_metrics,

@@ -1,6 +1,5 @@
 """The long comparison table (:func:`df_compare`: one row per metric, statistic and side,
-with the per-iteration values and the test), the change against the baseline, and
-:func:`check_sides`."""
+with the per-iteration values and the test) and the change against the baseline."""
 
 from __future__ import annotations
 
@@ -245,17 +244,6 @@ def df_compare(sides: list[Side], alpha: float = stats.ALPHA) -> pd.DataFrame:
     keys = _ordered_keys(list(seen), sides_vals)
     keys = _top_gfp(keys, sides_vals)
 
-    def side_values(si: int, k: Key) -> list[float] | None:
-        out = []
-        for m in metrics[si]:
-            if k in m.values:
-                out.append(m.values[k])
-            elif k[0] in m.zero_sections and k[0] not in m.not_recorded:
-                zone = k[1].split("\x00")[0] if k[0] == "zone_gfp" else None
-                if zone is None or ("zones", zone, "pages") in m.values:
-                    out.append(0.0)
-        return out or None
-
     rows: list[dict[str, Any]] = []
     recorded = {
         sec: any(sec not in m.not_recorded for ms in metrics for m in ms) for sec in SECTIONS
@@ -263,29 +251,8 @@ def df_compare(sides: list[Side], alpha: float = stats.ALPHA) -> pd.DataFrame:
     for k in keys:
         sec, metric, unit = k
         label = metric.replace("\x00", ": ")
-        per_side = [side_values(si, k) for si in range(len(sides))]
-        described = [_describe(np.asarray(v, dtype=float), False) if v else None for v in per_side]
-        for stat in STATS:
-            for si, s in enumerate(sides):
-                row = _empty_row(sec, label, unit, stat, s.name)
-                vals, d = per_side[si], described[si]
-                if vals and d is not None:
-                    row.update(n=len(vals), value=d[stat])
-                    if stat == "Amean":
-                        row["values"] = [float(x) for x in vals]
-                    base = described[0]
-                    if base is not None:
-                        pct, diff, shown = change(base[stat], d[stat])
-                        row.update(change_pct=pct, change_abs=diff, change_shown=shown)
-                    if si and stat == "Amean" and per_side[0]:
-                        res = stats.mwu(per_side[0], vals, alpha)
-                        row.update(
-                            test=res.test,
-                            p_value=res.p_value,
-                            significant=res.significant,
-                            note=res.reason,
-                        )
-                rows.append(row)
+        per_side = [_side_values(metrics[si], k) for si in range(len(sides))]
+        rows += _stat_rows(sides, (sec, label, unit), per_side, alpha)
         if sec == "cma_alloc" and metric == "pages failed to migrate":
             rows.extend(_latency_rows(sides, alpha))
     if not any(r["section"] == "cma_alloc" for r in rows):
@@ -293,6 +260,55 @@ def df_compare(sides: list[Side], alpha: float = stats.ALPHA) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=COLUMNS)
     out.attrs["recorded"] = recorded
     return out
+
+
+def _side_values(metrics: list[IterationMetrics], k: Key) -> list[float] | None:
+    """The per-iteration values of ``k`` on one side; 0 where the iteration recorded
+    the section (and, for zone x GFP, the zone) but saw nothing; None without any."""
+    out = []
+    for m in metrics:
+        if k in m.values:
+            out.append(m.values[k])
+        elif k[0] in m.zero_sections and k[0] not in m.not_recorded:
+            zone = k[1].split("\x00")[0] if k[0] == "zone_gfp" else None
+            if zone is None or ("zones", zone, "pages") in m.values:
+                out.append(0.0)
+    return out or None
+
+
+def _stat_rows(
+    sides: list[Side],
+    what: tuple[str, str, str],
+    per_side: list[list[float] | None],
+    alpha: float,
+) -> list[dict[str, Any]]:
+    """The rows of one metric ``what`` (section, label, unit): every statistic of
+    :data:`STATS` for every side, with the change and (Amean) the test."""
+    sec, label, unit = what
+    rows = []
+    described = [_describe(np.asarray(v, dtype=float), False) if v else None for v in per_side]
+    for stat in STATS:
+        for si, s in enumerate(sides):
+            row = _empty_row(sec, label, unit, stat, s.name)
+            vals, d = per_side[si], described[si]
+            if vals and d is not None:
+                row.update(n=len(vals), value=d[stat])
+                if stat == "Amean":
+                    row["values"] = [float(x) for x in vals]
+                base = described[0]
+                if base is not None:
+                    pct, diff, shown = change(base[stat], d[stat])
+                    row.update(change_pct=pct, change_abs=diff, change_shown=shown)
+                if si and stat == "Amean" and per_side[0]:
+                    res = stats.mwu(per_side[0], vals, alpha)
+                    row.update(
+                        test=res.test,
+                        p_value=res.p_value,
+                        significant=res.significant,
+                        note=res.reason,
+                    )
+            rows.append(row)
+    return rows
 
 
 def _top_gfp(keys: list[Key], sides_vals: list[list[dict[Key, float]]]) -> list[Key]:
@@ -349,47 +365,3 @@ def _latency_rows(sides: list[Side], alpha: float) -> list[dict[str, Any]]:
                 )
             rows.append(row)
     return rows
-
-
-def check_sides(sides: list[Side]) -> list[str]:
-    """Refuse what cannot be compared; return warnings about what should not be.
-
-    :raises BadInput: fewer than two sides, or one path given twice
-    :returns: one warning per way the sides differ besides what is compared (kernel,
-        CMA layout, workload), and one when two sides hold the same numbers
-    """
-    if len(sides) < 2:
-        only = sides[0].path if sides else "nothing"
-        raise BadInput(
-            f"compare needs a baseline and at least one other side, got only {only}; "
-            f"give two (cmaprof compare BASE OTHER), or see one recording with "
-            f"`cmaprof report {only}`"
-        )
-    paths = [s.path.resolve() for s in sides]
-    for i, p in enumerate(paths):
-        if p in paths[:i]:
-            raise BadInput(
-                f"{sides[i].path} is given twice: a side compared with itself shows no "
-                f"change; give two different recordings or directories"
-            )
-    warnings = []
-    for what in ("kernel", "layout", "workload"):
-        values = [getattr(s, what) for s in sides]
-        if len(set(values)) > 1:
-            warnings.append(
-                f"sides differ in {what}: "
-                + "; ".join(f"{s.name} {v}" for s, v in zip(sides, values))
-            )
-    if len(warnings) > 1:
-        warnings.append(
-            "more than one of kernel, layout and workload differ: a change cannot be "
-            "put down to one of them"
-        )
-    base = [metrics_copy(r).values for r in sides[0].recordings]
-    for s in sides[1:]:
-        if [metrics_copy(r).values for r in s.recordings] == base:
-            warnings.append(
-                f"{s.name} has the same numbers as {sides[0].name}: the same recordings "
-                f"twice? every change will be 0"
-            )
-    return warnings

@@ -1,5 +1,6 @@
 """The scalars of one iteration that the comparison shows (:func:`iteration_metrics`),
-section by section, and the pooled cma_alloc() latencies of a side."""
+section by section, the pooled cma_alloc() latencies of a side, and :func:`check_sides`
+(which refuses or warns on sides that cannot be compared)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cmaprof.analysis.cma import df_cma_calls
 from cmaprof.analysis.compare.sides import LOGICAL_CMA, VMSTAT_PREFIXES, Side
 from cmaprof.analysis.loaded import Recording
 from cmaprof.analysis.migrate import df_migrate
+from cmaprof.errors import BadInput
 
 #: Key of a per-iteration metric: (section, metric label, unit).
 Key = tuple[str, str, str]
@@ -239,3 +241,47 @@ def latencies_ns(side: Side) -> np.ndarray | None:
     if not seen:
         return None
     return np.concatenate(parts) if parts else np.array([], dtype=float)
+
+
+def check_sides(sides: list[Side]) -> list[str]:
+    """Refuse what cannot be compared; return warnings about what should not be.
+
+    :raises BadInput: fewer than two sides, or one path given twice
+    :returns: one warning per way the sides differ besides what is compared (kernel,
+        CMA layout, workload), and one when two sides hold the same numbers
+    """
+    if len(sides) < 2:
+        only = sides[0].path if sides else "nothing"
+        raise BadInput(
+            f"compare needs a baseline and at least one other side, got only {only}; "
+            f"give two (cmaprof compare BASE OTHER), or see one recording with "
+            f"`cmaprof report {only}`"
+        )
+    paths = [s.path.resolve() for s in sides]
+    for i, p in enumerate(paths):
+        if p in paths[:i]:
+            raise BadInput(
+                f"{sides[i].path} is given twice: a side compared with itself shows no "
+                f"change; give two different recordings or directories"
+            )
+    warnings = []
+    for what in ("kernel", "layout", "workload"):
+        values = [getattr(s, what) for s in sides]
+        if len(set(values)) > 1:
+            warnings.append(
+                f"sides differ in {what}: "
+                + "; ".join(f"{s.name} {v}" for s, v in zip(sides, values))
+            )
+    if len(warnings) > 1:
+        warnings.append(
+            "more than one of kernel, layout and workload differ: a change cannot be "
+            "put down to one of them"
+        )
+    base = [metrics_copy(r).values for r in sides[0].recordings]
+    for s in sides[1:]:
+        if [metrics_copy(r).values for r in s.recordings] == base:
+            warnings.append(
+                f"{s.name} has the same numbers as {sides[0].name}: the same recordings "
+                f"twice? every change will be 0"
+            )
+    return warnings

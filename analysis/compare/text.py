@@ -61,6 +61,50 @@ def table_compare(sides: list[Side], alpha: float = stats.ALPHA, wide: bool = Fa
     :param wide: every label on the line of its numbers (for grep), wider than 80 columns
     """
     df = df_compare(sides, alpha)
+    out = _preamble(sides, alpha)
+    rows = df.assign(_label=[_label(r.section, r.metric, r.unit) for r in df.itertuples()])
+    rows["_label"] = [
+        lab + _DIRECTION_TAG.get(str(d), "") for lab, d in zip(rows["_label"], rows["direction"])
+    ]
+    label_w = LABEL_W
+    if wide and not rows.empty:
+        label_w = max(LABEL_W, STAT_W + int(rows["_label"].str.len().max()) + 1)
+    n = [len(s.recordings) for s in sides]
+    head = " " * label_w + " ".join(f"{s.name[: COL_W - 1]:>{COL_W - 1}}" for s in sides)
+    nline = " " * label_w + " ".join(f"{'n=' + str(k):>{COL_W - 1}}" for k in n)
+    notes: dict[str, None] = {}
+    for sec, title in SECTIONS.items():
+        part = rows[rows["section"] == sec]
+        out.append("")
+        out.extend(textwrap.wrap(title, WIDTH))
+        if part.empty:
+            if df.attrs["recorded"].get(sec):
+                out.append("  none on any side")
+            else:
+                out.append("  not recorded" + _not_recorded_by(sides, sec))
+            continue
+        out.append(head.rstrip())
+        out.append(nline.rstrip())
+        for (_metric, _unit), g in part.groupby(["metric", "unit"], sort=False):
+            out += _metric_lines(g, label_w, wide, notes)
+    notes.pop("", None)
+    shown = [n_ for n_ in notes if "iterations: Mann-Whitney" not in n_]
+    if shown:
+        out.append("")
+        out.append("not tested:")
+        for note in shown:
+            out.extend(textwrap.wrap(note, WIDTH, initial_indent="  ", subsequent_indent="    "))
+    # issue 12: the layouts of the sides next to each other (analysis/layout.py) and
+    # the failed calls by cause (analysis/causes.py)
+    from cmaprof.analysis.causes import table_causes_compare
+    from cmaprof.analysis.layout import table_layout_compare
+
+    out += ["", table_layout_compare(sides), "", table_causes_compare(sides)]
+    return "\n".join(out) + "\n"
+
+
+def _preamble(sides: list[Side], alpha: float) -> list[str]:
+    """How to read the table, the sides, and which sides no test can tell apart."""
     out = [
         "cmaprof compare: statistics over each side's iterations (latency: over all",
         "cma_alloc() calls of a side); (change against the baseline's same statistic):",
@@ -98,63 +142,34 @@ def table_compare(sides: list[Side], alpha: float = stats.ALPHA, wide: bool = Fa
                 break_on_hyphens=False,
             )
         )
-    rows = df.assign(_label=[_label(r.section, r.metric, r.unit) for r in df.itertuples()])
-    rows["_label"] = [
-        lab + _DIRECTION_TAG.get(str(d), "") for lab, d in zip(rows["_label"], rows["direction"])
-    ]
-    label_w = LABEL_W
-    if wide and not rows.empty:
-        label_w = max(LABEL_W, STAT_W + int(rows["_label"].str.len().max()) + 1)
-    head = " " * label_w + " ".join(f"{s.name[: COL_W - 1]:>{COL_W - 1}}" for s in sides)
-    nline = " " * label_w + " ".join(f"{'n=' + str(k):>{COL_W - 1}}" for k in n)
-    notes: dict[str, None] = {}
-    for sec, title in SECTIONS.items():
-        part = rows[rows["section"] == sec]
-        out.append("")
-        out.extend(textwrap.wrap(title, WIDTH))
-        if part.empty:
-            if df.attrs["recorded"].get(sec):
-                out.append("  none on any side")
-            else:
-                out.append("  not recorded" + _not_recorded_by(sides, sec))
-            continue
-        out.append(head.rstrip())
-        out.append(nline.rstrip())
-        for (_metric, _unit), g in part.groupby(["metric", "unit"], sort=False):
-            label = str(g["_label"].iloc[0])
-            shown_stats = [
-                st
-                for st in g["stat"].unique()
-                if st == "Amean" or st in QUANTILES or _varies(g) or (st == "Max" and _is_lat(g))
-            ]
-            own_line = not wide and len(label) > label_w - STAT_W - 1
-            if own_line:
-                out.extend(_wrap_label(label, WIDTH))
-            for st in shown_stats:
-                cells = []
-                for i, r in enumerate(g[g["stat"] == st].itertuples(index=False)):
-                    chg = _fmt_change(r, r.unit)
-                    if i == 0 and chg.strip():
-                        chg = "(    0.00%)"
-                    cells.append(f"{_fmt_value(r.value, r.unit, r.stat):>10} {chg}")
-                    if isinstance(r.note, str) and r.note:
-                        notes[r.note] = None
-                lab = f"{st:<{STAT_W}}" + ("" if own_line else label)
-                out.append((f"{lab:<{label_w}}" + " ".join(cells)).rstrip())
-    notes.pop("", None)
-    shown = [n_ for n_ in notes if "iterations: Mann-Whitney" not in n_]
-    if shown:
-        out.append("")
-        out.append("not tested:")
-        for note in shown:
-            out.extend(textwrap.wrap(note, WIDTH, initial_indent="  ", subsequent_indent="    "))
-    # issue 12: the layouts of the sides next to each other (analysis/layout.py) and
-    # the failed calls by cause (analysis/causes.py)
-    from cmaprof.analysis.causes import table_causes_compare
-    from cmaprof.analysis.layout import table_layout_compare
+    return out
 
-    out += ["", table_layout_compare(sides), "", table_causes_compare(sides)]
-    return "\n".join(out) + "\n"
+
+def _metric_lines(g: pd.DataFrame, label_w: int, wide: bool, notes: dict[str, None]) -> list[str]:
+    """The lines of one metric (its rows ``g``: every statistic of every side); the
+    notes of untested rows are added to ``notes``."""
+    out: list[str] = []
+    label = str(g["_label"].iloc[0])
+    shown_stats = [
+        st
+        for st in g["stat"].unique()
+        if st == "Amean" or st in QUANTILES or _varies(g) or (st == "Max" and _is_lat(g))
+    ]
+    own_line = not wide and len(label) > label_w - STAT_W - 1
+    if own_line:
+        out.extend(_wrap_label(label, WIDTH))
+    for st in shown_stats:
+        cells = []
+        for i, r in enumerate(g[g["stat"] == st].itertuples(index=False)):
+            chg = _fmt_change(r, r.unit)
+            if i == 0 and chg.strip():
+                chg = "(    0.00%)"
+            cells.append(f"{_fmt_value(r.value, r.unit, r.stat):>10} {chg}")
+            if isinstance(r.note, str) and r.note:
+                notes[r.note] = None
+        lab = f"{st:<{STAT_W}}" + ("" if own_line else label)
+        out.append((f"{lab:<{label_w}}" + " ".join(cells)).rstrip())
+    return out
 
 
 def _is_lat(g: pd.DataFrame) -> bool:
