@@ -94,8 +94,8 @@ def table_compare(sides: list[Side], alpha: float = stats.ALPHA, wide: bool = Fa
         out.append("not tested:")
         for note in shown:
             out.extend(textwrap.wrap(note, WIDTH, initial_indent="  ", subsequent_indent="    "))
-    # issue 12: the layouts of the sides next to each other (analysis/layout.py) and
-    # the failed calls by cause (analysis/causes.py)
+    # issue 12: the layouts of the sides next to each other (analysis/layout/text.py) and
+    # the failed calls by cause (analysis/causes/text.py)
     from cmaprof.analysis.causes import table_causes_compare
     from cmaprof.analysis.layout import table_layout_compare
 
