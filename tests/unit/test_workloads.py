@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from cmaprof import workloads as wl
+from cmaprof.errors import BadInput, CmaprofError, EnvironmentProblem
 from cmaprof.workloads import cma as wl_cma
 from cmaprof.workloads import memory as wl_memory
-from cmaprof.errors import BadInput, CmaprofError, EnvironmentProblem
 
 
 def test_legacy_name_mib_specs_still_parse():
