@@ -12,6 +12,7 @@ from cmaprof.analysis.layout.fit import fit_table
 from cmaprof.analysis.layout.frames import cma_areas_of, cma_layout_frame, layout_frame, zones_of
 from cmaprof.analysis.redact import fmt_pfn
 from cmaprof.errors import BadInput
+from cmaprof.kernel import procfs
 
 if TYPE_CHECKING:
     from cmaprof.analysis.loaded import Recording
@@ -99,31 +100,38 @@ def table_layout(rec: Recording) -> str:
     for n in notes:
         out.extend(textwrap.wrap(n, WIDTH, initial_indent="  ", subsequent_indent="    "))
     if areas:
-        cdf = cma_layout_frame(zones, areas)
-        out.append("")
-        out.append("CMA areas (align: cma_alloc() align order, 2**align pages from pfn 0)")
-        out.append(
-            f"{'area':<12} {'node zone':<12} {'base_pfn':>10} {'count':>9} {'base_align':>10}"
-            "  placement"
-        )
-        for r in cdf.itertuples(index=False):
-            where = "-" if r.zone is None or pd.isna(r.zone) else f"N{r.node} {r.zone}"
-            out.append(
-                f"{str(r.area)[:12]:<12} {where[:12]:<12} {_pfn(r.base_pfn):>10} "
-                f"{_num(r.count):>9} {_num(r.base_align_order):>10}  {r.placement}"[:WIDTH]
-            )
-            if r.zones and (r.zone is None or pd.isna(r.zone) or "," in str(r.zones)):
-                out.extend(
-                    textwrap.wrap(
-                        f"in the spans of: {r.zones}",
-                        WIDTH,
-                        initial_indent="  ",
-                        subsequent_indent="    ",
-                    )
-                )
-            if r.base_pfn is not pd.NA and r.count is not pd.NA:
-                out.extend(_wrap_parts("  fits: ", _fit_text(int(r.base_pfn), int(r.count))))
+        out += _cma_area_lines(zones, areas)
     return "\n".join(out)
+
+
+def _cma_area_lines(zones: list[procfs.Zone], areas: list[procfs.CmaArea]) -> list[str]:
+    """The report's CMA area lines: where each area is and which requests can fit."""
+    out: list[str] = []
+    cdf = cma_layout_frame(zones, areas)
+    out.append("")
+    out.append("CMA areas (align: cma_alloc() align order, 2**align pages from pfn 0)")
+    out.append(
+        f"{'area':<12} {'node zone':<12} {'base_pfn':>10} {'count':>9} {'base_align':>10}"
+        "  placement"
+    )
+    for r in cdf.itertuples(index=False):
+        where = "-" if r.zone is None or pd.isna(r.zone) else f"N{r.node} {r.zone}"
+        out.append(
+            f"{str(r.area)[:12]:<12} {where[:12]:<12} {_pfn(r.base_pfn):>10} "
+            f"{_num(r.count):>9} {_num(r.base_align_order):>10}  {r.placement}"[:WIDTH]
+        )
+        if r.zones and (r.zone is None or pd.isna(r.zone) or "," in str(r.zones)):
+            out.extend(
+                textwrap.wrap(
+                    f"in the spans of: {r.zones}",
+                    WIDTH,
+                    initial_indent="  ",
+                    subsequent_indent="    ",
+                )
+            )
+        if r.base_pfn is not pd.NA and r.count is not pd.NA:
+            out.extend(_wrap_parts("  fits: ", _fit_text(int(r.base_pfn), int(r.count))))
+    return out
 
 
 def table_layout_compare(sides: list[Any]) -> str:
@@ -137,37 +145,8 @@ def table_layout_compare(sides: list[Any]) -> str:
     cols: list[dict[str, str]] = []
     differs = []
     for s in sides:
-        vals: dict[str, str] = {}
-        recs = list(s.recordings)
-        shapes = set()
-        for i, rec in enumerate(recs):
-            zones = zones_of(rec)
-            areas = cma_areas_of(rec)
-            shapes.add(
-                tuple((z.node, z.name, z.start_pfn, z.spanned) for z in zones)
-                + tuple((a.name, a.base_pfn, a.count) for a in areas)
-            )
-            if i:
-                continue
-            for r in layout_frame(zones, areas).itertuples(index=False):
-                if r.spanned == 0:
-                    continue
-                key = f"N{r.node} {r.zone}"
-                vals[f"{key}: start_pfn"] = _pfn(r.start_pfn)
-                vals[f"{key}: spanned"] = str(r.spanned)
-                vals[f"{key}: holes"] = str(r.holes)
-                vals[f"{key}: cma"] = _num(r.cma)
-                if r.overlaps_same_node or r.overlaps_other_nodes:
-                    vals[f"{key}: overlap_pages"] = str(r.overlap_pages)
-            for r in cma_layout_frame(zones, areas).itertuples(index=False):
-                key = f"CMA {r.area}"
-                vals[f"{key}: zone"] = (
-                    "-" if r.zone is None or pd.isna(r.zone) else f"N{r.node} {r.zone}"
-                )
-                vals[f"{key}: count"] = _num(r.count)
-                vals[f"{key}: base_align"] = _num(r.base_align_order)
-                vals[f"{key}: max align"] = _num(r.any_size_max_align)
-        if len(shapes) > 1:
+        vals, same = _side_layout(list(s.recordings))
+        if not same:
             differs.append(s.name)
         cols.append(vals)
     keys: list[str] = []
@@ -189,3 +168,38 @@ def table_layout_compare(sides: list[Any]) -> str:
     if differs:
         out.append("note: layouts differ between the recordings of: " + ", ".join(differs))
     return "\n".join(out)
+
+
+def _side_layout(recs: list[Recording]) -> tuple[dict[str, str], bool]:
+    """The layout values of a side's first recording, and whether all its recordings
+    have the same layout."""
+    vals: dict[str, str] = {}
+    shapes = set()
+    for i, rec in enumerate(recs):
+        zones = zones_of(rec)
+        areas = cma_areas_of(rec)
+        shapes.add(
+            tuple((z.node, z.name, z.start_pfn, z.spanned) for z in zones)
+            + tuple((a.name, a.base_pfn, a.count) for a in areas)
+        )
+        if i:
+            continue
+        for r in layout_frame(zones, areas).itertuples(index=False):
+            if r.spanned == 0:
+                continue
+            key = f"N{r.node} {r.zone}"
+            vals[f"{key}: start_pfn"] = _pfn(r.start_pfn)
+            vals[f"{key}: spanned"] = str(r.spanned)
+            vals[f"{key}: holes"] = str(r.holes)
+            vals[f"{key}: cma"] = _num(r.cma)
+            if r.overlaps_same_node or r.overlaps_other_nodes:
+                vals[f"{key}: overlap_pages"] = str(r.overlap_pages)
+        for r in cma_layout_frame(zones, areas).itertuples(index=False):
+            key = f"CMA {r.area}"
+            vals[f"{key}: zone"] = (
+                "-" if r.zone is None or pd.isna(r.zone) else f"N{r.node} {r.zone}"
+            )
+            vals[f"{key}: count"] = _num(r.count)
+            vals[f"{key}: base_align"] = _num(r.base_align_order)
+            vals[f"{key}: max align"] = _num(r.any_size_max_align)
+    return vals, len(shapes) <= 1

@@ -164,18 +164,16 @@ def plot_zone_gfp_sides(sides: list[Side]) -> Figure:
     zones = sorted(df["zone"].unique(), key=compare.zone_key)
 
     def stack(ax: Axes, part: pd.DataFrame, bars: list[tuple[str, str]], labels: list[str]) -> None:
-        pivot = part.pivot_table(
-            index=["side", "zone"], columns="class", values="pages", aggfunc="sum"
-        ).reindex(pd.MultiIndex.from_tuples(bars, names=["side", "zone"]))
-        pivot = pivot.fillna(0)
-        bottom = np.zeros(len(pivot))
-        for cls in classes:
-            if cls not in pivot.columns:
-                continue
-            vals = pivot[cls].to_numpy() * page_mib
-            ax.bar(range(len(pivot)), vals, bottom=bottom, color=colors[cls])
-            bottom += vals
-        ax.set_xticks(range(len(pivot)), labels, fontsize=8)
+        _stack(
+            ax,
+            part.pivot_table(index=["side", "zone"], columns="class", values="pages", aggfunc="sum")
+            .reindex(pd.MultiIndex.from_tuples(bars, names=["side", "zone"]))
+            .fillna(0),
+            classes,
+            colors,
+            page_mib,
+        )
+        ax.set_xticks(range(len(bars)), labels, fontsize=8)
 
     bars = [
         (s.name, z)
@@ -205,6 +203,19 @@ def plot_zone_gfp_sides(sides: list[Side]) -> Figure:
     return fig
 
 
+def _stack(
+    ax: Axes, pivot: pd.DataFrame, classes: list[str], colors: dict[str, str], page_mib: float
+) -> None:
+    """Bars of ``pivot`` (one row a bar, one column a class, pages) stacked in MiB."""
+    bottom = np.zeros(len(pivot))
+    for cls in classes:
+        if cls not in pivot.columns:
+            continue
+        vals = pivot[cls].to_numpy() * page_mib
+        ax.bar(range(len(pivot)), vals, bottom=bottom, color=colors[cls])
+        bottom += vals
+
+
 def _short_gfp(gfp: str, width: int = 95) -> str:
     return gfp if len(gfp) <= width else gfp[: width - 3] + "..."
 
@@ -223,40 +234,8 @@ def plot_cma_utilisation(sides: list[Side]) -> Figure:
         any_used = any_rate = False
         for i, rec in enumerate(s.recordings):
             color = f"C{i % 10}"
-            used = rec.df_cma_used_series()
-            if not used.empty:
-                u = used.groupby("t_ns")[["used_pages", "count_pages"]].sum().reset_index()
-                pct = u["used_pages"] / u["count_pages"].where(u["count_pages"] > 0) * 100
-                top.plot(u["t_ns"] / 1e9, pct, color=color, linewidth=1.2)
-                any_used = True
-            calls = df_cma_calls(rec) if "cma" in rec.meta.probes else None
-            if calls is not None and len(calls):
-                # each call at the size it asked for, in percent of its area
-                sizes = {str(a.name): a.count for a in rec.meta.cma_areas}
-                y = [
-                    p / sizes[a] * 100 if sizes.get(a) else np.nan
-                    for p, a in zip(calls["pages_requested"], calls["area"].astype(str))
-                ]
-                y = pd.Series(y, index=calls.index)
-                ok = calls["success"].astype(bool)
-                top.plot(calls.loc[ok, "start_ns"] / 1e9, y[ok], "o", ms=4, color=color)
-                top.plot(calls.loc[~ok, "start_ns"] / 1e9, y[~ok], "x", ms=6, mew=1.5, color=color)
-            series = rec.df_page_alloc_series()
-            if not series.empty and counterfactual.has_cma(rec):
-                series["zone"] = series["zone"].astype(str)
-                cma = series[counterfactual.in_logical_cma(series)]
-                g = (
-                    cma.groupby(["t_start_ns", "t_end_ns"])["pages"]
-                    .sum()
-                    .reindex(series.groupby(["t_start_ns", "t_end_ns"]).size().index, fill_value=0)
-                    .reset_index()
-                    .sort_values("t_start_ns")
-                )
-                if len(g):
-                    rate = g["pages"] / ((g["t_end_ns"] - g["t_start_ns"]) / 1e9) * _page_mib(rec)
-                    edges = [g["t_start_ns"].iloc[0] / 1e9, *(g["t_end_ns"] / 1e9)]
-                    bottom.stairs(rate.to_numpy(), edges, color=color, linewidth=1.2)
-                    any_rate = True
+            any_used = _draw_use(top, rec, color) or any_used
+            any_rate = _draw_cma_rate(bottom, rec, color) or any_rate
         if not any_used:
             _empty(top, "no cma_used series")
         else:
@@ -273,6 +252,53 @@ def plot_cma_utilisation(sides: list[Side]) -> Figure:
     ]
     fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=min(4, len(handles)))
     return fig
+
+
+def _draw_use(ax: Axes, rec: Recording, color: str) -> bool:
+    """debugfs ``used`` in percent of the area, and each call at the size it asked for;
+    whether there was a used series."""
+    used = rec.df_cma_used_series()
+    drawn = False
+    if not used.empty:
+        u = used.groupby("t_ns")[["used_pages", "count_pages"]].sum().reset_index()
+        pct = u["used_pages"] / u["count_pages"].where(u["count_pages"] > 0) * 100
+        ax.plot(u["t_ns"] / 1e9, pct, color=color, linewidth=1.2)
+        drawn = True
+    calls = df_cma_calls(rec) if "cma" in rec.meta.probes else None
+    if calls is not None and len(calls):
+        # each call at the size it asked for, in percent of its area
+        sizes = {str(a.name): a.count for a in rec.meta.cma_areas}
+        y = [
+            p / sizes[a] * 100 if sizes.get(a) else np.nan
+            for p, a in zip(calls["pages_requested"], calls["area"].astype(str))
+        ]
+        y = pd.Series(y, index=calls.index)
+        ok = calls["success"].astype(bool)
+        ax.plot(calls.loc[ok, "start_ns"] / 1e9, y[ok], "o", ms=4, color=color)
+        ax.plot(calls.loc[~ok, "start_ns"] / 1e9, y[~ok], "x", ms=6, mew=1.5, color=color)
+    return drawn
+
+
+def _draw_cma_rate(ax: Axes, rec: Recording, color: str) -> bool:
+    """MiB/s the page allocator placed in CMA pageblocks, per interval; whether drawn."""
+    series = rec.df_page_alloc_series()
+    if series.empty or not counterfactual.has_cma(rec):
+        return False
+    series["zone"] = series["zone"].astype(str)
+    cma = series[counterfactual.in_logical_cma(series)]
+    g = (
+        cma.groupby(["t_start_ns", "t_end_ns"])["pages"]
+        .sum()
+        .reindex(series.groupby(["t_start_ns", "t_end_ns"]).size().index, fill_value=0)
+        .reset_index()
+        .sort_values("t_start_ns")
+    )
+    if not len(g):
+        return False
+    rate = g["pages"] / ((g["t_end_ns"] - g["t_start_ns"]) / 1e9) * _page_mib(rec)
+    edges = [g["t_start_ns"].iloc[0] / 1e9, *(g["t_end_ns"] / 1e9)]
+    ax.stairs(rate.to_numpy(), edges, color=color, linewidth=1.2)
+    return True
 
 
 def plot_failure_causes(sides: list[Side]) -> Figure:
