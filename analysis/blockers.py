@@ -58,7 +58,7 @@ def df_cma_blockers(rec: Recording) -> pd.DataFrame:
     was seen) and ``origin_migratetype``.
     """
     df = with_names(_raw_blockers(rec))
-    layout = (rec.meta.get("blockers") or {}).get("layout")
+    layout = rec.meta.blockers.layout if rec.meta.blockers is not None else None
     df["states"] = [state_names(int(b)) for b in df["state_bits"]]
     df["page_flag_names"] = [page_flag_names(layout, int(f)) for f in df["page_flags"]]
     df["dev_name"] = [
@@ -177,7 +177,7 @@ def compare_with_dump(blockers: pd.DataFrame, dump: pd.DataFrame) -> pd.DataFram
 
 def has_blockers(rec: Recording) -> bool:
     """Whether the recording ran the blockers probe."""
-    return "blockers" in rec.meta or (rec.path / "tables/cma_blockers.parquet").exists()
+    return rec.meta.has("blockers") or (rec.path / "tables/cma_blockers.parquet").exists()
 
 
 def table_cma_failures(rec: Recording) -> str:
@@ -199,26 +199,26 @@ def table_cma_failures(rec: Recording) -> str:
                 f"{str(r.area)[:8]:<8} {str(r.stage)[:13]:<13} {str(r.cause)[:16]:<16} "
                 f"{str(r.state)[:18]:<18} {int(r.pages):>6} {int(r.events):>7} {int(r.calls):>5}"
             )
-    meta = rec.meta.get("blockers") or {}
+    meta = rec.meta.blockers
     notes = []
-    if meta:
+    if meta is not None:
         stages = [
             s
             for s, on in (
-                ("migrate", meta.get("migrate_stage")),
-                ("test_isolated", meta.get("test_isolated_stage")),
+                ("migrate", meta.migrate_stage),
+                ("test_isolated", meta.test_isolated_stage),
             )
             if on
         ]
         notes.append(f"stages traced: {', '.join(stages) or 'none'}")
-        stats = meta.get("stats") or {}
+        stats = meta.stats or {}
         lost = int(stats.get("ringbuf_full", 0)) + int(stats.get("list_truncated", 0))
         if lost:
             notes.append(
                 f"not written: {stats.get('ringbuf_full', 0)} events (ring buffer full), "
-                f"{stats.get('list_truncated', 0)} lists cut at {meta.get('max_list')} pages"
+                f"{stats.get('list_truncated', 0)} lists cut at {meta.max_list} pages"
             )
-        if not meta.get("layout_verified"):
+        if not meta.layout_verified:
             notes.append("struct layouts from headers of another kernel: unverified")
     for n in notes:
         out.append(f"note: {n}")
@@ -247,11 +247,11 @@ def table_cma_blockers_origin(rec: Recording, wide: bool = False) -> str:
                 f"{int(r.events):>7}  {lines[0]}"
             )
             out += [" " * (80 - width) + line for line in lines[1:]]
-    meta = rec.meta.get("blockers") or {}
-    if meta.get("origin_entries"):
-        kib = int(meta.get("origin_bytes", 0)) / 1024
+    meta = rec.meta.blockers
+    if meta is not None and meta.origin_entries:
+        kib = int(meta.origin_bytes or 0) / 1024
         out.append(
-            f"note: origin array {meta['origin_entries']} entries x "
-            f"{meta.get('origin_entry_bytes')} B = {kib:.0f} KiB (one per CMA page)"
+            f"note: origin array {meta.origin_entries} entries x "
+            f"{meta.origin_entry_bytes} B = {kib:.0f} KiB (one per CMA page)"
         )
     return "\n".join(out)

@@ -215,8 +215,8 @@ def _row(
 
 def probe_not_run(rec: Recording, probe: str) -> str | None:
     """Why ``probe`` did not run in ``rec`` (``probe NAME did not run: WHY``), or None."""
-    probes = rec.meta.get("probes")
-    if probes is None or probe in probes:  # imported text has no probe list: its events ran
+    # imported text has no probe list: its events ran
+    if not rec.meta.has("probes") or probe in rec.meta.probes:
         return None
-    why = (rec.meta.get("probes_unavailable") or {}).get(probe) or "not in the recording"
+    why = (rec.meta.probes_unavailable or {}).get(probe) or "not in the recording"
     return f"{probe} probe did not run: {why}"

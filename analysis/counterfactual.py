@@ -82,7 +82,7 @@ def rule_of(rec: Recording) -> ZoneCmaRule:
 
 def has_cma(rec: Recording) -> bool:
     """Whether the recording can say what landed in CMA (areas with ranges, or a CMA zone)."""
-    return bool(rec.meta.get("cma_areas")) or CMA_ZONE in rec.zone_names.values()
+    return bool(rec.meta.cma_areas) or CMA_ZONE in rec.zone_names.values()
 
 
 def in_logical_cma(df: pd.DataFrame) -> pd.Series:
@@ -134,7 +134,7 @@ def table_counterfactual(rec: Recording, top: int = 8, wide: bool = False) -> st
     s = summary(rec)
     if s is None:
         return ""
-    page_mib = int(rec.meta.get("page_size") or 4096) / (1 << 20)
+    page_mib = int(rec.meta.page_size or 4096) / (1 << 20)
     out = [
         "ZONE_CMA counterfactual: pages placed in CMA whose GFP a ZONE_CMA kernel",
         "refuses (gfp_zone() not ZONE_MOVABLE: __GFP_MOVABLE without __GFP_HIGHMEM)",

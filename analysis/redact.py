@@ -138,11 +138,10 @@ def known_pfns(rec: Recording) -> set[int]:
     """Every pfn stored in the recording: CMA area bounds in the metadata and the
     values of every pfn column of its tables and series."""
     pfns: set[int] = set()
-    for area in rec.meta.get("cma_areas") or []:
-        if isinstance(area, dict):
-            for k, v in area.items():
-                if is_pfn_column(k) and isinstance(v, int) and not isinstance(v, bool):
-                    pfns.add(v)
+    for area in rec.meta.cma_areas:
+        for k, v in area.to_json().items():
+            if is_pfn_column(k) and isinstance(v, int) and not isinstance(v, bool):
+                pfns.add(v)
     files = list(rec.path.glob("tables/*.parquet")) + list(rec.path.glob("series/*/*.parquet"))
     for f in sorted(files):
         cols = _pfn_columns(f)
@@ -173,10 +172,10 @@ def redact_text(text: str, rec: Recording, pfns: set[int] | None = None) -> str:
     full = str(rec.path)
     if full not in ("", ".") and full != rec.path.name:
         text = text.replace(full, rec.path.name)
-    host = rec.meta.get("hostname")
+    host = rec.meta.hostname
     if isinstance(host, str) and len(host) >= 3:
         text = re.sub(rf"\b{re.escape(host)}\b", "<host>", text)
-    cmd = rec.meta.get("command")
+    cmd = rec.meta.command
     if isinstance(cmd, list):
         for a in sorted({str(a) for a in cmd if str(a).startswith("/")}, key=len, reverse=True):
             if len(a) > 1:

@@ -27,6 +27,7 @@ from cmaprof.recording import schema
 
 if TYPE_CHECKING:
     from cmaprof.analysis.loaded import Recording
+    from cmaprof.recording.metadata import Metadata
 
 EVENTS_DIR = "events"
 
@@ -149,8 +150,8 @@ def df_page_alloc_events(rec: Recording, columns: list[str] | None = None) -> pd
 def df_stream_accounting(rec: Recording) -> pd.DataFrame:
     """Per CPU: examined, filtered, sampled_out, unreadable, selected, written, dropped
     (``record --events``; empty when the recording streamed nothing)."""
-    st = rec.meta.get("stream") or {}
-    rows = st.get("per_cpu") or []
+    st = rec.meta.stream
+    rows = (st.per_cpu if st is not None else None) or []
     cols = ["cpu", "examined", "filtered", "sampled_out", "unreadable", "selected"]
     cols += ["written", "dropped"]
     return pd.DataFrame([{c: r.get(c, 0) for c in cols} for r in rows], columns=cols)
@@ -172,14 +173,14 @@ def df_events_by_zone(rec: Recording) -> pd.DataFrame:
 
 def table_stream(rec: Recording) -> str:
     """Report section: what was streamed and whether every event is accounted for."""
-    st = rec.meta.get("stream")
+    st = rec.meta.stream
     chunks_only = event_files(rec.path)[0] is None and has_events(rec.path)
-    if not st and not has_events(rec.path):
+    if st is None and not has_events(rec.path):
         return ""
     out = []
-    if st:
-        tot = st.get("totals") or {}
-        out.append(f"Streamed events: {st.get('spec', 'page_alloc')}")
+    if st is not None:
+        tot = st.totals or {}
+        out.append(f"Streamed events: {st.spec if st.has('spec') else 'page_alloc'}")
         out.append(
             f"{'cpu':>4} {'examined':>11} {'filtered':>10} {'sampled':>10} {'selected':>11} "
             f"{'written':>11} {'dropped':>9}"
@@ -194,7 +195,7 @@ def table_stream(rec: Recording) -> str:
                 f"{d['cpu']!s:>4} {d['examined']:>11} {d['filtered'] + d['unreadable']:>10} "
                 f"{d['sampled_out']:>10} {d['selected']:>11} {d['written']:>11} {d['dropped']:>9}"
             )
-        ok = st.get("balanced")
+        ok = st.balanced
         out.append(
             "selected = written + dropped on every CPU"
             if ok
@@ -213,10 +214,9 @@ def table_stream(rec: Recording) -> str:
     return "\n".join(out)
 
 
-def stream_summary(meta: dict[str, Any]) -> dict[str, Any]:
+def stream_summary(meta: Metadata) -> dict[str, Any]:
     """Totals for the JSON report's ``recording`` row (empty without streaming)."""
-    st = meta.get("stream") or {}
-    tot = st.get("totals") or {}
+    tot = (meta.stream.totals if meta.stream is not None else None) or {}
     if not tot:
         return {}
     return {

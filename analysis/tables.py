@@ -280,7 +280,7 @@ def table_footer(rec: Recording) -> str:
                 subsequent_indent="  ",
             )
         )
-    stats = {k: v for k, v in m.bpf_stats.items() if v.get("run_cnt")}
+    stats = {k: v for k, v in (m.bpf_stats or {}).items() if v.get("run_cnt")}
     for prog in ("page_alloc_raw", "stream_raw"):
         main = stats.pop(prog, None)
         if main and main.get("run_time_ns"):

@@ -130,10 +130,10 @@ def plot_cma_held_borrowed_free(rec: Recording) -> Figure:
     fig = Figure(figsize=(8, 3 + 1.5 * max(0, len(areas) - 1)), dpi=100, layout="constrained")
     axes = fig.subplots(max(1, len(areas)), 1, squeeze=False, sharex=True)
     fig.suptitle(
-        f"CMA area use over time: {rec.label} (kernel {rec.meta.get('kernel_release')})",
+        f"CMA area use over time: {rec.label} (kernel {rec.meta.kernel_release})",
         fontsize=10,
     )
-    mib = int(rec.meta.get("page_size") or 4096) / (1 << 20)
+    mib = int(rec.meta.page_size or 4096) / (1 << 20)
     if not areas:
         ax = axes[0][0]
         ax.text(0.5, 0.5, "no cma_used series", ha="center", va="center", transform=ax.transAxes)

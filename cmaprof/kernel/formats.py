@@ -8,7 +8,8 @@ holds the *preprocessed* flag and enum tables, e.g. ``show_gfp_flags()``::
     (REC->gfp_flags) ? __print_flags(REC->gfp_flags, "|",
         {( unsigned long)(( gfp_t)((((1UL))) << (3))), "__GFP_MOVABLE"}, ...) : "none"
 
-This module reads those tables and decodes values exactly like the running kernel's
+:mod:`cmaprof.kernel.print_tables` reads those tables (its public names are re-exported
+here) and decodes values exactly like the running kernel's
 ``trace_print_flags_seq()`` / ``trace_print_symbols_seq()`` (kernel/trace/trace_output.c),
 so decoding never relies on hard-coded GFP bit values (they moved in 4.10, 4.15, 5.1,
 5.12-5.18, 6.3 and 6.10 and depend on ``.config`` since 6.10).
@@ -30,8 +31,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cmaprof.errors import BadInput
-from cmaprof.kernel.cexpr import Unresolved, evaluate_or_raise
+from cmaprof.kernel.print_tables import FlagTable, FormatError, SymbolicTable, parse_print_tables
 
 __all__ = [
     "EventFormat",
@@ -44,12 +44,6 @@ __all__ = [
     "migratetype_names_from_pagetypeinfo",
     "parse_format",
 ]
-
-_U64 = (1 << 64) - 1
-
-
-class FormatError(BadInput):
-    """A tracefs format file, print fmt table or procfs text cannot be parsed."""
 
 
 # --------------------------------------------------------------------------- fields
@@ -74,86 +68,6 @@ class Field:
     size: int
     signed: bool
     data_loc: bool
-
-
-# --------------------------------------------------------------------------- tables
-
-
-@dataclass(frozen=True)
-class FlagTable:
-    """An ordered ``__print_flags`` table: ``((mask, name), ...)`` in kernel order.
-
-    :param entries: resolved entries, in table order
-    :param unresolved: expressions of entries that could not be evaluated (left out)
-    :param zero: what the kernel prints for the value 0. ``show_gfp_flags()`` wraps the
-        table in ``(flags) ? __print_flags(...) : "none"`` (``"GFP_NOWAIT"`` before
-        v4.4); the parser takes the string from that ternary, and uses ``""`` (what
-        ``trace_print_flags_seq()`` itself prints for 0) when there is none.
-    """
-
-    entries: tuple[tuple[int, str], ...]
-    unresolved: tuple[str, ...] = ()
-    zero: str = "none"
-
-    def _match(self, value: int) -> tuple[list[str], int]:
-        flags = value & _U64
-        out: list[str] = []
-        for mask, name in self.entries:
-            if not flags:
-                break
-            # A mask-0 entry would always match in the kernel; the kernel keeps such
-            # (config-disabled) flags out of its tables, and libtraceevent skips them.
-            if mask == 0 or (flags & mask) != mask:
-                continue
-            out.append(name)
-            flags &= ~mask
-        return out, flags
-
-    def decode(self, value: int) -> str:
-        """Render ``value`` like the kernel: names joined by ``|``, leftover bits as ``0x%x``.
-
-        :param value: the raw field value (negative values are taken modulo 2**64)
-        """
-        if (value & _U64) == 0:
-            return self.zero
-        names, rest = self._match(value)
-        if rest:
-            names.append(f"0x{rest:x}")
-        return "|".join(names)
-
-    def names(self, value: int) -> list[str]:
-        """The table names :meth:`decode` prints for ``value``, without the hex remainder."""
-        return self._match(value)[0]
-
-    def remainder(self, value: int) -> int:
-        """The bits of ``value`` no table entry accounts for (printed as ``0x%x``)."""
-        return self._match(value)[1]
-
-    def mask_of(self, name: str) -> int | None:
-        """Mask of the first entry called ``name`` (``None`` if absent or unresolved)."""
-        for mask, entry_name in self.entries:
-            if entry_name == name:
-                return mask
-        return None
-
-
-@dataclass(frozen=True)
-class SymbolicTable:
-    """A ``__print_symbolic`` table: value -> name.
-
-    :param entries: resolved entries; keys are taken modulo 2**64 as the kernel compares
-        ``unsigned long`` values
-    :param unresolved: expressions of entries that could not be evaluated (left out)
-    """
-
-    entries: dict[int, str]
-    unresolved: tuple[str, ...] = ()
-
-    def decode(self, value: int) -> str:
-        """Name of ``value``; an unknown value prints as ``0x%x`` like ``trace_print_symbols_seq()``."""
-        v = value & _U64
-        name = self.entries.get(v)
-        return name if name is not None else f"0x{v:x}"
 
 
 # --------------------------------------------------------------------------- events
@@ -184,7 +98,7 @@ class EventFormat:
 
     @functools.cached_property
     def _tables(self) -> list[tuple[str, str, FlagTable | SymbolicTable]]:
-        return _parse_tables(self.print_fmt, self._where())
+        return parse_print_tables(self.print_fmt, self._where())
 
     def _where(self) -> str:
         ev = f"{self.system}:{self.name}" if self.system else self.name
@@ -228,6 +142,55 @@ def _field_from_decl(decl: str, offset: int, size: int, signed: bool) -> Field |
     )
 
 
+def _field_line(line: str, where: str) -> Field:
+    m = _FIELD_RE.match(line)
+    if not m:
+        raise FormatError(f"{where}: malformed field line: {line!r}")
+    signed = m.group("signed")
+    f = _field_from_decl(
+        m.group("decl"),
+        int(m.group("offset")),
+        int(m.group("size")),
+        bool(int(signed)) if signed is not None else False,
+    )
+    if f is None:
+        raise FormatError(f"{where}: no field name in declaration {m.group('decl')!r}")
+    return f
+
+
+@dataclass
+class _Header:
+    """What the lines before ``print fmt:`` said."""
+
+    name: str
+    id: int | None = None
+    seen_format: bool = False
+    fields: dict[str, Field] = field(default_factory=dict)
+
+    def line(self, line: str, where: str) -> None:
+        """One ``field:`` or ``key: value`` line."""
+        if line.startswith(("field:", "field ")):
+            f = _field_line(line, where)
+            if f.name in self.fields:
+                raise FormatError(f"{where}: duplicate field {f.name!r}")
+            self.fields[f.name] = f
+            return
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise FormatError(f"{where}: unexpected line {line!r}")
+        key, value = key.strip(), value.strip()
+        if key == "name":
+            self.name = value
+        elif key == "ID":
+            try:
+                self.id = int(value)
+            except ValueError:
+                raise FormatError(f"{where}: ID is not an integer: {value!r}") from None
+        elif key == "format":
+            self.seen_format = True
+        # other "key: value" lines are ignored (none exist as of 6.18)
+
+
 def parse_format(
     text: str, system: str = "", name: str = "", source: str = "<string>"
 ) -> EventFormat:
@@ -240,62 +203,33 @@ def parse_format(
     :raises FormatError: the text is not a format file (no fields, a malformed
         ``field:`` or ``ID:`` line, duplicate fields, no ``print fmt:``)
     """
-    ev_name = name
-    ev_id: int | None = None
-    fields: dict[str, Field] = {}
+    head = _Header(name)
     print_fmt: str | None = None
-    seen_format = False
     lines = text.splitlines()
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:
             continue
-        where = f"{source}:{lineno}"
         if line.startswith("print fmt:"):
             # The print fmt is the rest of the file (one line in practice).
             rest = [line[len("print fmt:") :].strip()] + [x.strip() for x in lines[lineno:]]
             print_fmt = " ".join(x for x in rest if x)
             break
-        if line.startswith(("field:", "field ")):
-            m = _FIELD_RE.match(line)
-            if not m:
-                raise FormatError(f"{where}: malformed field line: {line!r}")
-            signed = m.group("signed")
-            f = _field_from_decl(
-                m.group("decl"),
-                int(m.group("offset")),
-                int(m.group("size")),
-                bool(int(signed)) if signed is not None else False,
-            )
-            if f is None:
-                raise FormatError(f"{where}: no field name in declaration {m.group('decl')!r}")
-            if f.name in fields:
-                raise FormatError(f"{where}: duplicate field {f.name!r}")
-            fields[f.name] = f
-            continue
-        key, sep, value = line.partition(":")
-        if not sep:
-            raise FormatError(f"{where}: unexpected line {line!r}")
-        key, value = key.strip(), value.strip()
-        if key == "name":
-            ev_name = value
-        elif key == "ID":
-            try:
-                ev_id = int(value)
-            except ValueError:
-                raise FormatError(f"{where}: ID is not an integer: {value!r}") from None
-        elif key == "format":
-            seen_format = True
-        # other "key: value" lines are ignored (none exist as of 6.18)
-    label = f"{source} (event {system + ':' if system else ''}{ev_name or '?'})"
-    if not seen_format or not fields:
+        head.line(line, f"{source}:{lineno}")
+    label = f"{source} (event {system + ':' if system else ''}{head.name or '?'})"
+    if not head.seen_format or not head.fields:
         raise FormatError(f"{label}: not a tracefs format file (no 'format:' section with fields)")
     if print_fmt is None:
         raise FormatError(f"{label}: no 'print fmt:' line")
-    if not ev_name:
+    if not head.name:
         raise FormatError(f"{label}: no 'name:' line and no event name given")
     return EventFormat(
-        system=system, name=ev_name, id=ev_id, fields=fields, print_fmt=print_fmt, source=source
+        system=system,
+        name=head.name,
+        id=head.id,
+        fields=head.fields,
+        print_fmt=print_fmt,
+        source=source,
     )
 
 
@@ -333,149 +267,6 @@ def gfp_table(fmt: EventFormat) -> FlagTable:
         what = "field" if not fmt.has_field("gfp_flags") else "__print_flags table"
         raise FormatError(f"{fmt._where()}: no gfp_flags {what} to decode GFP masks with")
     return table
-
-
-# --------------------------------------------------------------------------- print fmt
-
-
-def _skip_literal(s: str, i: int) -> int:
-    """Index just past the string/char literal that starts at ``s[i]``."""
-    quote = s[i]
-    j = i + 1
-    while j < len(s):
-        c = s[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == quote:
-            return j + 1
-        j += 1
-    raise Unresolved(f"unterminated {quote} literal at offset {i}")
-
-
-_CLOSE = {")": "(", "]": "[", "}": "{"}
-
-
-def _split_call(s: str, open_idx: int) -> tuple[list[str], int]:
-    """Split the argument list whose ``(`` is at ``open_idx``; return (args, index after ``)``)."""
-    stack: list[str] = []
-    args: list[str] = []
-    start = open_idx + 1
-    i = open_idx
-    while i < len(s):
-        c = s[i]
-        if c in "\"'":
-            i = _skip_literal(s, i)
-            continue
-        if c in "([{":
-            stack.append(c)
-        elif c in ")]}":
-            if not stack or stack[-1] != _CLOSE[c]:
-                raise Unresolved(f"unbalanced {c!r} at offset {i}")
-            stack.pop()
-            if not stack:
-                args.append(s[start:i].strip())
-                return args, i + 1
-        elif c == "," and len(stack) == 1:
-            args.append(s[start:i].strip())
-            start = i + 1
-        i += 1
-    raise Unresolved(f"unbalanced '(' at offset {open_idx}")
-
-
-def _split_top(s: str) -> list[str]:
-    """Split ``s`` at top-level commas."""
-    wrapped = "(" + s + ")"
-    return _split_call(wrapped, 0)[0]
-
-
-_STRING_RE = re.compile(r'^"((?:[^"\\]|\\.)*)"$', re.DOTALL)
-_REC_RE = re.compile(r"REC->([A-Za-z_]\w*)")
-_CALL_RE = re.compile(r"\b(__print_flags(?:_u64)?|__print_symbolic(?:_u64)?)\s*\(")
-_ZERO_BEFORE_RE = re.compile(r"\(\s*REC->([A-Za-z_]\w*)\s*\)\s*\?\s*$")
-_ZERO_AFTER_RE = re.compile(r'^\s*:\s*"((?:[^"\\]|\\.)*)"')
-
-
-def _unescape(s: str) -> str:
-    return re.sub(r"\\(.)", r"\1", s)
-
-
-def _call_positions(fmt: str) -> list[tuple[str, int, int]]:
-    """``(function, start, index of its '(')`` for each table call outside string literals."""
-    out = []
-    i = 0
-    while i < len(fmt):
-        c = fmt[i]
-        if c in "\"'":
-            i = _skip_literal(fmt, i)
-            continue
-        if c == "_":
-            m = _CALL_RE.match(fmt, i)
-            if m and (i == 0 or not (fmt[i - 1].isalnum() or fmt[i - 1] == "_")):
-                out.append((m.group(1), i, m.end() - 1))
-                i = m.end() - 1
-                continue
-        i += 1
-    return out
-
-
-def _parse_entries(args: list[str], where: str) -> tuple[list[tuple[int, str]], list[str]]:
-    entries: list[tuple[int, str]] = []
-    unresolved: list[str] = []
-    for arg in args:
-        if not (arg.startswith("{") and arg.endswith("}")):
-            raise FormatError(f'{where}: table entry is not {{value, "name"}}: {arg[:80]!r}')
-        if not arg[1:-1].strip():
-            break  # "{ }" terminator
-        parts = _split_top(arg[1:-1])
-        if len(parts) != 2:
-            raise FormatError(f"{where}: table entry does not have 2 members: {arg[:80]!r}")
-        expr, label = parts
-        m = _STRING_RE.match(label)
-        if not m:
-            break  # { 0, ((void *)0) } / { 0, NULL } terminator
-        name = _unescape(m.group(1))
-        try:
-            entries.append((evaluate_or_raise(expr), name))
-        except Unresolved:
-            unresolved.append(expr)
-    return entries, unresolved
-
-
-def _parse_tables(fmt: str, where: str) -> list[tuple[str, str, FlagTable | SymbolicTable]]:
-    out: list[tuple[str, str, FlagTable | SymbolicTable]] = []
-    try:
-        calls = _call_positions(fmt)
-    except Unresolved as e:
-        raise FormatError(f"{where}: malformed print fmt: {e}") from None
-    for func, start, open_idx in calls:
-        try:
-            args, end = _split_call(fmt, open_idx)
-        except Unresolved as e:
-            raise FormatError(f"{where}: malformed {func}(): {e}") from None
-        is_flags = func.startswith("__print_flags")
-        if len(args) < (2 if is_flags else 1):
-            raise FormatError(f"{where}: {func}() has too few arguments")
-        m = _REC_RE.search(args[0])
-        fname = m.group(1) if m else ""
-        if is_flags:
-            if not _STRING_RE.match(args[1]):
-                raise FormatError(f"{where}: {func}() delimiter is not a string: {args[1]!r}")
-            entries, unresolved = _parse_entries(args[2:], where)
-            zero = ""
-            before = _ZERO_BEFORE_RE.search(fmt[:start])
-            after = _ZERO_AFTER_RE.match(fmt[end:])
-            if before and after and before.group(1) == fname:
-                zero = _unescape(after.group(1))
-            table: FlagTable | SymbolicTable = FlagTable(tuple(entries), tuple(unresolved), zero)
-            out.append(("flags", fname, table))
-        else:
-            entries, unresolved = _parse_entries(args[1:], where)
-            sym: dict[int, str] = {}
-            for value, name in entries:
-                sym.setdefault(value & _U64, name)  # the kernel takes the first match
-            out.append(("symbolic", fname, SymbolicTable(sym, tuple(unresolved))))
-    return out
 
 
 # --------------------------------------------------------------------------- procfs

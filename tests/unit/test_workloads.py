@@ -13,6 +13,8 @@ import pytest
 
 from cmaprof import workloads as wl
 from cmaprof.errors import BadInput, CmaprofError, EnvironmentProblem
+from cmaprof.workloads import cma as wl_cma
+from cmaprof.workloads import memory as wl_memory
 
 
 def test_legacy_name_mib_specs_still_parse():
@@ -119,13 +121,13 @@ def fake_cma(tmp_path, monkeypatch):
     (d / "used").write_text("0\n")
     (d / "alloc").write_text("")
     (d / "free").write_text("")
-    monkeypatch.setattr(wl, "DEBUGFS", tmp_path)
+    monkeypatch.setattr(wl_cma, "DEBUGFS", tmp_path)
     return d
 
 
 def test_cma_alloc_sizes_percentages_and_free(fake_cma, monkeypatch):
     writes: list[tuple[str, int]] = []
-    monkeypatch.setattr(wl, "_cma_write", lambda p, n: writes.append((Path(p).name, n)) or True)
+    monkeypatch.setattr(wl_cma, "_cma_write", lambda p, n: writes.append((Path(p).name, n)) or True)
     with wl.cma_alloc(pages=["23", "90%"], cycles=2) as summary:
         pass
     assert writes == [("alloc", 23), ("free", 23), ("alloc", 58982), ("free", 58982)] * 2
@@ -139,7 +141,7 @@ def test_cma_alloc_counts_refusals_and_frees_held_pages_at_exit(fake_cma, monkey
         writes.append((Path(p).name, n))
         return not (Path(p).name == "alloc" and n > 1000)
 
-    monkeypatch.setattr(wl, "_cma_write", fake)
+    monkeypatch.setattr(wl_cma, "_cma_write", fake)
     with wl.cma_alloc(pages=["7", "60000", "11"], hold=True) as summary:
         assert writes == [("alloc", 7), ("alloc", 60000), ("alloc", 11)]
     assert writes[-1] == ("free", 18)
@@ -154,16 +156,16 @@ def test_cma_alloc_errors(fake_cma, tmp_path, monkeypatch):
         pass
     with pytest.raises(BadInput, match="must be in"), wl.cma_alloc(pages=["150%"]):
         pass
-    monkeypatch.setattr(wl, "DEBUGFS", tmp_path / "nothing")
+    monkeypatch.setattr(wl_cma, "DEBUGFS", tmp_path / "nothing")
     with pytest.raises(EnvironmentProblem, match="no CMA debugfs"), wl.cma_alloc():
         pass
 
 
 def test_cma_write_refused_is_false_not_an_error(tmp_path):
     # the kernel's refusal is an errno from write(); /dev/full gives ENOSPC the same way
-    assert wl._cma_write(Path("/dev/full"), 5) is False
+    assert wl_cma._cma_write(Path("/dev/full"), 5) is False
     with pytest.raises(EnvironmentProblem, match="cannot open"):
-        wl._cma_write(tmp_path / "missing" / "alloc", 5)
+        wl_cma._cma_write(tmp_path / "missing" / "alloc", 5)
 
 
 OWNER = """\
@@ -202,7 +204,7 @@ def test_parse_page_owner_hex_pfn_of_newer_kernels():
 
 
 def test_hugetlb_cma_needs_a_hugetlb_cma_kernel(tmp_path, monkeypatch):
-    monkeypatch.setattr(wl, "SYSFS_MM", tmp_path)
+    monkeypatch.setattr(wl_cma, "SYSFS_MM", tmp_path)
     with pytest.raises(EnvironmentProblem, match="hugepages-1048576kB"), wl.hugetlb_cma():
         pass
     with pytest.raises(BadInput, match="use 1G or 2M"), wl.hugetlb_cma(size="3G"):
@@ -210,7 +212,7 @@ def test_hugetlb_cma_needs_a_hugetlb_cma_kernel(tmp_path, monkeypatch):
 
 
 def test_snapshot_writes_numbered_directories(tmp_path, monkeypatch):
-    monkeypatch.setattr(wl, "DEBUGFS", tmp_path / "none")
+    monkeypatch.setattr(wl_cma, "DEBUGFS", tmp_path / "none")
     with wl.snapshot(dir=str(tmp_path / "s")) as s1:
         pass
     with wl.snapshot(dir=str(tmp_path / "s")) as s2:
@@ -229,14 +231,14 @@ def test_cma_alloc_percent_of_free_is_read_at_request_time(fake_cma, monkeypatch
         return True
 
     (fake_cma / "used").write_text("138\n")
-    monkeypatch.setattr(wl, "_cma_write", fake)
+    monkeypatch.setattr(wl_cma, "_cma_write", fake)
     with wl.cma_alloc(pages=["100%free", "50%free"], hold=True):
         pass
     assert writes == [("alloc", 65398), ("alloc", 1), ("free", 65399)]
 
 
 def test_anon_leave_sizes_from_memfree(monkeypatch):
-    monkeypatch.setattr(wl, "_meminfo_kib", lambda key: 100 << 10)
+    monkeypatch.setattr(wl_memory, "_meminfo_kib", lambda key: 100 << 10)
     with wl.anon(leave=96) as summary:
         assert summary == "1024 pages touched and unmapped"
     with pytest.raises(EnvironmentProblem, match="only 100 MiB free"), wl.anon(leave=200):

@@ -1,15 +1,7 @@
-"""Figures of a recording (object-oriented matplotlib: no pyplot state).
-
-``plot_*`` return a :class:`matplotlib.figure.Figure` 800 px wide at 100 dpi. Figures of
-one recording take a :class:`Recording`; figures comparing sides (``cmaprof plot``) take a
-list of :class:`~cmaprof.analysis.compare.Side`.
-"""
+"""Figures of several sides (kernels, layouts), each a list of iteration recordings:
+CMA latency CDFs, zone x GFP bars, CMA area use, failure causes, allocation rate."""
 
 from __future__ import annotations
-
-import textwrap
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,101 +11,16 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from cmaprof.analysis import compare, counterfactual, page_alloc
-from cmaprof.analysis.causes import plot_failed_calls_by_cause  # issue 12
+from cmaprof.analysis import compare, counterfactual
 from cmaprof.analysis.cma import df_cma_calls
 from cmaprof.analysis.compare import Side
 from cmaprof.analysis.loaded import Recording
+from cmaprof.analysis.plots.single import FIGSIZE, TOP_GFP, draw_rate, fit_title
 from cmaprof.errors import BadInput
-
-FIGSIZE = (8, 4.5)
-TOP_GFP = 6
-#: Characters per title line at fontsize 10 in an 800 px figure (DejaVu Sans ~7 px each).
-TITLE_CHARS = 95
-
-
-def _fit(text: str, width: int = TITLE_CHARS) -> str:
-    """Wrap each line of a title at word boundaries so that none is cut by the figure."""
-    return "\n".join(
-        "\n".join(textwrap.wrap(line, width, break_on_hyphens=False) or [""])
-        for line in text.split("\n")
-    )
-
-
-def _title(rec: Recording, what: str) -> str:
-    m = rec.meta
-    return _fit(f"{what}\nkernel {m.get('kernel_release')}; workload: {compare.workload_of(rec)}")
-
-
-def plot_zone_gfp(rec: Recording) -> Figure:
-    """Stacked bars: pages per zone, split by the largest GFP classes."""
-    df = page_alloc.df_zone_gfp(rec)
-    fig = Figure(figsize=(8, 6), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title(_title(rec, "Pages allocated per zone and GFP class"), fontsize=10)
-    if df.empty:
-        ax.text(0.5, 0.5, "no allocations traced", ha="center", transform=ax.transAxes)
-        return fig
-    df = df.assign(
-        where=df["zone"].astype(str)
-        + (" n" + df["node"].astype(str) if df["node"].nunique() > 1 else "")
-    )
-    top = df.groupby("gfp")["pages"].sum().nlargest(TOP_GFP).index
-    df["class"] = df["gfp"].where(df["gfp"].isin(top), "other")
-    pivot = df.pivot_table(
-        index="where", columns="class", values="pages", aggfunc="sum", fill_value=0, observed=True
-    )
-    bottom = pd.Series(0.0, index=pivot.index)
-    page_mib = int(rec.meta.get("page_size") or 4096) / (1 << 20)
-    for cls in pivot.columns:
-        vals = pivot[cls] * page_mib
-        ax.bar(pivot.index, vals, bottom=bottom, label=str(cls)[:100])
-        bottom += vals
-    ax.set_ylabel("MiB allocated")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1, frameon=False)
-    return fig
-
-
-def plot_pages_over_time(rec: Recording) -> Figure:
-    """Pages allocated per second and zone, per interval, with the vmstat rate dashed."""
-    s = rec.df_page_alloc_series()
-    fig = Figure(figsize=FIGSIZE, dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title(_title(rec, "Page allocation rate per zone (traced; vmstat dashed)"), fontsize=10)
-    if s.empty:
-        ax.text(0.5, 0.5, "no interval data", ha="center", transform=ax.transAxes)
-        return fig
-    _draw_rate(ax, rec)
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("pages per second")
-    return fig
-
-
-def save_all(rec: Recording, outdir: Path, fmt: str = "png") -> list[Path]:
-    """Write every plot of the recording into ``outdir``; return the paths."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fn in (("zone_gfp", plot_zone_gfp), ("pages_over_time", plot_pages_over_time)):
-        path = outdir / f"{name}.{fmt}"
-        fn(rec).savefig(path)
-        paths.append(path)
-    # issue 12: CMA held / borrowed / free over time (analysis/utilisation.py)
-    from cmaprof.analysis.utilisation import plot_cma_held_borrowed_free
-
-    if not rec.df_cma_used_series().empty:
-        path = outdir / f"cma_held_borrowed_free.{fmt}"
-        plot_cma_held_borrowed_free(rec).savefig(path)
-        paths.append(path)
-    return paths
-
-
-# --------------------------------------------------------------------------- sides
-# Figures of several sides (kernels, layouts), each a list of iteration recordings:
-# what ``cmaprof plot SIDE... -o OUTDIR`` writes.
 
 
 def _page_mib(rec: Recording) -> float:
-    return int(rec.meta.get("page_size") or 4096) / (1 << 20)
+    return int(rec.meta.page_size or 4096) / (1 << 20)
 
 
 def _side_label(side: Side) -> str:
@@ -124,7 +31,7 @@ def _sides_title(sides: list[Side], what: str) -> str:
     kernels = ", ".join(dict.fromkeys(s.kernel for s in sides))
     layouts = " vs ".join(dict.fromkeys(s.layout for s in sides))
     workloads = ", ".join(dict.fromkeys(s.workload for s in sides))
-    return _fit(f"{what}\nkernel {kernels}; {layouts}; workload: {workloads}")
+    return fit_title(f"{what}\nkernel {kernels}; {layouts}; workload: {workloads}")
 
 
 def _empty(ax: Axes, text: str) -> None:
@@ -254,21 +161,19 @@ def plot_zone_gfp_sides(sides: list[Side]) -> Figure:
     classes = [*named, "other classes"]
     colors = {c: f"C{i % 10}" for i, c in enumerate(named)} | {"other classes": "0.75"}
     page_mib = _page_mib(sides[0].recordings[0])
-    zones = sorted(df["zone"].unique(), key=compare._zone_key)
+    zones = sorted(df["zone"].unique(), key=compare.zone_key)
 
     def stack(ax: Axes, part: pd.DataFrame, bars: list[tuple[str, str]], labels: list[str]) -> None:
-        pivot = part.pivot_table(
-            index=["side", "zone"], columns="class", values="pages", aggfunc="sum"
-        ).reindex(pd.MultiIndex.from_tuples(bars, names=["side", "zone"]))
-        pivot = pivot.fillna(0)
-        bottom = np.zeros(len(pivot))
-        for cls in classes:
-            if cls not in pivot.columns:
-                continue
-            vals = pivot[cls].to_numpy() * page_mib
-            ax.bar(range(len(pivot)), vals, bottom=bottom, color=colors[cls])
-            bottom += vals
-        ax.set_xticks(range(len(pivot)), labels, fontsize=8)
+        _stack(
+            ax,
+            part.pivot_table(index=["side", "zone"], columns="class", values="pages", aggfunc="sum")
+            .reindex(pd.MultiIndex.from_tuples(bars, names=["side", "zone"]))
+            .fillna(0),
+            classes,
+            colors,
+            page_mib,
+        )
+        ax.set_xticks(range(len(bars)), labels, fontsize=8)
 
     bars = [
         (s.name, z)
@@ -298,6 +203,19 @@ def plot_zone_gfp_sides(sides: list[Side]) -> Figure:
     return fig
 
 
+def _stack(
+    ax: Axes, pivot: pd.DataFrame, classes: list[str], colors: dict[str, str], page_mib: float
+) -> None:
+    """Bars of ``pivot`` (one row a bar, one column a class, pages) stacked in MiB."""
+    bottom = np.zeros(len(pivot))
+    for cls in classes:
+        if cls not in pivot.columns:
+            continue
+        vals = pivot[cls].to_numpy() * page_mib
+        ax.bar(range(len(pivot)), vals, bottom=bottom, color=colors[cls])
+        bottom += vals
+
+
 def _short_gfp(gfp: str, width: int = 95) -> str:
     return gfp if len(gfp) <= width else gfp[: width - 3] + "..."
 
@@ -316,42 +234,8 @@ def plot_cma_utilisation(sides: list[Side]) -> Figure:
         any_used = any_rate = False
         for i, rec in enumerate(s.recordings):
             color = f"C{i % 10}"
-            used = rec.df_cma_used_series()
-            if not used.empty:
-                u = used.groupby("t_ns")[["used_pages", "count_pages"]].sum().reset_index()
-                pct = u["used_pages"] / u["count_pages"].where(u["count_pages"] > 0) * 100
-                top.plot(u["t_ns"] / 1e9, pct, color=color, linewidth=1.2)
-                any_used = True
-            calls = df_cma_calls(rec) if "cma" in (rec.meta.get("probes") or {}) else None
-            if calls is not None and len(calls):
-                # each call at the size it asked for, in percent of its area
-                sizes = {
-                    str(a.get("name")): a.get("count") for a in rec.meta.get("cma_areas") or []
-                }
-                y = [
-                    p / sizes[a] * 100 if sizes.get(a) else np.nan
-                    for p, a in zip(calls["pages_requested"], calls["area"].astype(str))
-                ]
-                y = pd.Series(y, index=calls.index)
-                ok = calls["success"].astype(bool)
-                top.plot(calls.loc[ok, "start_ns"] / 1e9, y[ok], "o", ms=4, color=color)
-                top.plot(calls.loc[~ok, "start_ns"] / 1e9, y[~ok], "x", ms=6, mew=1.5, color=color)
-            series = rec.df_page_alloc_series()
-            if not series.empty and counterfactual.has_cma(rec):
-                series["zone"] = series["zone"].astype(str)
-                cma = series[counterfactual.in_logical_cma(series)]
-                g = (
-                    cma.groupby(["t_start_ns", "t_end_ns"])["pages"]
-                    .sum()
-                    .reindex(series.groupby(["t_start_ns", "t_end_ns"]).size().index, fill_value=0)
-                    .reset_index()
-                    .sort_values("t_start_ns")
-                )
-                if len(g):
-                    rate = g["pages"] / ((g["t_end_ns"] - g["t_start_ns"]) / 1e9) * _page_mib(rec)
-                    edges = [g["t_start_ns"].iloc[0] / 1e9, *(g["t_end_ns"] / 1e9)]
-                    bottom.stairs(rate.to_numpy(), edges, color=color, linewidth=1.2)
-                    any_rate = True
+            any_used = _draw_use(top, rec, color) or any_used
+            any_rate = _draw_cma_rate(bottom, rec, color) or any_rate
         if not any_used:
             _empty(top, "no cma_used series")
         else:
@@ -370,6 +254,53 @@ def plot_cma_utilisation(sides: list[Side]) -> Figure:
     return fig
 
 
+def _draw_use(ax: Axes, rec: Recording, color: str) -> bool:
+    """debugfs ``used`` in percent of the area, and each call at the size it asked for;
+    whether there was a used series."""
+    used = rec.df_cma_used_series()
+    drawn = False
+    if not used.empty:
+        u = used.groupby("t_ns")[["used_pages", "count_pages"]].sum().reset_index()
+        pct = u["used_pages"] / u["count_pages"].where(u["count_pages"] > 0) * 100
+        ax.plot(u["t_ns"] / 1e9, pct, color=color, linewidth=1.2)
+        drawn = True
+    calls = df_cma_calls(rec) if "cma" in rec.meta.probes else None
+    if calls is not None and len(calls):
+        # each call at the size it asked for, in percent of its area
+        sizes = {str(a.name): a.count for a in rec.meta.cma_areas}
+        y = [
+            p / sizes[a] * 100 if sizes.get(a) else np.nan
+            for p, a in zip(calls["pages_requested"], calls["area"].astype(str))
+        ]
+        y = pd.Series(y, index=calls.index)
+        ok = calls["success"].astype(bool)
+        ax.plot(calls.loc[ok, "start_ns"] / 1e9, y[ok], "o", ms=4, color=color)
+        ax.plot(calls.loc[~ok, "start_ns"] / 1e9, y[~ok], "x", ms=6, mew=1.5, color=color)
+    return drawn
+
+
+def _draw_cma_rate(ax: Axes, rec: Recording, color: str) -> bool:
+    """MiB/s the page allocator placed in CMA pageblocks, per interval; whether drawn."""
+    series = rec.df_page_alloc_series()
+    if series.empty or not counterfactual.has_cma(rec):
+        return False
+    series["zone"] = series["zone"].astype(str)
+    cma = series[counterfactual.in_logical_cma(series)]
+    g = (
+        cma.groupby(["t_start_ns", "t_end_ns"])["pages"]
+        .sum()
+        .reindex(series.groupby(["t_start_ns", "t_end_ns"]).size().index, fill_value=0)
+        .reset_index()
+        .sort_values("t_start_ns")
+    )
+    if not len(g):
+        return False
+    rate = g["pages"] / ((g["t_end_ns"] - g["t_start_ns"]) / 1e9) * _page_mib(rec)
+    edges = [g["t_start_ns"].iloc[0] / 1e9, *(g["t_end_ns"] / 1e9)]
+    ax.stairs(rate.to_numpy(), edges, color=color, linewidth=1.2)
+    return True
+
+
 def plot_failure_causes(sides: list[Side]) -> Figure:
     """Pages that blocked cma_alloc() by cause, mean per iteration, per side (from the
     blockers probe's ``cma_failures`` table); failed calls per side when not recorded."""
@@ -381,7 +312,7 @@ def plot_failure_causes(sides: list[Side]) -> Figure:
     frames = []
     missing = []
     for s in sides:
-        parts = [compare._failures_frame(r) for r in s.recordings]
+        parts = [compare.failures_table(r) for r in s.recordings]
         if all(p is None for p in parts):
             missing.append(s.name)
             continue
@@ -443,119 +374,7 @@ def plot_alloc_rate(sides: list[Side]) -> Figure:
             else s.name,
             fontsize=9,
         )
-        _draw_rate(ax, rec)
+        draw_rate(ax, rec)
         ax.set_ylabel("pages per second")
     axes[-1][0].set_xlabel("seconds since start")
     return fig
-
-
-def _draw_rate(ax: Axes, rec: Recording) -> None:
-    s = rec.df_page_alloc_series()
-    g = s.groupby(["t_start_ns", "t_end_ns", "zone"], observed=True)["pages"].sum().reset_index()
-    g = g[g.groupby("zone", observed=True)["pages"].transform("sum") > 0]
-    vm = rec.df_vmstat_series()
-    for zone, zg in g.groupby("zone", observed=True):
-        zg = zg.sort_values("t_start_ns")
-        edges = [zg["t_start_ns"].iloc[0] / 1e9, *(zg["t_end_ns"] / 1e9)]
-        rate = zg["pages"] / ((zg["t_end_ns"] - zg["t_start_ns"]) / 1e9)
-        art = ax.stairs(rate.to_numpy(), edges, label=f"{zone} traced", linewidth=3, alpha=0.45)
-        v = vm[vm["counter"] == f"pgalloc_{str(zone).lower()}"].sort_values("t_ns")
-        if len(v) > 1:
-            vrate = (v["value"].diff() / (v["t_ns"].diff() / 1e9)).iloc[1:]
-            ax.stairs(
-                vrate.to_numpy(),
-                (v["t_ns"] / 1e9).to_numpy(),
-                ls="--",
-                linewidth=1.3,
-                color=art.get_edgecolor()[:3],
-                label=f"{zone} vmstat",
-                zorder=3,
-            )
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-
-
-def _why_no_latency(sides: list[Side]) -> str | None:
-    lats = [compare.latencies_ns(s) for s in sides]
-    if any(lat is not None and len(lat) for lat in lats):
-        return None
-    if all(lat is None for lat in lats):
-        return "no side ran the cma probe"
-    return "the cma probe saw no cma_alloc() call"
-
-
-def _why_no_zone_gfp(sides: list[Side]) -> str | None:
-    if any(not r.df_page_alloc().empty for s in sides for r in s.recordings):
-        return None
-    return "no page allocation traced"
-
-
-def _why_no_utilisation(sides: list[Side]) -> str | None:
-    for s in sides:
-        for r in s.recordings:
-            if not r.df_cma_used_series().empty:
-                return None
-            if counterfactual.has_cma(r) and not r.df_page_alloc_series().empty:
-                return None
-    return "no CMA area, or no interval series of it (record with -i SECONDS)"
-
-
-def _why_no_failures(sides: list[Side]) -> str | None:
-    frames = [compare._failures_frame(r) for s in sides for r in s.recordings]
-    if all(f is None for f in frames):
-        return "needs the blockers probe's cma_failures table"
-    if all(f is None or f.empty for f in frames):
-        return "no cma_alloc() failure recorded"
-    return None
-
-
-def _why_no_failed_calls(sides: list[Side]) -> str | None:
-    for s in sides:
-        for r in s.recordings:
-            calls = df_cma_calls(r)
-            if not calls.empty and (~calls["success"]).any():
-                return None
-    return "no failed cma_alloc() call recorded"
-
-
-def _why_no_rate(sides: list[Side]) -> str | None:
-    if any(not r.df_page_alloc_series().empty for s in sides for r in s.recordings):
-        return None
-    return "no interval series (record with -i SECONDS)"
-
-
-#: name -> (figure, why it would be empty: None when it has data)
-SIDE_PLOTS: dict[str, tuple[Callable[[list[Side]], Figure], Callable[[list[Side]], str | None]]]
-SIDE_PLOTS = {
-    "cma_latency_cdf": (plot_cma_latency_cdf, _why_no_latency),
-    "zone_gfp": (plot_zone_gfp_sides, _why_no_zone_gfp),
-    "cma_utilisation": (plot_cma_utilisation, _why_no_utilisation),
-    "failure_causes": (plot_failure_causes, _why_no_failures),
-    # issue 12: every cause class of failed calls
-    "failed_calls_by_cause": (plot_failed_calls_by_cause, _why_no_failed_calls),
-    "alloc_rate": (plot_alloc_rate, _why_no_rate),
-}
-
-
-def save_sides(
-    sides: list[Side],
-    outdir: Path,
-    fmt: str = "png",
-    skipped: dict[str, str] | None = None,
-) -> list[Path]:
-    """Write each side figure that has data into ``outdir`` as ``NAME.fmt``; return the
-    paths. Figures without data are not written: ``skipped`` (if given) gets NAME ->
-    why."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, (fn, why_empty) in SIDE_PLOTS.items():
-        why = why_empty(sides)
-        if why is not None:
-            if skipped is not None:
-                skipped[name] = why
-            continue
-        path = outdir / f"{name}.{fmt}"
-        fn(sides).savefig(path)
-        paths.append(path)
-    return paths
