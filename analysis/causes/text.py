@@ -93,7 +93,8 @@ def table_causes_compare(sides: list[Any]) -> str:
                 cells.append(f"{'-':>{col_w - 2}}  ")
                 continue
             k = int(p.get(c.value, 0))
-            cells.append(f"{f'{k} ({k / p.sum():.0%})':>{col_w - 2}}  ")
+            cell = f"{k} ({k / p.sum():.0%})" if p.sum() else str(k)  # no failed call: no share
+            cells.append(f"{cell:>{col_w - 2}}  ")
         out.append((f"{c.label[: label_w - 1]:<{label_w}}" + "".join(cells)).rstrip())
     totals = [f"{'-' if p is None else int(p.sum()):>{col_w - 2}}  " for p in per_side]
     out.append((f"{'total failed calls':<{label_w}}" + "".join(totals)).rstrip())

@@ -3,6 +3,8 @@ CMA latency CDFs, zone x GFP bars, CMA area use, failure causes, allocation rate
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -189,7 +191,9 @@ def plot_zone_gfp_sides(sides: list[Side]) -> Figure:
         left.set_title("all pages, by zone (no page in CMA on any side)", fontsize=9)
     else:
         cbars = [(s.name, "CMA") for s in sides]
-        stack(right, cma.assign(zone="CMA"), cbars, [s.name for s in sides])
+        # side names wrapped at their hyphens: the narrow panel's labels ran together
+        names = ["\n".join(textwrap.wrap(s.name, 11, break_on_hyphens=True)) for s in sides]
+        stack(right, cma.assign(zone="CMA"), cbars, names)
         right.set_ylabel("MiB in CMA per iteration")
         right.set_title("of which in CMA pageblocks", fontsize=9)
     shown = [c for c in classes if c in set(df["class"])]
@@ -306,7 +310,9 @@ def plot_failure_causes(sides: list[Side]) -> Figure:
     blockers probe's ``cma_failures`` table); failed calls per side when not recorded."""
     fig = Figure(figsize=FIGSIZE, dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    ax.set_title(
+    # the figure's title, not the axes': the cause labels narrow the axes (a title of
+    # TITLE_CHARS was cut at the right)
+    fig.suptitle(
         _sides_title(sides, "cma_alloc() failure causes (pages, mean per iteration)"), fontsize=10
     )
     frames = []
@@ -320,7 +326,9 @@ def plot_failure_causes(sides: list[Side]) -> Figure:
         if got:
             by = pd.concat(got).groupby("cause", observed=True)["pages"].sum() / len(parts)
             frames.append(by.rename(s.name))
-    if not frames:
+        else:  # recorded, nothing blocked: the side is in the legend, its bars 0
+            frames.append(pd.Series(dtype=float, name=s.name))
+    if not any(len(f) for f in frames):
         text = "no failure causes recorded"
         if missing:
             text = (

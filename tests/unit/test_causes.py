@@ -279,6 +279,16 @@ def test_compare_shows_causes_per_side():
     assert "not recorded" in causes.table_causes_compare([load_side(REC / "host-6.18-anon")])
 
 
+def test_compare_side_without_failures_has_no_share():
+    """A side with no failed call shows its 0 without a share (was ``0 (nan%)``)."""
+    from cmaprof.analysis.compare import load_side
+
+    text = causes.table_causes_compare([load_side(BLOCKERS), load_side(REC / "guest-movable")])
+    rows = {ln[:30].strip(): ln[30:].split() for ln in text.splitlines()[2:]}
+    assert rows["migration failed"] == ["1", "(100%)", "0"]
+    assert "nan" not in text
+
+
 def test_dmesg_cross_check():
     # lines in the format of 6.1 mm/cma.c (pr_err_ratelimited in cma_alloc())
     dmesg = (
