@@ -281,7 +281,7 @@ def table_footer(rec: Recording) -> str:
             )
         )
     stats = {k: v for k, v in m.bpf_stats.items() if v.get("run_cnt")}
-    for prog in ("page_alloc_raw", "stream_raw"):
+    for prog in ("page_alloc_btf", "page_alloc_raw", "stream_btf", "stream_raw"):
         main = stats.pop(prog, None)
         if main and main.get("run_time_ns"):
             out.append(

@@ -147,3 +147,106 @@ def load_probes(names: Sequence[str], options: Mapping[str, Any] | None = None) 
 
     bcc = import_bcc()
     return bcc.BPF(text=probes.text(names).encode(), cflags=probes.cflags(names, options))
+
+
+#: ``enum bpf_prog_type`` / ``enum bpf_attach_type`` / ``enum bpf_cmd`` values of
+#: include/uapi/linux/bpf.h (a stable ABI) for a BTF-typed raw tracepoint.
+_BPF_PROG_LOAD = 5
+_BPF_PROG_TYPE_TRACING = 26
+_BPF_TRACE_RAW_TP = 23
+_SYS_BPF = 321  # x86_64
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+
+
+class TpBtfUnavailable(EnvironmentProblem):
+    """A tp_btf program could not be loaded or attached here; the message says why."""
+
+
+def _prog_load_attr() -> Any:
+    """``union bpf_attr`` for BPF_PROG_LOAD, up to ``attach_btf_id`` (v5.5), zero-padded."""
+    import ctypes as ct
+
+    class Attr(ct.Structure):
+        _fields_ = [
+            ("prog_type", ct.c_uint32),
+            ("insn_cnt", ct.c_uint32),
+            ("insns", ct.c_uint64),
+            ("license", ct.c_uint64),
+            ("log_level", ct.c_uint32),
+            ("log_size", ct.c_uint32),
+            ("log_buf", ct.c_uint64),
+            ("kern_version", ct.c_uint32),
+            ("prog_flags", ct.c_uint32),
+            ("prog_name", ct.c_char * 16),
+            ("prog_ifindex", ct.c_uint32),
+            ("expected_attach_type", ct.c_uint32),
+            ("prog_btf_fd", ct.c_uint32),
+            ("func_info_rec_size", ct.c_uint32),
+            ("func_info", ct.c_uint64),
+            ("func_info_cnt", ct.c_uint32),
+            ("line_info_rec_size", ct.c_uint32),
+            ("line_info", ct.c_uint64),
+            ("line_info_cnt", ct.c_uint32),
+            ("attach_btf_id", ct.c_uint32),
+            ("tail", ct.c_uint64 * 8),
+        ]
+
+    return Attr()
+
+
+def attach_tp_btf(bpf: Any, fn_name: str, tracepoint: str) -> int:
+    """Load ``fn_name`` of ``bpf`` as a BTF-typed raw tracepoint (tp_btf) on
+    ``tracepoint`` and attach it; returns the link fd (close it to detach).
+
+    BCC 0.26 loads TRACING programs only as fentry/fexit (its name prefixes), so the
+    bytes BCC compiled (map fds already in place) are loaded here with
+    ``expected_attach_type = BPF_TRACE_RAW_TP`` and the BTF id of
+    ``btf_trace_<tracepoint>`` (libbpf's ``libbpf_find_vmlinux_btf_id``); the program
+    then appears in ``bpf.funcs`` like any BCC program (bpf_stats, cleanup).
+
+    :raises TpBtfUnavailable: no vmlinux BTF, no such BTF type, or the kernel refused
+        the load (before v5.5) or the attach; the caller falls back to ``raw_tp``.
+    """
+    import ctypes as ct
+
+    bcc = import_bcc()
+    if not VMLINUX_BTF.exists():
+        raise TpBtfUnavailable(f"no {VMLINUX_BTF} (kernel without CONFIG_DEBUG_INFO_BTF)")
+    try:
+        libbpf = ct.CDLL("libbpf.so.1", use_errno=True)
+    except OSError as exc:
+        raise TpBtfUnavailable(f"libbpf.so.1 not loadable: {exc}") from exc
+    find = libbpf.libbpf_find_vmlinux_btf_id
+    find.argtypes, find.restype = [ct.c_char_p, ct.c_int], ct.c_int
+    btf_id = find(tracepoint.encode(), _BPF_TRACE_RAW_TP)
+    if btf_id <= 0:
+        raise TpBtfUnavailable(f"vmlinux BTF has no btf_trace_{tracepoint}")
+    lib, name = bcc.lib, fn_name.encode()
+    start = lib.bpf_function_start(bpf.module, name)
+    if not start:
+        raise TpBtfUnavailable(f"the module has no program {fn_name}")
+    size = lib.bpf_function_size(bpf.module, name)
+    license_ = ct.c_char_p(lib.bpf_module_license(bpf.module))
+    log = ct.create_string_buffer(1 << 16)
+    attr = _prog_load_attr()
+    attr.prog_type, attr.insn_cnt = _BPF_PROG_TYPE_TRACING, size // 8
+    attr.insns = ct.cast(start, ct.c_void_p).value or 0
+    attr.license = ct.cast(license_, ct.c_void_p).value or 0
+    attr.prog_name = name[:15]
+    attr.expected_attach_type, attr.attach_btf_id = _BPF_TRACE_RAW_TP, btf_id
+    libc = ct.CDLL(None, use_errno=True)
+    fd = libc.syscall(_SYS_BPF, _BPF_PROG_LOAD, ct.byref(attr), ct.sizeof(attr))
+    if fd < 0:
+        err = ct.get_errno()
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ct.addressof(log)
+        libc.syscall(_SYS_BPF, _BPF_PROG_LOAD, ct.byref(attr), ct.sizeof(attr))
+        tail = log.value.decode(errors="replace").strip().splitlines()[-3:]
+        raise TpBtfUnavailable(
+            f"the kernel refused {fn_name} as tp_btf ({os.strerror(err)}): {' / '.join(tail)}"
+        )
+    link = lib.bpf_attach_kfunc(fd)  # bpf_raw_tracepoint_open(NULL, fd)
+    if link < 0:
+        os.close(fd)
+        raise TpBtfUnavailable(f"cannot attach {fn_name} to tp_btf/{tracepoint}")
+    bpf.funcs[name] = bcc.BPF.Function(bpf, name, fd)
+    return int(link)
