@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from cmaprof.collectors.bpfmodule import SYS_BPF
 from cmaprof.errors import EnvironmentProblem
 
 #: Where Debian's python3-bpfcc installs the bindings.
@@ -154,7 +155,6 @@ def load_probes(names: Sequence[str], options: Mapping[str, Any] | None = None) 
 _BPF_PROG_LOAD = 5
 _BPF_PROG_TYPE_TRACING = 26
 _BPF_TRACE_RAW_TP = 23
-_SYS_BPF = 321  # x86_64
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 
 
@@ -235,11 +235,11 @@ def attach_tp_btf(bpf: Any, fn_name: str, tracepoint: str) -> int:
     attr.prog_name = name[:15]
     attr.expected_attach_type, attr.attach_btf_id = _BPF_TRACE_RAW_TP, btf_id
     libc = ct.CDLL(None, use_errno=True)
-    fd = libc.syscall(_SYS_BPF, _BPF_PROG_LOAD, ct.byref(attr), ct.sizeof(attr))
+    fd = libc.syscall(SYS_BPF, _BPF_PROG_LOAD, ct.byref(attr), ct.sizeof(attr))
     if fd < 0:
         err = ct.get_errno()
         attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ct.addressof(log)
-        libc.syscall(_SYS_BPF, _BPF_PROG_LOAD, ct.byref(attr), ct.sizeof(attr))
+        libc.syscall(SYS_BPF, _BPF_PROG_LOAD, ct.byref(attr), ct.sizeof(attr))
         tail = log.value.decode(errors="replace").strip().splitlines()[-3:]
         raise TpBtfUnavailable(
             f"the kernel refused {fn_name} as tp_btf ({os.strerror(err)}): {' / '.join(tail)}"

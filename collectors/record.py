@@ -281,6 +281,8 @@ class _Session:
         page = self.collectors[0]
         assert isinstance(page, PageAllocCollector), "page_alloc is always the first probe"
         self.page = page
+        #: bpf_stats windows (started with counting, ticked by the poll loop).
+        self.stats = bpfmodule.StatsSampler(window_s=0.0)
 
     def each(self, step: str, *args: Any) -> None:
         """Run one step of :class:`~cmaprof.collectors.base.Collector` on every collector."""
@@ -294,6 +296,7 @@ class _Session:
         return out
 
     def close(self) -> None:
+        self.stats.stop()
         try:
             for c in reversed(self.collectors):
                 c.detach()
@@ -525,6 +528,7 @@ class _Run:
         self.window = _CountingWindow(session.page)
         self.window.switch_on()
         self.t0 = self.window.on_ns
+        session.stats.start()
         self.prev_vm = _snapshot(self.writer, "start")
         session.each("start", self.t0)
         _write_system_series(self.writer, 0, self.prev_vm)
@@ -568,6 +572,7 @@ class _Run:
         end_at = self.t0 + int(opts.duration_s * 1e9) if opts.duration_s else None
         while True:
             self.session.each("poll")
+            self.session.stats.tick()
             if self._should_stop(time.monotonic_ns(), end_at):
                 break
             now = time.monotonic_ns()
@@ -668,7 +673,8 @@ def _start(
         session.each("configure")
         session.each("metadata", meta, False)
         session.each("attach")
-        return session, bpfmodule.enable_stats()
+        session.stats = bpfmodule.StatsSampler.from_env()
+        return session, None
     except CmaprofError:
         session.close()
         raise
@@ -748,6 +754,8 @@ def _finish(writer: RecordingWriter, meta: Metadata, session: _Session | None) -
                 writer.write_table(name, table)
             c.metadata(meta, True)
         bpf = session.bpf
+        session.stats.stop()
+        meta["bpf_stats_sampling"] = session.stats.as_metadata()
         meta.dropped = bpfmodule.read_drops(bpf)
         meta.bpf_stats = bpfmodule.prog_stats(bpf)
         meta.lost = {name: st.get("recursion_misses", 0) for name, st in meta.bpf_stats.items()}
