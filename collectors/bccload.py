@@ -143,11 +143,112 @@ def load_probes(names: Sequence[str], options: Mapping[str, Any] | None = None) 
     Programs named with BCC's prefixes (``TRACEPOINT_PROBE``, ``kprobe__``) attach at
     load and count only while the config map says ``enabled``; the page_alloc
     programs have plain names and are attached by their collector.
+
+    For a set of :data:`HEADER_FREE_PROBES` whose mm constants an earlier run stored
+    (:func:`remember_layout`) under the same :func:`layout_key`, the module is
+    compiled without the mm headers (``-DCMAPROF_HEADERS_CACHED=1``, common.h); the
+    module's ``cmaprof_layout_key`` and ``cmaprof_headers_cached`` say which.
     """
     from cmaprof import probes
 
     bcc = import_bcc()
-    return bcc.BPF(text=probes.text(names).encode(), cflags=probes.cflags(names, options))
+    cflags = probes.cflags(names, options)
+    key = layout_key(names, cflags)
+    layout = cached_layout(key) if set(names) <= HEADER_FREE_PROBES else None
+    extra = header_free_cflags(layout) if layout else []
+    b = bcc.BPF(text=probes.text(names).encode(), cflags=cflags + extra)
+    b.cmaprof_layout_key, b.cmaprof_headers_cached = key, bool(layout)
+    return b
+
+
+#: Probes whose C needs from the kernel's mm headers only the constants of
+#: :data:`LAYOUT_FIELDS` (common.h ``CMAPROF_HEADERS_CACHED``).
+HEADER_FREE_PROBES = frozenset({"page_alloc", "stream", "migrate"})
+#: ``struct layout_info`` members (as calib_raw fills them) -> the -D that restates
+#: them for a header-free compile.
+LAYOUT_FIELDS = {
+    "zones_pgshift": "ZONES_PGSHIFT_OVERRIDE",
+    "zones_mask": "ZONES_MASK_OVERRIDE",
+    "nodes_pgshift": "NODES_PGSHIFT_OVERRIDE",
+    "nodes_mask": "NODES_MASK_OVERRIDE",
+    "page_struct_size": "CMAPROF_PAGE_STRUCT_SIZE",
+    "gfp_movable": "CMAPROF_GFP_MOVABLE",
+}
+
+
+def _layout_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cmaprof" / "layout.json"
+
+
+def layout_key(names: Sequence[str], cflags: Sequence[str]) -> str:
+    """What the header constants depend on: the running kernel (release and build
+    string), the headers BCC would use (their directory, resolved, and the mtime of
+    its generated autoconf.h; or the kernel's kheaders archive), ``BCC_KERNEL_SOURCE``,
+    BCC's version, the probes' exact text and flags."""
+    import hashlib
+
+    from cmaprof import probes
+
+    u = os.uname()
+    build = Path(os.environ.get("BCC_KERNEL_SOURCE") or f"/lib/modules/{u.release}/build")
+    stamps = []
+    for f in (build / "include/generated/autoconf.h", Path("/sys/kernel/kheaders.tar.xz")):
+        try:
+            stamps.append(f"{f.resolve()}:{f.stat().st_mtime_ns}")
+        except OSError:
+            stamps.append(f"{f}:absent")
+    bcc_version = str(getattr(sys.modules.get("bcc"), "__version__", ""))
+    h = hashlib.sha256()
+    for part in (u.release, u.version, str(build.resolve()), *stamps, bcc_version,
+                 probes.text(names), *cflags):  # fmt: skip
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()
+
+
+def cached_layout(key: str) -> dict[str, int] | None:
+    """The constants stored under ``key``, or None (absent, unreadable, incomplete)."""
+    import json
+
+    try:
+        entry = json.loads(_layout_file().read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(entry, dict) or set(entry) != set(LAYOUT_FIELDS):
+        return None
+    return {k: int(v) for k, v in entry.items()}
+
+
+def remember_layout(key: str, layout: Mapping[str, int]) -> None:
+    """Store the constants a full compile had (best effort: a read-only home only
+    costs the next run a full compile)."""
+    import json
+    import tempfile
+
+    if set(layout) != set(LAYOUT_FIELDS) or not (layout["page_struct_size"] and layout["gfp_movable"]):
+        return
+    path = _layout_file()
+    try:
+        data = json.loads(path.read_text())
+        data = data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        data = {}
+    data[key] = {k: int(v) for k, v in layout.items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".layout-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def header_free_cflags(layout: Mapping[str, int]) -> list[str]:
+    """The -D flags of a header-free compile with these constants."""
+    return ["-DCMAPROF_HEADERS_CACHED=1"] + [
+        f"-D{LAYOUT_FIELDS[k]}={int(layout[k])}" for k in LAYOUT_FIELDS
+    ]
 
 
 #: ``enum bpf_prog_type`` / ``enum bpf_attach_type`` / ``enum bpf_cmd`` values of

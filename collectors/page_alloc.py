@@ -168,6 +168,7 @@ class PageAllocCollector(Collector):
         self.last_delta: dict[tuple, tuple[int, int]] = {}
         #: Which program counts (``page_alloc_btf`` or ``page_alloc_raw``) and why.
         self.program = self.program_reason = ""
+        self.headers_cached = False
         self.link_fd: int | None = None
         self.slots: np.ndarray | None = None
         self.slots_per_cpu = abi.CUBE_SLOTS
@@ -200,6 +201,12 @@ class PageAllocCollector(Collector):
         info = self.calibration.as_metadata()
         if self.program:
             info.update(program=self.program, program_reason=self.program_reason)
+            info["compile"] = (
+                "without the mm headers: their constants from an earlier compile against "
+                "the same kernel, headers, BCC, source and flags"
+                if self.headers_cached
+                else "with the kernel headers"
+            )
             info["cube_slots"] = {
                 "slots_per_cpu": int(self.slots_per_cpu),
                 "in_use": int(np.count_nonzero(self.slots["val"]["allocs"]))
@@ -252,6 +259,7 @@ class PageAllocCollector(Collector):
             "nodes_mask": lay.nodes_mask,
             "header_page_struct_size": lay.page_struct_size,
         }
+        self._remember_layout(lay)
         cal.rounds = len(problems) + 1
         cal.pairs = cal.agreeing_pairs = len(pairs)
         cal.page_struct_size, cal.vmemmap_base = size, base
@@ -264,6 +272,16 @@ class PageAllocCollector(Collector):
         )
         self._validate_zones(pairs)
         return cal
+
+    def _remember_layout(self, lay: Any) -> None:
+        """After a full compile, keep its mm constants for a header-free compile next
+        time (collectors/bccload.py); say in the metadata which compile this was."""
+        from cmaprof.collectors import bccload
+
+        key = getattr(self.bpf, "cmaprof_layout_key", None)
+        self.headers_cached = bool(getattr(self.bpf, "cmaprof_headers_cached", False))
+        if key and not self.headers_cached:
+            bccload.remember_layout(key, {f: getattr(lay, f) for f in bccload.LAYOUT_FIELDS})
 
     def _fault_round(self, fd: int) -> list[tuple[int, int, int]]:
         """Write-fault fresh anonymous pages one at a time; (pfn, page, flags) of each

@@ -656,6 +656,7 @@ def _start(
     from cmaprof.collectors.compilecheck import ProbeCompileError
 
     names = ctx.names
+    t0 = time.monotonic()
     try:
         ctx.bpf, ctx.names, ctx.defines = _load_probes(tfs, names, ctx.defines, opts, meta, err)
     except ProbeCompileError:
@@ -667,12 +668,20 @@ def _start(
         ctx.call_symbol = features.cma_call_symbol(tfs)
     meta.cma_call_symbol = ctx.call_symbol
     session = _Session(ctx)
+    t1 = time.monotonic()
     try:
         if flag.stop:
             return session, None
         session.each("configure")
         session.each("metadata", meta, False)
+        t2 = time.monotonic()
         session.each("attach")
+        # where start-up goes (seconds): BCC's compile and load, calibration, attach
+        meta["startup_s"] = {
+            "compile": round(t1 - t0, 3),
+            "configure": round(t2 - t1, 3),
+            "attach": round(time.monotonic() - t2, 3),
+        }
         session.stats = bpfmodule.StatsSampler.from_env()
         return session, None
     except CmaprofError:

@@ -118,6 +118,7 @@ struct layout_info {
 	__u64 nodes_pgshift;
 	__u64 nodes_mask;
 	__u64 page_struct_size;
+	__u64 gfp_movable;	/* __GFP_MOVABLE */
 };
 
 

@@ -114,7 +114,8 @@ int calib_raw(struct bpf_raw_tracepoint_args *ctx)
 		l->zones_mask = CM_ZONES_MASK;
 		l->nodes_pgshift = CM_NODES_PGSHIFT;
 		l->nodes_mask = CM_NODES_MASK;
-		l->page_struct_size = sizeof(struct page);
+		l->page_struct_size = CM_PAGE_STRUCT_SIZE;
+		l->gfp_movable = __GFP_MOVABLE;
 	}
 	pair.page = page;
 	pair.gfp = (__u64)(gfp_t)ctx->args[2];
