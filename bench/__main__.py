@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     tg = targets.evaluate(result["summary"], threads, extra)
     result["targets"] = [dict(t.__dict__, verdict=t.verdict) for t in tg]
     text[:0] = [
-        "Issue 15 targets (each measured in this run; ratios against untraced in the "
-        "same rounds)",
+        "Issue 15 targets (each measured in this run; ratios against untraced in the same rounds)",
         targets.table(tg),
         "",
     ]
@@ -136,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             f"({w['runs']} interleaved pairs)"
         )
     text.append(
-        "bpftrace variants: bpftrace = " + tracers_prog("BPFTRACE_PROG")
-        + "; bpftrace-simple = " + tracers_prog("BPFTRACE_SIMPLE_PROG")
+        "bpftrace variants: bpftrace = "
+        + tracers_prog("BPFTRACE_PROG")
+        + "; bpftrace-simple = "
+        + tracers_prog("BPFTRACE_SIMPLE_PROG")
     )
     text.append(
         f"load average: start {result['machine_start']['loadavg']}, "

@@ -9,6 +9,7 @@ is "not measured", with the reason, never "met".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,7 @@ def _num(v: Any) -> float | None:
         f = float(v)
     except (TypeError, ValueError):
         return None
-    return None if f != f else f  # NaN: not measured
+    return None if math.isnan(f) else f  # NaN: not measured
 
 
 def evaluate(
@@ -206,8 +207,7 @@ def table(targets: list[Target]) -> str:
     lines = [f"{'#':<2} {'what':<32} {'measured':>18} {'target':>10} {'':<12}"]
     for t in targets:
         lines.append(
-            f"{t.item:<2} {t.what[:32]:<32} {t.measured[:18]:>18} {t.target[:10]:>10} "
-            f"{t.verdict}"
+            f"{t.item:<2} {t.what[:32]:<32} {t.measured[:18]:>18} {t.target[:10]:>10} {t.verdict}"
         )
         if t.note:
             lines.append(f"   {t.note}"[:80])

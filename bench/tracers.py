@@ -50,9 +50,7 @@ BPFTRACE_PROG = (
     "@[$z, args->order, args->gfp_flags, args->migratetype] = count(); }"
 )
 #: The one-line script of issue 15 (no zone).
-BPFTRACE_SIMPLE_PROG = (
-    "tracepoint:kmem:mm_page_alloc { @[args->order, args->gfp_flags, args->migratetype] = count(); }"
-)
+BPFTRACE_SIMPLE_PROG = "tracepoint:kmem:mm_page_alloc { @[args->order, args->gfp_flags, args->migratetype] = count(); }"
 
 
 @dataclass
@@ -277,7 +275,6 @@ class Bpftrace(Tracer):
 
     def argv(self) -> list[str]:
         return ["bpftrace", "-e", self.prog]
-
 
     def start(self, timeout_s: float = 120.0) -> None:
         before = set(bpf_progs())

@@ -225,7 +225,9 @@ def remember_layout(key: str, layout: Mapping[str, int]) -> None:
     import json
     import tempfile
 
-    if set(layout) != set(LAYOUT_FIELDS) or not (layout["page_struct_size"] and layout["gfp_movable"]):
+    if set(layout) != set(LAYOUT_FIELDS) or not (
+        layout["page_struct_size"] and layout["gfp_movable"]
+    ):
         return
     path = _layout_file()
     try:
