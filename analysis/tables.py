@@ -284,9 +284,15 @@ def table_footer(rec: Recording) -> str:
     for prog in ("page_alloc_btf", "page_alloc_raw", "stream_btf", "stream_raw"):
         main = stats.pop(prog, None)
         if main and main.get("run_time_ns"):
+            samp = m.get("bpf_stats_sampling") or {}
+            where = (
+                f"bpf_stats in {samp.get('windows')} windows of {samp.get('window_s'):g} s"
+                if samp.get("mode") == "sampled"
+                else "bpf_stats"
+            )
             out.append(
                 f"overhead: {prog} ran {main['run_cnt']} times, "
-                f"{main['run_time_ns'] / main['run_cnt']:.0f} ns per event (bpf_stats)"
+                f"{main['run_time_ns'] / main['run_cnt']:.0f} ns per event ({where})"
             )
         elif main:
             out.append(f"overhead: {prog} ran {main['run_cnt']} times (run time not measured)")

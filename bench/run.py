@@ -1,10 +1,11 @@
 """Interleaved rounds of the page-fault microbenchmark under each tracer.
 
 A round runs every mode once (the order rotates from round to round, so no mode
-always follows another); in each mode the tracer is started, waited for until it
-counts, then the microbenchmark runs with one thread and with one thread per CPU,
-then the tracer is stopped. The ratio of a mode is the median over rounds of
-(mode's ns per fault / untraced ns per fault of the same round): paired, so that a
+always follows another); in each mode the untraced microbenchmark runs, the tracer
+is started and waited for until it counts, the microbenchmark runs with one thread
+and with one thread per CPU, the tracer is stopped, and the untraced microbenchmark
+runs again. The ratio of a mode is the median over rounds of (mode's ns per fault /
+the mean of its two adjacent untraced runs): paired within the minute, so that a
 load change on the shared machine moves both sides. bpf_stats is off unless a mode
 turns it on (``aggregate-stats``, ``empty``).
 """
@@ -92,10 +93,22 @@ def run_rounds(
                 d.mkdir()
                 tr = tracers.make(mode, d)
                 load_before = uptime()
+                base: list[dict[int, dict[str, Any]]] = []
                 if tr is not None:
+                    base.append({t: microbench(binary, mib, iterations, t) for t in thread_counts})
                     tr.start()
                 timings = {t: microbench(binary, mib, iterations, t) for t in thread_counts}
                 res = tr.stop() if tr is not None else tracers.Result()
+                if tr is not None:
+                    base.append({t: microbench(binary, mib, iterations, t) for t in thread_counts})
+                adjacent = {
+                    f"base_{kind}ns_per_fault_t{t}": float(
+                        np.mean([b[t][f"{kind}ns_per_fault"] for b in base])
+                    )
+                    for t in thread_counts
+                    for kind in ("", "cpu_")
+                    if base
+                }
                 row = {
                     "round": r,
                     "mode": mode,
@@ -104,6 +117,7 @@ def run_rounds(
                     **{f"ns_per_fault_t{t}": v["ns_per_fault"] for t, v in timings.items()},
                     **{f"cpu_ns_per_fault_t{t}": v["cpu_ns_per_fault"] for t, v in timings.items()},
                     **{f"faults_t{t}": v["faults"] for t, v in timings.items()},
+                    **adjacent,
                     **asdict(res),
                     "bpf_ns_per_event": res.bpf_ns_per_event,
                 }
@@ -133,7 +147,14 @@ def summarize(rows: list[dict[str, Any]], thread_counts: tuple[int, ...]) -> pd.
         for t in thread_counts:
             for kind, col in (("", f"ns_per_fault_t{t}"), ("cpu_", f"cpu_ns_per_fault_t{t}")):
                 row[f"{kind}median_ns_t{t}"] = float(g[col].median())
-                paired = g.set_index("round")[col] / base[col].reindex(g["round"]).to_numpy()
+                adj = f"base_{col}"
+                if adj in g and g[adj].notna().all():
+                    # untraced runs just before the tracer started and just after it
+                    # stopped: the baseline of the same minute, not of the round
+                    paired = g[col] / g[adj]
+                    row[f"{kind}delta_ns_t{t}"] = float((g[col] - g[adj]).median())
+                else:
+                    paired = g.set_index("round")[col] / base[col].reindex(g["round"]).to_numpy()
                 row[f"{kind}ratio_t{t}"] = float(np.nanmedian(paired.to_numpy()))
                 q1, q3 = np.nanpercentile(paired.to_numpy(), [25, 75])
                 row[f"{kind}ratio_iqr_t{t}"] = (float(q1), float(q3))

@@ -118,6 +118,17 @@ def evaluate(
              if floor else ""),
         )
     )  # fmt: skip
+    d_agg = _num((m.get("aggregate") or {}).get("cpu_delta_ns_t1"))
+    d_empty = _num((m.get("empty") or {}).get("cpu_delta_ns_t1"))
+    if d_agg is not None and d_empty is not None:
+        out.append(
+            Target(
+                "2", "CPU/fault over untraced, 1 thr", f"{d_agg:+.0f} ns", "-", None,
+                f"empty program (stats on): {d_empty:+.0f} ns; CPU time of the faulting "
+                "process, paired",
+                info=True,
+            )
+        )  # fmt: skip
     if cost is not None:
         med, q1, q3 = cost
         out.append(

@@ -142,3 +142,27 @@ def test_generated_c_tree_builds(tmp_path):
     tree = workload.generate(tmp_path / "tree", files=2, funcs=2)
     assert workload._build(tree, 2) > 0
     assert (tree / "prog").exists()
+
+
+def test_summary_prefers_the_adjacent_untraced_runs():
+    rows = [{"round": 0, "mode": "untraced", "cpu_ns_per_fault_t1": 1000.0}]
+    # the round's own untraced run was on a quiet minute; the traced mode's minute was
+    # busier, and its two adjacent untraced runs say so
+    rows.append(
+        {
+            "round": 0,
+            "mode": "aggregate",
+            "cpu_ns_per_fault_t1": 1530.0,
+            "base_cpu_ns_per_fault_t1": 1500.0,
+        }
+    )
+    for r in rows:
+        r.setdefault("ns_per_fault_t1", r["cpu_ns_per_fault_t1"])
+        r.setdefault("base_ns_per_fault_t1", r.get("base_cpu_ns_per_fault_t1"))
+        for c in ("ready_s", "bpf_ns_per_event", "peak_rss_kib", "cpu_s", "window_s"):
+            r.setdefault(c, None)
+        for c in ("events_seen", "events_written", "events_lost", "events_dropped"):
+            r.setdefault(c, 0)
+    s = run.summarize(rows, (1,)).set_index("mode")
+    assert s.loc["aggregate", "cpu_ratio_t1"] == pytest.approx(1.02)
+    assert s.loc["aggregate", "cpu_delta_ns_t1"] == pytest.approx(30.0)
