@@ -159,9 +159,12 @@ union pa_key {
 };
 
 /* One event into the cube: the CPU's slots first, the overflow hash when none is
- * free for this key. Only this program writes the slots and it does not nest on a
- * CPU (the kernel skips a re-entry and counts it in recursion_misses), so the CPU's
- * slots need no atomics; the key is written before allocs, which marks it in use. */
+ * free for this key. Only this program writes the slots, each CPU its own, so they
+ * need no atomics where the kernel keeps a raw-tracepoint program from re-entering on
+ * a CPU (a skipped run is counted in recursion_misses: lost, and reported); where it
+ * does not, an interrupt's allocation amid this update can lose one increment, as
+ * with the per-CPU hash's plain increments before. The key is written before allocs,
+ * which marks the slot in use for the reader. */
 static __always_inline void pa_cube_add(union pa_key *key, __u32 order)
 {
 	struct page_alloc_val zero_val = {};
