@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     text = [
         (
             f"page-fault microbenchmark: {a.rounds} interleaved rounds, {a.mib} MiB x "
-            f"{a.iterations} per thread, threads {threads}; ratio = median over rounds of "
-            f"mode / untraced of the same round (IQR of that ratio)"
+            f"{a.iterations} per thread, threads {threads}, SCHED_FIFO; ratio = median over "
+            f"rounds of mode / its adjacent untraced runs (IQR of that ratio)"
         ),
         run.table(summary, threads),
     ]
@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             f"real workload: {w['what']}; untraced median {w['untraced_median_s']:.2f} s; "
             f"cmaprof record (default, counting before the build starts) / untraced per "
             f"pair: median {w['median']:.3f}, range {w['min']:.3f}..{w['max']:.3f} "
-            f"({w['runs']} interleaved pairs)"
+            f"({w['runs']} interleaved pairs); the build's CPU time: median "
+            f"{w['cpu_median']:.3f}, range {w['cpu_min']:.3f}..{w['cpu_max']:.3f}; "
+            f"cmaprof's own CPU time per recording (start-up included): median "
+            f"{w['cmaprof_cpu_median_s']:.2f} s"
         )
     text.append(
         "bpftrace variants: bpftrace = "

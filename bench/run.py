@@ -158,7 +158,15 @@ def summarize(rows: list[dict[str, Any]], thread_counts: tuple[int, ...]) -> pd.
                 row[f"{kind}ratio_t{t}"] = float(np.nanmedian(paired.to_numpy()))
                 q1, q3 = np.nanpercentile(paired.to_numpy(), [25, 75])
                 row[f"{kind}ratio_iqr_t{t}"] = (float(q1), float(q3))
-        for c in ("ready_s", "startup_s", "compile_s", "bpf_ns_per_event", "peak_rss_kib", "cpu_s"):
+        for c in (
+            "ready_s",
+            "startup_s",
+            "compile_s",
+            "before_compile_s",
+            "bpf_ns_per_event",
+            "peak_rss_kib",
+            "cpu_s",
+        ):
             if c not in g:
                 row[c] = None
                 continue

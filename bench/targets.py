@@ -146,7 +146,8 @@ def evaluate(
             Target(
                 "3", f"{w['name']} wall time", f"{w['median']:.3f}x", f"<= {WORKLOAD_MAX_RATIO}x",
                 w["median"] <= WORKLOAD_MAX_RATIO,
-                f"{w['runs']} pairs, range {w['min']:.3f}..{w['max']:.3f}x",
+                f"{w['runs']} pairs, range {w['min']:.3f}..{w['max']:.3f}x"
+                + (f"; build CPU {w['cpu_median']:.3f}x" if "cpu_median" in w else ""),
             )
         )  # fmt: skip
     else:
@@ -180,6 +181,8 @@ def evaluate(
             "5", "start-up to first counted event", f"{agg_s:.2f} s" if agg_s else "-",
             f"<= {STARTUP_MAX_S:.0f} s", None if agg_s is None else agg_s <= STARTUP_MAX_S,
             (f"of which BCC compile+load {comp:.2f} s" if comp else "")
+            + (f", before it {pre:.2f} s" if (pre := _num((agg or {}).get("before_compile_s")))
+               else "")
             + (f"; empty BCC compile {extra['empty_compile_s']:.2f} s"
                if extra.get("empty_compile_s") else ""),
         )

@@ -62,6 +62,7 @@ class Result:
     #: metadata); and the BCC compile inside it
     startup_s: float | None = None
     compile_s: float | None = None
+    before_compile_s: float | None = None
     events_seen: int | None = None
     events_written: int | None = None
     events_lost: int | None = None
@@ -245,6 +246,7 @@ class Cmaprof(Tracer):
         if on_real:
             r.startup_s = (on_real - self.t_start_real_ns) / 1e9
         r.compile_s = (meta.get("startup_s") or {}).get("compile")
+        r.before_compile_s = (meta.get("startup_s") or {}).get("before_compile")
         st = meta.get("bpf_stats") or {}
         main = (meta.get("page_alloc") or {}).get("program") or "page_alloc_raw"
         progs = [main] + [p for p in ("stream_btf", "stream_raw") if self.stream and p in st]

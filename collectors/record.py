@@ -676,8 +676,10 @@ def _start(
         session.each("metadata", meta, False)
         t2 = time.monotonic()
         session.each("attach")
-        # where start-up goes (seconds): BCC's compile and load, calibration, attach
+        # where start-up goes (seconds): from exec to the compile (imports, doctor's
+        # checks, probe choice), BCC's compile and load, calibration, attach
         meta["startup_s"] = {
+            "before_compile": round(_process_age_s() - (time.monotonic() - t0), 3),
             "compile": round(t1 - t0, 3),
             "configure": round(t2 - t1, 3),
             "attach": round(time.monotonic() - t2, 3),
@@ -693,6 +695,15 @@ def _start(
     except BaseException:
         session.close()
         raise
+
+
+def _process_age_s() -> float:
+    """Seconds since this process was started (``/proc/self/stat`` starttime)."""
+    try:
+        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - start / os.sysconf("SC_CLK_TCK")
 
 
 def _bcc_problem(exc: Exception, names: list[str]) -> EnvironmentProblem:
