@@ -23,8 +23,8 @@ import numpy as np
 
 from bench import tracers
 
-FILES = 16
-FUNCS = 20
+FILES = 40
+FUNCS = 40
 
 _FUNC = """
 struct s{i}_{j} {{ long a[{n}]; int k; }};
