@@ -291,8 +291,12 @@ def table_footer(rec: Recording) -> str:
                 else "bpf_stats"
             )
             out.append(
-                f"overhead: {prog} ran {main['run_cnt']} times, "
-                f"{main['run_time_ns'] / main['run_cnt']:.0f} ns per event ({where})"
+                textwrap.fill(
+                    f"overhead: {prog} ran {main['run_cnt']} times, "
+                    f"{main['run_time_ns'] / main['run_cnt']:.0f} ns per event ({where})",
+                    WIDTH,
+                    subsequent_indent="  ",
+                )
             )
         elif main:
             out.append(f"overhead: {prog} ran {main['run_cnt']} times (run time not measured)")
