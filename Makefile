@@ -47,8 +47,11 @@ soak: setup
 fuzz: setup
 	CMAPROF_FUZZ_EXAMPLES=10000 $(PYTEST) tests/unit/test_fuzz_recording.py -q
 
-# Overhead against untraced, bpftrace and perf; start-up; analysis at scale (bench/).
-# BENCH_ROUNDS=3 for a quick pass; results in bench/results/ (or BENCH_OUT=FILE).
+# Issue 15's targets, each measured in one run and printed as measured / target /
+# met or missed: overhead against untraced, both bpftrace maps and perf (interleaved
+# rounds), the page_alloc program's ns/event with bpf_stats' own cost apart, make -j2 of
+# a generated C tree, streaming at the highest rate, start-up, analysis at scale
+# (bench/). BENCH_ROUNDS=3 for a quick pass; results in bench/results/ (or BENCH_OUT=FILE).
 bench: setup
 	$(PY) -m bench
 

@@ -281,12 +281,22 @@ def table_footer(rec: Recording) -> str:
             )
         )
     stats = {k: v for k, v in (m.bpf_stats or {}).items() if v.get("run_cnt")}
-    for prog in ("page_alloc_raw", "stream_raw"):
+    for prog in ("page_alloc_btf", "page_alloc_raw", "stream_btf", "stream_raw"):
         main = stats.pop(prog, None)
         if main and main.get("run_time_ns"):
+            samp = m.bpf_stats_sampling or {}
+            where = (
+                f"bpf_stats in {samp.get('windows')} windows of {samp.get('window_s'):g} s"
+                if samp.get("mode") == "sampled"
+                else "bpf_stats"
+            )
             out.append(
-                f"overhead: {prog} ran {main['run_cnt']} times, "
-                f"{main['run_time_ns'] / main['run_cnt']:.0f} ns per event (bpf_stats)"
+                textwrap.fill(
+                    f"overhead: {prog} ran {main['run_cnt']} times, "
+                    f"{main['run_time_ns'] / main['run_cnt']:.0f} ns per event ({where})",
+                    WIDTH,
+                    subsequent_indent="  ",
+                )
             )
         elif main:
             out.append(f"overhead: {prog} ran {main['run_cnt']} times (run time not measured)")

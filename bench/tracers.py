@@ -3,15 +3,24 @@
 Every tracer is started, waited for until it counts (``ready_s``: command start to
 the moment events are counted), the timed workload runs, then it is stopped with
 SIGINT and its own numbers are read back: events seen, written and lost, BPF run
-time per event (``bpf_stats``, which the bench keeps on for the whole run so that
-every BPF tool pays the same two clock reads per program run), and the tracer's
-peak RSS (``wait4`` rusage of the process the bench started).
+time per event (``bpf_stats``: on only where a mode says so, so that the overhead
+ratios are untaxed by the stats clock reads), and the tracer's peak RSS.
 
-- ``aggregate``: ``cmaprof record --probes page_alloc`` (the per-CPU cube).
-- ``stream``: the same plus ``--events page_alloc`` (every allocation as a row).
+- ``aggregate``: ``cmaprof record --probes page_alloc`` (the per-CPU cube), bpf_stats
+  off (``CMAPROF_BPF_STATS=off``): what the program costs, untaxed.
+- ``aggregate-stats``: the same with bpf_stats on for the whole recording
+  (``CMAPROF_BPF_STATS=always``): the program's run time per event (target 2), and
+  against ``aggregate`` of the same round, what bpf_stats itself costs.
+- ``stream``: the same as ``aggregate`` plus ``--events page_alloc`` (every
+  allocation as a row).
 - ``bpftrace``: a per-CPU count map on ``tracepoint:kmem:mm_page_alloc`` keyed by a
   zone from the pfn (the host's DMA/DMA32/Normal boundaries), order, gfp flags and
   migratetype: what our cube holds, minus node and CMA area.
+- ``bpftrace-simple``: ``@[order, gfp, migratetype] = count()`` on the same classic
+  tracepoint (the one-line script of issue 15).
+- ``empty``: an empty tp_btf program on kmem:mm_page_alloc (loaded like cmaprof's,
+  through BCC), with bpf_stats on while it is attached: the floor of the program
+  cost (what the kernel's tracepoint dispatch and the stats clock reads cost).
 - ``perf``: ``perf record -a -e kmem:mm_page_alloc`` (every event to perf.data),
   started with its events disabled and enabled through its control FIFO, so that
   "ready" is perf's own acknowledgement.
@@ -40,6 +49,8 @@ BPFTRACE_PROG = (
     "$z = args->pfn < 4096 ? 0 : (args->pfn < 1048576 ? 1 : 2); "
     "@[$z, args->order, args->gfp_flags, args->migratetype] = count(); }"
 )
+#: The one-line script of issue 15 (no zone).
+BPFTRACE_SIMPLE_PROG = "tracepoint:kmem:mm_page_alloc { @[args->order, args->gfp_flags, args->migratetype] = count(); }"
 
 
 @dataclass
@@ -47,6 +58,11 @@ class Result:
     """What one traced round measured, besides the workload's own timings."""
 
     ready_s: float | None = None
+    #: launch to the first counted event (cmaprof: counting switched on, from its
+    #: metadata); and the BCC compile inside it
+    startup_s: float | None = None
+    compile_s: float | None = None
+    before_compile_s: float | None = None
     events_seen: int | None = None
     events_written: int | None = None
     events_lost: int | None = None
@@ -180,12 +196,19 @@ class Tracer:
 
 
 class Cmaprof(Tracer):
-    """cmaprof record, aggregate (``stream=False``) or streaming mode."""
+    """cmaprof record, aggregate (``stream=False``) or streaming mode.
 
-    def __init__(self, workdir: Path, stream: bool) -> None:
+    :param stats: ``CMAPROF_BPF_STATS`` for the recording (``off``, ``always``, or
+        None: cmaprof's default sampling).
+    """
+
+    def __init__(
+        self, workdir: Path, stream: bool, stats: str | None = "off", name: str = ""
+    ) -> None:
         super().__init__(workdir)
         self.stream = stream
-        self.name = "stream" if stream else "aggregate"
+        self.stats = stats
+        self.name = name or ("stream" if stream else "aggregate")
         self.out = workdir / f"rec-{self.name}"
 
     def argv(self) -> list[str]:
@@ -193,9 +216,14 @@ class Cmaprof(Tracer):
         return a + (["--events", "page_alloc"] if self.stream else [])
 
     def start(self, timeout_s: float = 300.0) -> None:
+        env = dict(os.environ)
+        env.pop("CMAPROF_BPF_STATS", None)
+        if self.stats is not None:
+            env["CMAPROF_BPF_STATS"] = self.stats
         self.t_start = time.monotonic()
+        self.t_start_real_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
         self.proc = subprocess.Popen(
-            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
         )
         self.rss = _RssWatch(self.proc.pid)
         self.err = _LineWatch(self.proc.stderr, r"cmaprof: recording system-wide")
@@ -214,10 +242,17 @@ class Cmaprof(Tracer):
         meta = json.loads((self.out / "metadata.json").read_text())
         r = self.result
         r.window_s = (meta.get("duration_ns") or 0) / 1e9
+        on_real = (meta.get("counting_window") or {}).get("on_realtime_ns")
+        if on_real:
+            r.startup_s = (on_real - self.t_start_real_ns) / 1e9
+        r.compile_s = (meta.get("startup_s") or {}).get("compile")
+        r.before_compile_s = (meta.get("startup_s") or {}).get("before_compile")
         st = meta.get("bpf_stats") or {}
-        progs = ["page_alloc_raw"] + (["stream_raw"] if self.stream else [])
-        r.bpf_run_cnt = st.get("page_alloc_raw", {}).get("run_cnt")
+        main = (meta.get("page_alloc") or {}).get("program") or "page_alloc_raw"
+        progs = [main] + [p for p in ("stream_btf", "stream_raw") if self.stream and p in st]
+        r.bpf_run_cnt = st.get(main, {}).get("run_cnt")
         r.bpf_run_time_ns = sum(st.get(p, {}).get("run_time_ns", 0) for p in progs)
+        r.notes.append(f"program {main}")
         r.events_lost = sum((meta.get("lost") or {}).values())
         r.events_dropped = sum((meta.get("dropped") or {}).values())
         import pyarrow.parquet as pq
@@ -238,9 +273,10 @@ class Cmaprof(Tracer):
 
 class Bpftrace(Tracer):
     name = "bpftrace"
+    prog = BPFTRACE_PROG
 
     def argv(self) -> list[str]:
-        return ["bpftrace", "-e", BPFTRACE_PROG]
+        return ["bpftrace", "-e", self.prog]
 
     def start(self, timeout_s: float = 120.0) -> None:
         before = set(bpf_progs())
@@ -253,15 +289,16 @@ class Bpftrace(Tracer):
         deadline = self.t_start + timeout_s
         while time.monotonic() < deadline:
             new = {i: p for i, p in bpf_progs().items() if i not in before}
-            ran = [i for i, p in new.items() if p.get("run_cnt")]
-            if ran:
+            # counting: its count map has a key (run_cnt needs bpf_stats, off here)
+            maps = {m for p in new.values() for m in p.get("map_ids", [])}
+            if any(map_count_sum(m)[0] for m in maps):
                 self.result.ready_s = time.monotonic() - self.t_start
                 self.prog_ids = list(new)
                 self.t_ready = time.monotonic()
                 return
             if self.proc.poll() is not None:
                 break
-            time.sleep(0.01)
+            time.sleep(0.05)
         self.proc.kill()
         raise RuntimeError(f"bpftrace did not attach: {''.join(self.out.text)[-2000:]}")
 
@@ -282,6 +319,45 @@ class Bpftrace(Tracer):
         r.notes.append(f"{keys} map keys; bpftrace reports no lost count for maps")
         self.proc.send_signal(signal.SIGINT)
         self._wait_exit(10.0, kill_after=True)
+        return r
+
+
+class BpftraceSimple(Bpftrace):
+    name = "bpftrace-simple"
+    prog = BPFTRACE_SIMPLE_PROG
+
+
+EMPTY_PROG = "int empty_btf(unsigned long long *ctx) { return 0; }"
+
+
+class EmptyProgram(Tracer):
+    """An empty tp_btf program on mm_page_alloc in the bench process, bpf_stats on."""
+
+    name = "empty"
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        from cmaprof.collectors import bccload, bpfmodule
+
+        bcc = bccload.import_bcc()
+        self.t_start = time.monotonic()
+        self.bpf = bcc.BPF(text=EMPTY_PROG.encode())
+        self.stats_fd = bpfmodule.enable_stats()
+        self.link = bccload.attach_tp_btf(self.bpf, "empty_btf", "mm_page_alloc")
+        self.t_ready = time.monotonic()
+        self.result.ready_s = self.t_ready - self.t_start
+
+    def stop(self) -> Result:
+        from cmaprof.collectors import bpfmodule
+
+        r = self.result
+        r.window_s = time.monotonic() - self.t_ready
+        st = bpfmodule.prog_stats(self.bpf).get("empty_btf", {})
+        os.close(self.link)
+        if self.stats_fd is not None:
+            os.close(self.stats_fd)
+        self.bpf.cleanup()
+        r.bpf_run_cnt, r.bpf_run_time_ns = st.get("run_cnt"), st.get("run_time_ns")
+        r.events_seen = r.events_written = r.bpf_run_cnt
         return r
 
 
@@ -363,4 +439,12 @@ def make(mode: str, workdir: Path) -> Tracer | None:
         return None
     if mode in ("aggregate", "stream"):
         return Cmaprof(workdir, stream=mode == "stream")
-    return {"bpftrace": Bpftrace, "perf": Perf}[mode](workdir)
+    if mode == "aggregate-stats":
+        return Cmaprof(workdir, stream=False, stats="always", name=mode)
+    classes: dict[str, type[Tracer]] = {
+        "bpftrace": Bpftrace,
+        "bpftrace-simple": BpftraceSimple,
+        "empty": EmptyProgram,
+        "perf": Perf,
+    }
+    return classes[mode](workdir)

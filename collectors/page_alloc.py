@@ -32,6 +32,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 
 from cmaprof.collectors.base import Collector, CollectorContext
@@ -42,6 +43,8 @@ from cmaprof.recording import schema
 from cmaprof.recording.metadata import Metadata, PageAllocInfo
 
 KEY_FIELDS = [f for f, _ in schema.PAGE_ALLOC_KEYS]  # = struct page_alloc_key's fields
+#: Indexes of the per-CPU ``page_alloc_stats`` array (probes/events.h PA_STAT_*).
+STAT_NAMES = abi.enum("PA_STAT_")
 CALIB_PAIRS = 64  # ring size in page_alloc.bpf.c (its CALIB_PAIRS default)
 #: Pairs wanted per round, rounds tried, pages mapped per round.
 CALIB_WANT = 16
@@ -163,10 +166,18 @@ class PageAllocCollector(Collector):
         #: The cube at the end of the last interval, and its growth in that interval.
         self.cube: dict[tuple, tuple[int, int]] = {}
         self.last_delta: dict[tuple, tuple[int, int]] = {}
+        #: Which program counts (``page_alloc_btf`` or ``page_alloc_raw``) and why.
+        self.program = self.program_reason = ""
+        self.headers_cached = False
+        self.link_fd: int | None = None
+        self.slots: np.ndarray | None = None
+        self.slots_per_cpu = abi.CUBE_SLOTS
 
     @classmethod
     def create(cls, ctx: CollectorContext) -> PageAllocCollector:
-        return cls(ctx.bpf, ctx.zones, ctx.cma_areas, ctx.err)
+        c = cls(ctx.bpf, ctx.zones, ctx.cma_areas, ctx.err)
+        c.slots_per_cpu = int(ctx.defines.get("CUBE_SLOTS", abi.CUBE_SLOTS))
+        return c
 
     def configure(self) -> None:
         """Calibrate (:meth:`calibrate`), then write the maps (:meth:`write_maps`)."""
@@ -187,7 +198,23 @@ class PageAllocCollector(Collector):
         return {"page_alloc": cube_to_table(self.cube), "page_alloc_fail": self.read_fail()}
 
     def metadata(self, meta: Metadata, final: bool) -> None:
-        meta.page_alloc = PageAllocInfo.from_json(self.calibration.as_metadata())
+        info = self.calibration.as_metadata()
+        if self.program:
+            info.update(program=self.program, program_reason=self.program_reason)
+            info["compile"] = (
+                "without the mm headers: their constants from an earlier compile against "
+                "the same kernel, headers, BCC, source and flags"
+                if self.headers_cached
+                else "with the kernel headers"
+            )
+            info["cube_slots"] = {
+                "slots_per_cpu": int(self.slots_per_cpu),
+                "in_use": int(np.count_nonzero(self.slots["val"]["allocs"]))
+                if self.slots is not None
+                else 0,
+                **self.read_stats(),
+            }
+        meta.page_alloc = PageAllocInfo.from_json(info)
 
     def calibrate(self) -> Calibration:
         """Pair struct page pointers of cmaprof's own faults with their pfns, then
@@ -232,6 +259,7 @@ class PageAllocCollector(Collector):
             "nodes_mask": lay.nodes_mask,
             "header_page_struct_size": lay.page_struct_size,
         }
+        self._remember_layout(lay)
         cal.rounds = len(problems) + 1
         cal.pairs = cal.agreeing_pairs = len(pairs)
         cal.page_struct_size, cal.vmemmap_base = size, base
@@ -244,6 +272,16 @@ class PageAllocCollector(Collector):
         )
         self._validate_zones(pairs)
         return cal
+
+    def _remember_layout(self, lay: Any) -> None:
+        """After a full compile, keep its mm constants for a header-free compile next
+        time (collectors/bccload.py); say in the metadata which compile this was."""
+        from cmaprof.collectors import bccload
+
+        key = getattr(self.bpf, "cmaprof_layout_key", None)
+        self.headers_cached = bool(getattr(self.bpf, "cmaprof_headers_cached", False))
+        if key and not self.headers_cached:
+            bccload.remember_layout(key, {f: getattr(lay, f) for f in bccload.LAYOUT_FIELDS})
 
     def _fault_round(self, fd: int) -> list[tuple[int, int, int]]:
         """Write-fault fresh anonymous pages one at a time; (pfn, page, flags) of each
@@ -347,11 +385,34 @@ class PageAllocCollector(Collector):
         )
         cfg.nr_spans = len(spans)
         cfg.nr_cma = len(self.cma_areas)
+        size = cal.page_struct_size
+        cfg.page_struct_shift = size.bit_length() - 1 if size and not size & (size - 1) else 0
         b["config"][b["config"].Key(0)] = cfg
 
     def attach(self) -> None:
-        self.bpf.attach_raw_tracepoint(tp=b"mm_page_alloc", fn_name=b"page_alloc_raw")
+        """Attach ``page_alloc_btf`` as tp_btf where the kernel loads it, else
+        ``page_alloc_raw`` as a raw tracepoint (by presence; the reason is kept in the
+        metadata as ``program_reason``)."""
+        from cmaprof.collectors import bccload
+
+        try:
+            if os.environ.get("CMAPROF_TP_BTF", "1") == "0":
+                raise bccload.TpBtfUnavailable("CMAPROF_TP_BTF=0 in the environment")
+            self.link_fd = bccload.attach_tp_btf(self.bpf, "page_alloc_btf", "mm_page_alloc")
+            self.program, self.program_reason = "page_alloc_btf", "tp_btf loaded"
+        except bccload.TpBtfUnavailable as exc:
+            self.bpf.attach_raw_tracepoint(tp=b"mm_page_alloc", fn_name=b"page_alloc_raw")
+            self.program, self.program_reason = "page_alloc_raw", f"raw_tp: {exc}"
         self.attached = True
+        self._map_slots()
+
+    def _map_slots(self) -> None:
+        """The slot array, mmapped read-only (BPF_F_MMAPABLE): read without a syscall."""
+        t = self.bpf["page_alloc_slots"]
+        dt = abi.dtype("page_alloc_slot")
+        length = -(-t.max_entries * dt.itemsize // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._slots_mm = mmap.mmap(t.map_fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
+        self.slots = np.frombuffer(self._slots_mm, dtype=dt, count=t.max_entries)
 
     def set_enabled(self, on: bool) -> None:
         cfg_t = self.bpf["config"]
@@ -361,7 +422,11 @@ class PageAllocCollector(Collector):
 
     def detach(self) -> None:
         if self.attached:
-            self.bpf.detach_raw_tracepoint(tp=b"mm_page_alloc")
+            if self.link_fd is not None:
+                os.close(self.link_fd)
+                self.link_fd = None
+            else:
+                self.bpf.detach_raw_tracepoint(tp=b"mm_page_alloc")
             self.attached = False
 
     def close(self) -> None:
@@ -369,13 +434,20 @@ class PageAllocCollector(Collector):
 
     # -- reading ----------------------------------------------------------------
     def read_cube(self) -> dict[tuple, tuple[int, int]]:
-        """The cumulative cube: key tuple (in KEY_FIELDS order) -> (allocs, pages)."""
-        out: dict[tuple, tuple[int, int]] = {}
+        """The cumulative cube: key tuple (in KEY_FIELDS order) -> (allocs, pages):
+        every CPU's slots in use plus the overflow hash."""
+        out = slots_to_cube(self.slots) if self.slots is not None else {}
         for k, leaves in self.bpf["page_alloc"].items():
             key = tuple(getattr(k, f) for f in KEY_FIELDS)
             allocs, pages = _sum_percpu(leaves, ["allocs", "pages"])
-            out[key] = (allocs, pages)
+            a0, p0 = out.get(key, (0, 0))
+            out[key] = (a0 + allocs, p0 + pages)
         return out
+
+    def read_stats(self) -> dict[str, int]:
+        """Events the overflow hash counted, by reason (``PA_STAT_*``)."""
+        t = self.bpf["page_alloc_stats"]
+        return {name: int(sum(t[t.Key(i)])) for i, name in enumerate(STAT_NAMES)}
 
     def read_fail(self) -> pa.Table:
         rows: dict[str, list] = {f.name: [] for f in schema.SCHEMAS["page_alloc_fail"]}
@@ -386,6 +458,20 @@ class PageAllocCollector(Collector):
             rows["allocs"].append(allocs)
             rows["pages"].append(pages)
         return schema.to_table("page_alloc_fail", rows)
+
+
+def slots_to_cube(slots: np.ndarray) -> dict[tuple, tuple[int, int]]:
+    """The cube held by slot records (``struct page_alloc_slot``, any CPU's): key
+    tuple (in KEY_FIELDS order) -> (allocs, pages), summed over CPUs; empty slots
+    (allocs 0) skipped."""
+    used = slots[slots["val"]["allocs"] != 0]
+    out: dict[tuple, tuple[int, int]] = {}
+    keys = used["key"]
+    cols = [keys[f].tolist() for f in KEY_FIELDS]
+    for key, a, p in zip(zip(*cols), used["val"]["allocs"].tolist(), used["val"]["pages"].tolist()):
+        a0, p0 = out.get(key, (0, 0))
+        out[key] = (a0 + a, p0 + p)
+    return out
 
 
 def cube_to_table(

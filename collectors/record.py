@@ -281,6 +281,8 @@ class _Session:
         page = self.collectors[0]
         assert isinstance(page, PageAllocCollector), "page_alloc is always the first probe"
         self.page = page
+        #: bpf_stats windows (started with counting, ticked by the poll loop).
+        self.stats = bpfmodule.StatsSampler(window_s=0.0)
 
     def each(self, step: str, *args: Any) -> None:
         """Run one step of :class:`~cmaprof.collectors.base.Collector` on every collector."""
@@ -294,6 +296,7 @@ class _Session:
         return out
 
     def close(self) -> None:
+        self.stats.stop()
         try:
             for c in reversed(self.collectors):
                 c.detach()
@@ -525,6 +528,7 @@ class _Run:
         self.window = _CountingWindow(session.page)
         self.window.switch_on()
         self.t0 = self.window.on_ns
+        session.stats.start()
         self.prev_vm = _snapshot(self.writer, "start")
         session.each("start", self.t0)
         _write_system_series(self.writer, 0, self.prev_vm)
@@ -568,6 +572,7 @@ class _Run:
         end_at = self.t0 + int(opts.duration_s * 1e9) if opts.duration_s else None
         while True:
             self.session.each("poll")
+            self.session.stats.tick()
             if self._should_stop(time.monotonic_ns(), end_at):
                 break
             now = time.monotonic_ns()
@@ -651,6 +656,7 @@ def _start(
     from cmaprof.collectors.compilecheck import ProbeCompileError
 
     names = ctx.names
+    t0 = time.monotonic()
     try:
         ctx.bpf, ctx.names, ctx.defines = _load_probes(tfs, names, ctx.defines, opts, meta, err)
     except ProbeCompileError:
@@ -662,13 +668,24 @@ def _start(
         ctx.call_symbol = features.cma_call_symbol(tfs)
     meta.cma_call_symbol = ctx.call_symbol
     session = _Session(ctx)
+    t1 = time.monotonic()
     try:
         if flag.stop:
             return session, None
         session.each("configure")
         session.each("metadata", meta, False)
+        t2 = time.monotonic()
         session.each("attach")
-        return session, bpfmodule.enable_stats()
+        # where start-up goes (seconds): from exec to the compile (imports, doctor's
+        # checks, probe choice), BCC's compile and load, calibration, attach
+        meta.startup_s = {
+            "before_compile": round(_process_age_s() - (time.monotonic() - t0), 3),
+            "compile": round(t1 - t0, 3),
+            "configure": round(t2 - t1, 3),
+            "attach": round(time.monotonic() - t2, 3),
+        }
+        session.stats = bpfmodule.StatsSampler.from_env()
+        return session, None
     except CmaprofError:
         session.close()
         raise
@@ -678,6 +695,15 @@ def _start(
     except BaseException:
         session.close()
         raise
+
+
+def _process_age_s() -> float:
+    """Seconds since this process was started (``/proc/self/stat`` starttime)."""
+    try:
+        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - start / os.sysconf("SC_CLK_TCK")
 
 
 def _bcc_problem(exc: Exception, names: list[str]) -> EnvironmentProblem:
@@ -748,6 +774,8 @@ def _finish(writer: RecordingWriter, meta: Metadata, session: _Session | None) -
                 writer.write_table(name, table)
             c.metadata(meta, True)
         bpf = session.bpf
+        session.stats.stop()
+        meta.bpf_stats_sampling = session.stats.as_metadata()
         meta.dropped = bpfmodule.read_drops(bpf)
         meta.bpf_stats = bpfmodule.prog_stats(bpf)
         meta.lost = {name: st.get("recursion_misses", 0) for name, st in meta.bpf_stats.items()}

@@ -292,6 +292,8 @@ class StreamCollector(Collector):
         self.dtype = batch_dtype(batch)
         self.t0_ns = 0
         self._fd: int | None = None
+        #: stream_btf (tp_btf) or stream_raw, as attached
+        self.program = ""
         self._pending: list[bytes] = []
         self._pending_events = 0
         self._last_chunk = time.monotonic()
@@ -336,14 +338,25 @@ class StreamCollector(Collector):
         t[t.Key(0)] = leaf
 
     def attach(self) -> None:
-        """Attach ``stream_raw`` to the mm_page_alloc raw tracepoint.
+        """Attach ``stream_btf`` as tp_btf on mm_page_alloc where the kernel loads it
+        (collectors/bccload.py), else ``stream_raw`` as a raw tracepoint.
 
         BCC's ``attach_raw_tracepoint`` keeps one program per tracepoint name, and the
-        page_alloc program already holds it; the kernel takes any number, so this
+        page_alloc program may already hold it; the kernel takes any number, so this
         attaches through BCC's library call and keeps the link fd itself.
         """
         from bcc import BPF, lib
 
+        from cmaprof.collectors import bccload
+
+        try:
+            if os.environ.get("CMAPROF_TP_BTF", "1") == "0":
+                raise bccload.TpBtfUnavailable("CMAPROF_TP_BTF=0 in the environment")
+            self._fd = bccload.attach_tp_btf(self.bpf, "stream_btf", "mm_page_alloc")
+            self.program = "stream_btf"
+            return
+        except bccload.TpBtfUnavailable:
+            self.program = "stream_raw"
         fn = self.bpf.load_func(b"stream_raw", BPF.RAW_TRACEPOINT)
         fd = lib.bpf_attach_raw_tracepoint(fn.fd, b"mm_page_alloc")
         if fd < 0:
@@ -363,7 +376,7 @@ class StreamCollector(Collector):
 
     def metadata(self, meta: Metadata, final: bool) -> None:
         if self.accounting is not None:
-            meta.stream = StreamInfo.from_json(self.accounting)
+            meta.stream = StreamInfo.from_json({**self.accounting, "program": self.program})
 
     def _on_batch(self, ctx: Any, data: Any, size: int) -> int:
         self._pending.append(ctypes.string_at(data, size))

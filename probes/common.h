@@ -9,10 +9,23 @@
 #define CMAPROF_COMMON_H
 
 #include <uapi/linux/ptrace.h>
+#if CMAPROF_HEADERS_CACHED
+/*
+ * The mm headers' constants that page_alloc, stream and migrate use, from an earlier
+ * compile against the same headers (collectors/bccload.py keeps them per kernel,
+ * headers, BCC, source and flags): parsing mm_types.h and mmzone.h is most of a
+ * compile. The collector validates the layout at start-up either way.
+ */
+#include <linux/types.h>
+#define __GFP_MOVABLE ((gfp_t)CMAPROF_GFP_MOVABLE)
+#define CM_PAGE_STRUCT_SIZE CMAPROF_PAGE_STRUCT_SIZE
+#else
 #include <linux/mm_types.h>
 #include <linux/mmzone.h>
 #ifndef ZONES_PGSHIFT	/* older trees define the page->flags layout in mm.h only */
 #include <linux/mm.h>	/* (a large header: skipped where mmzone.h suffices) */
+#endif
+#define CM_PAGE_STRUCT_SIZE sizeof(struct page)
 #endif
 
 #include "events.h"

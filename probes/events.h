@@ -33,6 +33,8 @@ struct cmaprof_config {
 	__u32 zone_source;	/* ZONE_SOURCE_* */
 	__u32 nr_spans;
 	__u32 nr_cma;
+	__u32 page_struct_shift;	/* log2(page_struct_size) when a power of two, else 0 */
+	__u32 pad;
 };
 
 /* A pfn range [start, end) of one (node, zone), from /proc/zoneinfo. */
@@ -59,6 +61,32 @@ struct page_alloc_val {
 	__u64 allocs;
 	__u64 pages;		/* base pages: allocs << order */
 };
+
+/*
+ * The cube's fast path (page_alloc.bpf.c): each CPU owns CUBE_SLOTS direct-mapped
+ * slots of one array (slot = hash of the key, then up to CUBE_PROBES neighbours);
+ * a key that finds no slot is counted in the per-CPU hash `page_alloc` instead.
+ * A slot is in use once allocs != 0; slots are never freed while recording.
+ */
+#ifndef CUBE_SLOTS
+#define CUBE_SLOTS 1024		/* per CPU; a power of two */
+#endif
+#ifndef CUBE_PROBES
+#define CUBE_PROBES 4
+#endif
+#ifndef CUBE_CPUS
+#define CUBE_CPUS 64		/* CPU regions; a CPU beyond counts in the hash */
+#endif
+
+struct page_alloc_slot {
+	struct page_alloc_key key;
+	struct page_alloc_val val;
+};
+
+/* Indexes of the per-CPU `page_alloc_stats` array (collectors/page_alloc.py). */
+#define PA_STAT_OVERFLOW 0	/* events counted in the hash: no free slot for the key */
+#define PA_STAT_NO_REGION 1	/* events counted in the hash: CPU id >= CUBE_CPUS */
+#define PA_NR_STATS 4
 
 /* Failed allocations (page == NULL), counted apart. */
 struct page_alloc_fail_key {
@@ -90,6 +118,7 @@ struct layout_info {
 	__u64 nodes_pgshift;
 	__u64 nodes_mask;
 	__u64 page_struct_size;
+	__u64 gfp_movable;	/* __GFP_MOVABLE */
 };
 
 

@@ -5,9 +5,12 @@
  * written to a BPF ring buffer in per-CPU batches of STREAM_BATCH events, so that
  * user space wakes once per batch, never per event.
  *
- * Tracepoints: kmem:mm_page_alloc as a raw tracepoint (the page_alloc probe's
- * program runs on the same tracepoint; both read the same counting window from
- * `config`). BPF ring buffer: v5.8. Kernels: 5.8 and later (tested: 6.18 host).
+ * Tracepoints: kmem:mm_page_alloc as tp_btf (stream_btf) where the kernel loads it,
+ * else as a raw tracepoint (stream_raw): the same choice and the same reasons as
+ * page_alloc_btf/page_alloc_raw (page_alloc.bpf.c, whose helpers this file uses; the
+ * page_alloc probe's program runs on the same tracepoint; both read the same
+ * counting window from `config`). BPF ring buffer: v5.8. Kernels: 5.8 and later
+ * (tested: 6.18 host).
  *
  * Accounting, per CPU (stream_stats, STREAM_*): examined = filtered + sampled_out +
  * unreadable + selected; selected = submitted + dropped + the remainder left in the
@@ -52,10 +55,10 @@ static __always_inline int stream_keep(struct stream_filter *f, struct stream_ev
 	return 1;
 }
 
-int stream_raw(struct bpf_raw_tracepoint_args *ctx)
+/* One allocation; page may be a BTF-typed pointer (direct: tp_btf), see pa_count(). */
+static __always_inline int stream_one(__u64 page, __u32 order, __u32 gfp, __u8 mt, int direct)
 {
 	struct cmaprof_config *cfg = get_config();
-	__u64 page = ctx->args[0];
 	__u32 zero = 0;
 	struct stream_filter *f;
 	struct stream_batch *b;
@@ -74,11 +77,17 @@ int stream_raw(struct bpf_raw_tracepoint_args *ctx)
 	if (idx >= STREAM_BATCH)	/* cannot happen; keeps the verifier's bound */
 		idx = 0;
 	e = &b->ev[idx];
-	e->pfn = page_to_pfn_cal(cfg, page);
-	e->order = (__u8)ctx->args[1];
-	e->gfp_flags = (__u32)(gfp_t)ctx->args[2];
-	e->migratetype_id = (__u8)ctx->args[3];
-	if (page_node_zone(cfg, page, e->pfn, &e->node, &e->zone_idx)) {
+	e->pfn = pa_page_to_pfn(cfg, direct ? pa_untyped(page) : page);
+	e->order = (__u8)order;
+	e->gfp_flags = gfp;
+	e->migratetype_id = mt;
+	if (direct && cfg->zone_source == ZONE_SOURCE_PAGE_FLAGS) {
+		__u64 flags = *(volatile __u64 *)page;	/* BTF-typed: a checked load */
+
+		e->zone_idx = (flags >> CM_ZONES_PGSHIFT) & CM_ZONES_MASK;
+		e->node = (flags >> CM_NODES_PGSHIFT) & CM_NODES_MASK;
+	} else if (page_node_zone(cfg, direct ? pa_untyped(page) : page, e->pfn, &e->node,
+				  &e->zone_idx)) {
 		stream_count(STREAM_STAT_UNREADABLE, 1);
 		return 0;
 	}
@@ -119,4 +128,16 @@ int stream_raw(struct bpf_raw_tracepoint_args *ctx)
 	b->n = 0;
 	b->seq++;
 	return 0;
+}
+
+/* kmem:mm_page_alloc as tp_btf (see page_alloc_btf), and as a plain raw tracepoint. */
+int stream_btf(unsigned long long *ctx)
+{
+	return stream_one(ctx[0], (__u32)ctx[1], (__u32)(gfp_t)ctx[2], (__u8)ctx[3], 1);
+}
+
+int stream_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return stream_one(ctx->args[0], (__u32)ctx->args[1], (__u32)(gfp_t)ctx->args[2],
+			  (__u8)ctx->args[3], 0);
 }

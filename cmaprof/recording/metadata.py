@@ -397,6 +397,10 @@ class Metadata(Section):
     dropped: dict[str, Any] = field(default_factory=dict)
     lost: dict[str, int] = field(default_factory=dict)
     bpf_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: when bpf_stats was on: ``mode`` (sampled/always/off), ``window_s``, ``windows``...
+    bpf_stats_sampling: dict[str, Any] = field(default_factory=dict)
+    #: seconds of start-up by step (imports, checks, compile and load, attach...)
+    startup_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def dropped_counts(self) -> dict[str, int]:

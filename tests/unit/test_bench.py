@@ -66,3 +66,103 @@ def test_generated_recording_is_streaming_format(tmp_path):
     # the template's allocation classes, decoded like the cube
     assert set(df["gfp"].astype(str)) <= set(rec.df_page_alloc()["gfp"].astype(str))
     assert "5000" in tables.table_report(rec)
+
+
+def _summary(**ratios):
+    """Summary records as run.summarize gives them: cpu_ratio_t1/t2 per mode."""
+    out = []
+    for mode, (r1, r2) in ratios.items():
+        out.append({"mode": mode, "cpu_ratio_t1": r1, "cpu_ratio_t2": r2})
+    return out
+
+
+def test_targets_judge_each_item_from_the_run():
+    from bench import targets
+
+    summary = _summary(
+        untraced=(1.0, 1.0),
+        aggregate=(1.02, 1.04),
+        bpftrace=(1.10, 1.12),
+        **{"bpftrace-simple": (1.06, 1.20)},
+        stream=(1.10, 1.16),
+    )
+    for r in summary:
+        if r["mode"] == "aggregate":
+            r.update(startup_s=0.8, compile_s=0.5)
+    summary.append({"mode": "aggregate-stats", "bpf_ns_per_event": 120.0})
+    summary.append({"mode": "empty", "bpf_ns_per_event": 40.0})
+    extra = {
+        "workload": {"name": "make -j2", "median": 1.005, "min": 0.99, "max": 1.02, "runs": 6},
+        "stats_cost_ns": (25.0, 20.0, 30.0),
+        "stream_max": {"events": 10, "events_per_s": 1e6, "dropped": 0, "lost": 0},
+        "scale": {"events": 10_000_000, "load_s": 1.2, "report_cli_s": 0.7},
+    }
+    tg = targets.evaluate(summary, (1, 2), extra)
+    got = {(t.item, t.what): t.verdict for t in tg}
+    assert got[("1", "aggregate CPU/fault, 1 thr")] == "met"
+    assert got[("1", "aggregate CPU/fault, 2 thr")] == "MISSED"  # 1.04 > 1.03
+    assert got[("1", "vs bpftrace, 1 thr")] == "met"  # 1.02 <= 1.10 - 0.05
+    assert got[("1", "vs bpftrace-simple, 1 thr")] == "MISSED"  # 1.02 > 1.06 - 0.05
+    assert got[("2", "page_alloc program ns/event")] == "MISSED"
+    assert got[("2", "bpf_stats' own cost per fault")] == "(info)"
+    assert got[("3", "make -j2 wall time")] == "met"
+    assert got[("4", "stream CPU/fault, 2 thr")] == "MISSED"
+    assert got[("4", "stream loss at max rate")] == "met"
+    assert got[("5", "start-up to first counted event")] == "met"
+    assert got[("6", "TCG guest iteration")] == "not measured"
+    assert got[("7", "report through the CLI")] == "MISSED"
+    text = targets.table(tg)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "bound: an empty tp_btf program, 40 ns/event" in text
+
+
+def test_targets_never_met_without_a_figure():
+    from bench import targets
+
+    tg = targets.evaluate(_summary(untraced=(1.0, 1.0)), (1, 2), {})
+    assert all(t.met is None for t in tg)
+    assert {t.item for t in tg} == {"1", "2", "3", "5", "6", "7"}  # 4 needs a stream mode
+
+
+def test_paired_difference_is_per_round():
+    rows = []
+    for r, busy in ((0, 0.0), (1, 500.0), (2, 0.0)):  # round 1 on a busier machine
+        rows.append({"round": r, "mode": "aggregate", "cpu_ns_per_fault_t1": 1000.0 + busy})
+        rows.append({"round": r, "mode": "aggregate-stats", "cpu_ns_per_fault_t1": 1030.0 + busy})
+    med, q1, q3 = run.paired_difference(rows, "aggregate-stats", "aggregate", "cpu_ns_per_fault_t1")
+    assert med == pytest.approx(30.0) and q1 == pytest.approx(30.0) and q3 == pytest.approx(30.0)
+    assert run.paired_difference(rows, "perf", "aggregate", "cpu_ns_per_fault_t1") is None
+
+
+def test_generated_c_tree_builds(tmp_path):
+    from bench import workload
+
+    if shutil.which("make") is None or shutil.which("cc") is None:
+        pytest.skip("needs make and cc")
+    tree = workload.generate(tmp_path / "tree", files=2, funcs=2)
+    assert workload._build(tree, 2) > 0
+    assert (tree / "prog").exists()
+
+
+def test_summary_prefers_the_adjacent_untraced_runs():
+    rows = [{"round": 0, "mode": "untraced", "cpu_ns_per_fault_t1": 1000.0}]
+    # the round's own untraced run was on a quiet minute; the traced mode's minute was
+    # busier, and its two adjacent untraced runs say so
+    rows.append(
+        {
+            "round": 0,
+            "mode": "aggregate",
+            "cpu_ns_per_fault_t1": 1530.0,
+            "base_cpu_ns_per_fault_t1": 1500.0,
+        }
+    )
+    for r in rows:
+        r.setdefault("ns_per_fault_t1", r["cpu_ns_per_fault_t1"])
+        r.setdefault("base_ns_per_fault_t1", r.get("base_cpu_ns_per_fault_t1"))
+        for c in ("ready_s", "bpf_ns_per_event", "peak_rss_kib", "cpu_s", "window_s"):
+            r.setdefault(c, None)
+        for c in ("events_seen", "events_written", "events_lost", "events_dropped"):
+            r.setdefault(c, 0)
+    s = run.summarize(rows, (1,)).set_index("mode")
+    assert s.loc["aggregate", "cpu_ratio_t1"] == pytest.approx(1.02)
+    assert s.loc["aggregate", "cpu_delta_ns_t1"] == pytest.approx(30.0)
