@@ -657,6 +657,8 @@ def _start(
 
     names = ctx.names
     t0 = time.monotonic()
+    # the compile is the long pole in a TCG guest (minutes): say so, and how long it took
+    print(f"cmaprof: compiling the probes ({', '.join(names)}) with BCC", file=err, flush=True)
     try:
         ctx.bpf, ctx.names, ctx.defines = _load_probes(tfs, names, ctx.defines, opts, meta, err)
     except ProbeCompileError:
@@ -669,6 +671,7 @@ def _start(
     meta.cma_call_symbol = ctx.call_symbol
     session = _Session(ctx)
     t1 = time.monotonic()
+    print(f"cmaprof: probes compiled and loaded in {t1 - t0:.1f} s", file=err, flush=True)
     try:
         if flag.stop:
             return session, None

@@ -27,7 +27,11 @@ PROBES_DIR = Path(__file__).resolve().parent
 #: struct anonymously (``struct filename { struct __filename_head; ... }``): without the
 #: flag clang drops that member and fs.h's ``static_assert(sizeof(struct filename) % 64
 #: == 0)`` fails. Older headers compile the same with it (checked on 6.1 and 6.12).
-KERNEL_CFLAGS: tuple[str, ...] = ("-fms-extensions",)
+#: ``-Wno-ignored-attributes``: kernel headers with x86 IBT (arch/x86/include/asm/ibt.h,
+#: ``#define __noendbr __attribute__((nocf_check))`` under CONFIG_X86_KERNEL_IBT, v5.18's
+#: "x86: Kernel IBT" series) warn once per use under the BPF target: dozens of lines of
+#: noise in front of every recording's messages on the 7.3 guest.
+KERNEL_CFLAGS: tuple[str, ...] = ("-fms-extensions", "-Wno-ignored-attributes")
 
 
 @dataclass(frozen=True)
