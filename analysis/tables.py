@@ -223,23 +223,21 @@ def table_migrate(rec: Recording) -> str:
     return "\n".join(out)
 
 
-def table_footer(rec: Recording) -> str:
-    m = rec.meta
-    pa_meta = m.page_alloc
-    dropped = _dropped(m)
-    lost = m.lost or {}
+def _failed_line(rec: Recording) -> str:
     fails = page_alloc.df_failed(rec)
-    out = []
     n_fail = int(fails["allocs"].sum()) if not fails.empty else 0
-    out.append(
-        f"failed allocations: {n_fail}"
-        + (
-            f" (largest: {fails.iloc[0]['gfp']} order {fails.iloc[0]['order']}, "
-            f"{fails.iloc[0]['allocs']} times)"
-            if n_fail
-            else ""
-        )
+    if not n_fail:
+        return "failed allocations: 0"
+    top = fails.iloc[0]
+    return (
+        f"failed allocations: {n_fail} (largest: {top['gfp']} order {top['order']}, "
+        f"{top['allocs']} times)"
     )
+
+
+def _losses_lines(m: Metadata) -> list[str]:
+    """Lost events (recursion misses), dropped ones, the zone source."""
+    lost = m.lost or {}
     lost_total = sum(int(v) for v in lost.values())
     lost_at = ", ".join(f"{k} {v}" for k, v in lost.items() if v)
     lost_text = (
@@ -247,11 +245,12 @@ def table_footer(rec: Recording) -> str:
         if lost
         else "lost events: not measured"
     )
-    out.append(textwrap.fill(lost_text, WIDTH, subsequent_indent="  "))
+    out = [textwrap.fill(lost_text, WIDTH, subsequent_indent="  ")]
     out.append(
         "dropped (bounded maps full, unreadable pages): "
-        + (", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none")
+        + (", ".join(f"{k} {v}" for k, v in _dropped(m).items() if v) or "none")
     )
+    pa_meta = m.page_alloc
     src = pa_meta.zone_source if pa_meta is not None else None
     if pa_meta is not None and src:
         out.append(
@@ -261,10 +260,15 @@ def table_footer(rec: Recording) -> str:
                 subsequent_indent="  ",
             )
         )
-    off = m.probes_unavailable
-    if off:
+    return out
+
+
+def _setup_lines(m: Metadata) -> list[str]:
+    """Probes not run and headers that are not the running kernel's."""
+    out = []
+    if m.probes_unavailable:
         out.append("probes not run:")
-        for probe, why in off.items():
+        for probe, why in m.probes_unavailable.items():
             out.append(
                 textwrap.fill(
                     f"{probe}: {why}", WIDTH, initial_indent="  ", subsequent_indent="    "
@@ -280,16 +284,22 @@ def table_footer(rec: Recording) -> str:
                 subsequent_indent="  ",
             )
         )
+    return out
+
+
+def _overhead_lines(m: Metadata) -> list[str]:
+    """BPF run time per event of the hot programs (bpf_stats, in windows or always)."""
+    out = []
     stats = {k: v for k, v in (m.bpf_stats or {}).items() if v.get("run_cnt")}
+    samp = m.bpf_stats_sampling or {}
+    where = (
+        f"bpf_stats in {samp.get('windows')} windows of {samp.get('window_s'):g} s"
+        if samp.get("mode") == "sampled"
+        else "bpf_stats"
+    )
     for prog in ("page_alloc_btf", "page_alloc_raw", "stream_btf", "stream_raw"):
         main = stats.pop(prog, None)
         if main and main.get("run_time_ns"):
-            samp = m.bpf_stats_sampling or {}
-            where = (
-                f"bpf_stats in {samp.get('windows')} windows of {samp.get('window_s'):g} s"
-                if samp.get("mode") == "sampled"
-                else "bpf_stats"
-            )
             out.append(
                 textwrap.fill(
                     f"overhead: {prog} ran {main['run_cnt']} times, "
@@ -306,6 +316,13 @@ def table_footer(rec: Recording) -> str:
         total_ms = sum(v.get("run_time_ns", 0) for v in stats.values()) / 1e6
         runs = sum(v["run_cnt"] for v in stats.values())
         out.append(f"overhead: {len(stats)} other programs ran {runs} times, {total_ms:.1f} ms")
+    return out
+
+
+def table_footer(rec: Recording) -> str:
+    """Failed allocations, losses, probes not run, headers, BPF overhead."""
+    m = rec.meta
+    out = [_failed_line(rec), *_losses_lines(m), *_setup_lines(m), *_overhead_lines(m)]
     return "\n".join(out)
 
 
