@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-scale", action="store_true", help="no analysis-at-scale part")
     p.add_argument("--skip-workload", action="store_true", help="no real-workload part")
     p.add_argument("-o", "--output", type=Path, default=env("BENCH_OUT"))
+    p.add_argument(
+        "--guest-manifest",
+        type=Path,
+        default=env("BENCH_GUEST_MANIFEST"),
+        help="target 6 from the iterations of a `cmaprof experiment` run (its experiment.json)",
+    )
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: needs root (BPF, perf -a)", file=sys.stderr)
@@ -65,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     result["rounds"] = rows
     result["summary"] = summary.to_dict(orient="records")
     extra: dict[str, Any] = {
-        "guest": "not measured here: needs a TCG guest boot, which this run may not do "
-        "on the shared 2-CPU host (BCC's compile inside the guest dominates an iteration)"
+        "guest": targets.guest_iterations(a.guest_manifest)
+        if a.guest_manifest
+        else "not measured here: needs a TCG guest boot (give --guest-manifest "
+        "out/demo/guest/experiment.json of a `make demo`)"
     }
     cost = run.paired_difference(rows, "aggregate-stats", "aggregate", "cpu_ns_per_fault_t1")
     if cost is not None:

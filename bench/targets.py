@@ -9,9 +9,11 @@ is "not measured", with the reason, never "met".
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 #: Target values of issue 15.
@@ -50,6 +52,14 @@ class Target:
         return {True: "met", False: "MISSED", None: "not measured"}[self.met]
 
 
+def guest_iterations(manifest: Path) -> dict[str, Any]:
+    """Seconds of every finished iteration of a ``cmaprof experiment`` (boot, compile,
+    record, bring back), from its ``experiment.json``."""
+    runs = json.loads(manifest.read_text())["runs"]
+    secs = [float(r["seconds"]) for r in runs.values() if r.get("status") == "ok"]
+    return {"seconds": secs, "source": str(manifest)}
+
+
 def _by_mode(summary: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     return {str(r["mode"]): r for r in summary}
 
@@ -64,23 +74,11 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f  # NaN: not measured
 
 
-def evaluate(
-    summary: list[Mapping[str, Any]],
-    threads: tuple[int, ...],
-    extra: Mapping[str, Any],
+def _target_1(
+    m: dict[str, Mapping[str, Any]], threads: tuple[int, ...], extra: Mapping[str, Any]
 ) -> list[Target]:
-    """The targets of issue 15 from one run.
-
-    :param summary: :func:`bench.run.summarize` records (one per mode).
-    :param threads: the thread counts of the fault loop.
-    :param extra: ``workload`` (real-workload ratio median/min/max), ``scale``
-        (load_s, report_cli_s), ``stats_cost_ns`` (median, q1, q3), ``stream_max``
-        (events, dropped, lost at the host's highest rate), ``guest`` (reason).
-    """
-    m = _by_mode(summary)
+    """1. aggregate <= 1.03x untraced CPU time per fault, and below both bpftraces by 0.05"""
     out: list[Target] = []
-
-    # 1. aggregate <= 1.03x untraced CPU time per fault, and below both bpftraces by 0.05
     agg = m.get("aggregate")
     if agg is None:
         out.append(Target("1", "aggregate CPU/fault", "-", "<= 1.03x", None, "no aggregate mode"))
@@ -106,7 +104,14 @@ def evaluate(
                     )
                 )  # fmt: skip
 
-    # 2. the page_alloc program <= 100 ns per event (bpf_stats on for that mode only)
+    return out
+
+
+def _target_2(
+    m: dict[str, Mapping[str, Any]], threads: tuple[int, ...], extra: Mapping[str, Any]
+) -> list[Target]:
+    """2. the page_alloc program <= 100 ns per event (bpf_stats on for that mode only)"""
+    out: list[Target] = []
     ns = _num((m.get("aggregate-stats") or {}).get("bpf_ns_per_event"))
     floor = _num((m.get("empty") or {}).get("bpf_ns_per_event"))
     cost = extra.get("stats_cost_ns")
@@ -139,7 +144,14 @@ def evaluate(
             )
         )  # fmt: skip
 
-    # 3. a real workload: wall time <= 1.01x untraced (median of interleaved runs)
+    return out
+
+
+def _target_3(
+    m: dict[str, Mapping[str, Any]], threads: tuple[int, ...], extra: Mapping[str, Any]
+) -> list[Target]:
+    """3. a real workload: wall time <= 1.01x untraced (median of interleaved runs)"""
+    out: list[Target] = []
     w = extra.get("workload")
     if w:
         out.append(
@@ -153,7 +165,14 @@ def evaluate(
     else:
         out.append(Target("3", "real workload wall time", "-", "<= 1.01x", None, "not run"))
 
-    # 4. streaming <= 1.15x and nothing lost up to the host's highest rate
+    return out
+
+
+def _target_4(
+    m: dict[str, Mapping[str, Any]], threads: tuple[int, ...], extra: Mapping[str, Any]
+) -> list[Target]:
+    """4. streaming <= 1.15x and nothing lost up to the host's highest rate"""
+    out: list[Target] = []
     st = m.get("stream")
     for t in threads if st else ():
         r = _num(st.get(f"cpu_ratio_t{t}")) if st else None
@@ -173,7 +192,15 @@ def evaluate(
             )
         )  # fmt: skip
 
-    # 5. start-up to the first counted event <= 1 s
+    return out
+
+
+def _target_5(
+    m: dict[str, Mapping[str, Any]], threads: tuple[int, ...], extra: Mapping[str, Any]
+) -> list[Target]:
+    """5. start-up to the first counted event <= 1 s"""
+    out: list[Target] = []
+    agg = m.get("aggregate")
     agg_s = _num((agg or {}).get("startup_s"))
     comp = _num((agg or {}).get("compile_s"))
     out.append(
@@ -188,15 +215,39 @@ def evaluate(
         )
     )  # fmt: skip
 
-    # 6. one experiment iteration in the TCG guest
-    out.append(
-        Target(
-            "6", "TCG guest iteration", "-", f"<= {ITERATION_MAX_S / 60:.0f} min", None,
-            str(extra.get("guest") or "not measured here"),
-        )
-    )  # fmt: skip
+    return out
 
-    # 7. 10 M-event recording: load+decode <= 1.5 s, report through the CLI <= 0.5 s
+
+def _target_6(
+    m: dict[str, Mapping[str, Any]], threads: tuple[int, ...], extra: Mapping[str, Any]
+) -> list[Target]:
+    """6. one experiment iteration in the TCG guest"""
+    out: list[Target] = []
+    g = extra.get("guest")
+    limit = f"<= {ITERATION_MAX_S / 60:.0f} min"
+    if isinstance(g, Mapping) and g.get("seconds"):
+        secs = sorted(g["seconds"])
+        out.append(
+            Target(
+                "6", "TCG guest iteration (slowest)", f"{secs[-1] / 60:.1f} min", limit,
+                secs[-1] <= ITERATION_MAX_S,
+                f"{len(secs)} iterations of {g['source']}: "
+                + ", ".join(f"{x:.0f} s" for x in secs),
+            )
+        )  # fmt: skip
+    else:
+        out.append(
+            Target("6", "TCG guest iteration", "-", limit, None, str(g or "not measured here"))
+        )
+
+    return out
+
+
+def _target_7(
+    m: dict[str, Mapping[str, Any]], threads: tuple[int, ...], extra: Mapping[str, Any]
+) -> list[Target]:
+    """7. 10 M-event recording: load+decode <= 1.5 s, report through the CLI <= 0.5 s"""
+    out: list[Target] = []
     sc = extra.get("scale")
     if sc:
         out.append(
@@ -214,6 +265,26 @@ def evaluate(
     else:
         out.append(Target("7", "10 M-event load, report", "-", "<= 1.5 s, 0.5 s", None, "skipped"))
     return out
+
+
+_TARGETS = (_target_1, _target_2, _target_3, _target_4, _target_5, _target_6, _target_7)
+
+
+def evaluate(
+    summary: list[Mapping[str, Any]],
+    threads: tuple[int, ...],
+    extra: Mapping[str, Any],
+) -> list[Target]:
+    """The targets of issue 15 from one run.
+
+    :param summary: :func:`bench.run.summarize` records (one per mode).
+    :param threads: the thread counts of the fault loop.
+    :param extra: ``workload`` (real-workload ratio median/min/max), ``scale``
+        (load_s, report_cli_s), ``stats_cost_ns`` (median, q1, q3), ``stream_max``
+        (events, dropped, lost at the host's highest rate), ``guest`` (reason).
+    """
+    m = _by_mode(summary)
+    return [t for target in _TARGETS for t in target(m, threads, extra)]
 
 
 def table(targets: list[Target]) -> str:

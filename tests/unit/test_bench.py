@@ -166,3 +166,22 @@ def test_summary_prefers_the_adjacent_untraced_runs():
     s = run.summarize(rows, (1,)).set_index("mode")
     assert s.loc["aggregate", "cpu_ratio_t1"] == pytest.approx(1.02)
     assert s.loc["aggregate", "cpu_delta_ns_t1"] == pytest.approx(30.0)
+
+
+def test_guest_iteration_target_from_an_experiment_manifest(tmp_path):
+    """Target 6 from a real experiment's iterations: the slowest one decides."""
+    import json
+
+    from bench import targets
+
+    man = tmp_path / "experiment.json"
+    runs = {"a/iter-01": {"status": "ok", "seconds": 463.6},
+            "b/iter-01": {"status": "ok", "seconds": 538.6},
+            "c/iter-01": {"status": "failed", "seconds": 5.0}}  # fmt: skip
+    man.write_text(json.dumps({"runs": runs}))
+    got = targets.guest_iterations(man)
+    assert sorted(got["seconds"]) == [463.6, 538.6]
+    (t,) = [x for x in targets.evaluate([], (1,), {"guest": got}) if x.item == "6"]
+    assert t.met is False and t.measured == "9.0 min", t
+    (t,) = [x for x in targets.evaluate([], (1,), {"guest": "no guest"}) if x.item == "6"]
+    assert t.met is None
