@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -57,6 +58,12 @@ def plot_failed_calls_by_cause(sides: list[Any]) -> Figure:
     ax.set_xlabel("failed calls")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
+    note_not_recorded(ax, missing)
+    return fig
+
+
+def note_not_recorded(ax: Axes, missing: list[str]) -> None:
+    """Name, in the axes' lower right corner, the sides that did not record the data."""
     if missing:
         ax.text(
             0.99,
@@ -66,4 +73,3 @@ def plot_failed_calls_by_cause(sides: list[Any]) -> Figure:
             transform=ax.transAxes,
             fontsize=8,
         )
-    return fig

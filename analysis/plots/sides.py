@@ -14,6 +14,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from cmaprof.analysis import compare, counterfactual
+from cmaprof.analysis.causes.plot import note_not_recorded
 from cmaprof.analysis.cma import df_cma_calls
 from cmaprof.analysis.compare import Side
 from cmaprof.analysis.loaded import Recording
@@ -348,15 +349,7 @@ def plot_failure_causes(sides: list[Side]) -> Figure:
     ax.set_yticks(np.arange(len(table)) + 0.4 - height / 2, [str(c) for c in table.index])
     ax.set_xlabel("pages per iteration")
     ax.legend(fontsize=8)
-    if missing:
-        ax.text(
-            0.99,
-            0.01,
-            "not recorded: " + ", ".join(missing),
-            ha="right",
-            transform=ax.transAxes,
-            fontsize=8,
-        )
+    note_not_recorded(ax, missing)
     return fig
 
 
