@@ -256,9 +256,7 @@ def table_cma_phases(rec: Recording, width: int = 80) -> str:
             f"latency; {pct * 100:.1f}% of the time is in a phase, the rest unattributed"
             + (f"; {lost} frames lost (a return not seen)" if lost else "")
         )
-    notes.append(
-        "phases: " + "; ".join(f"{p}: {PHASE_MEANING[p]}" for p in PHASES)
-    )
+    notes.append("phases: " + "; ".join(f"{p}: {PHASE_MEANING[p]}" for p in PHASES))
     out.append("")
     out += [textwrap.fill(n, width, subsequent_indent="  ") for n in notes]
     return "\n".join(out)

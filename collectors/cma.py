@@ -96,11 +96,11 @@ def phase_symbol_choice(
     for phase, groups in PHASE_SYMBOLS.items():
         got = []
         for group in groups:
-            sym = next((s for s in group if s in symbols), None) or next(
+            pick = next((s for s in group if s in symbols), None) or next(
                 (clones[s] for s in group if s in clones), None
             )
-            if sym is not None:
-                got.append(sym)
+            if pick is not None:
+                got.append(pick)
         if got:
             found[phase] = got
         else:
@@ -201,12 +201,12 @@ class CmaCollector(Collector):
             for sym in syms:
                 try:
                     self.bpf.attach_kprobe(event=sym, fn_name=enter.name)
-                except Exception as exc:  # BCC raises a bare Exception
+                except Exception as exc:  # noqa: BLE001 - BCC raises a bare Exception
                     self.phases_missing.setdefault(phase, f"kprobe on {sym} refused: {exc}")
                     continue
                 try:
                     self.bpf.attach_kretprobe(event=sym, fn_name=exit_.name)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - same
                     self.bpf.detach_kprobe(event=sym, fn_name=enter.name)
                     self.phases_missing.setdefault(phase, f"kretprobe on {sym} refused: {exc}")
                     continue

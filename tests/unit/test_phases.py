@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from cmaprof.analysis import phases
 from cmaprof.collectors.cma import PHASE_SYMBOLS, PHASES, phase_symbol_choice
 
