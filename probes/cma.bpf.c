@@ -224,13 +224,14 @@ static __always_inline void cma_phase_exit(__u8 phase, int failed)
 		cma_attempt_close(s, failed);
 }
 
-/* The call returns at `now`: close what is open, copy the phases into the event. */
-static __always_inline void cma_stack_close(__u64 tid, __u64 now, struct cma_event *e)
+/* The call returns at `now`: close what is open, the time since the last frame to
+ * unattributed. The caller copies the phases into its event, then deletes the entry. */
+static __always_inline struct cma_phase_stack *cma_stack_close(__u64 tid, __u64 now)
 {
 	struct cma_phase_stack *s = cma_stacks.lookup(&tid);
 
 	if (!s)
-		return;
+		return 0;
 #pragma unroll
 	for (__u32 i = 0; i < CMA_PHASE_DEPTH; i++) {
 		if (s->depth == 0)
@@ -241,16 +242,7 @@ static __always_inline void cma_stack_close(__u64 tid, __u64 now, struct cma_eve
 		cma_frame_pop(s, now);
 	}
 	s->ns[CMA_PHASE_UNATTRIBUTED] += now - s->mark_ns;
-	if (e) {
-#pragma unroll
-		for (int i = 0; i < CMA_NR_PHASES; i++) {
-			e->phase_ns[i] = s->ns[i];
-			e->phase_failed_ns[i] = s->failed_ns[i];
-			e->phase_entries[i] = s->entries[i];
-			e->phase_lost[i] = s->lost[i];
-		}
-	}
-	cma_stacks.delete(&tid);
+	return s;
 }
 
 static __always_inline struct cma_call *cma_begin(__u64 count, __u32 align, __u64 base_pfn)
@@ -279,6 +271,7 @@ static __always_inline void cma_end(struct cmaprof_config *cfg, struct cma_call 
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct cma_hist_key hk = {};
 	struct cma_event *e;
+	struct cma_phase_stack *s;
 	__u64 now = bpf_ktime_get_ns();
 	__u64 lat = now - c->start_ns;
 	__u64 where = c->base_pfn != (__u64)-1 ? c->base_pfn : c->pfn;
@@ -290,11 +283,18 @@ static __always_inline void cma_end(struct cmaprof_config *cfg, struct cma_call 
 	hk.slot = log2_u64(lat);
 	cma_latency.increment(hk);
 
+	s = cma_stack_close(tid, now);
 	e = cma_events.ringbuf_reserve(sizeof(*e));
-	cma_stack_close(tid, now, e);
 	if (!e) {
 		count_drop(DROP_CMA_RINGBUF_FULL);
 	} else {
+#pragma unroll
+		for (int i = 0; i < CMA_NR_PHASES; i++) {	/* no stack: all zero */
+			e->phase_ns[i] = s ? s->ns[i] : 0;
+			e->phase_failed_ns[i] = s ? s->failed_ns[i] : 0;
+			e->phase_entries[i] = s ? s->entries[i] : 0;
+			e->phase_lost[i] = s ? s->lost[i] : 0;
+		}
 		__builtin_memcpy(e, c, sizeof(*c));	/* same leading fields */
 		e->latency_ns = lat;
 		e->pid = (__u32)tid;
@@ -305,6 +305,8 @@ static __always_inline void cma_end(struct cmaprof_config *cfg, struct cma_call 
 		bpf_get_current_comm(&e->comm, sizeof(e->comm));
 		cma_events.ringbuf_submit(e, 0);
 	}
+	if (s)
+		cma_stacks.delete(&tid);
 	cma_inflight.delete(&tid);
 }
 
