@@ -49,17 +49,24 @@ BPF_PERCPU_ARRAY(cma_release_calls, __u64, MAX_CMA_AREAS + 1);
 /* Frames a task can have open at once (the deepest path seen: contig > isolate >
  * migrate_range > migrate, 4); a power of two, indexes are masked with it. */
 #define CMA_PHASE_DEPTH 8
+/* Per-phase slots of the stack: CMA_NR_PHASES rounded up to a power of two, so that
+ * an index is made safe by a mask (6.1's verifier loses the bounds of a compare). */
+#define CMA_PHASE_SLOTS 16
+#define PH(p) ((p) & (CMA_PHASE_SLOTS - 1))
+#if CMA_NR_PHASES > CMA_PHASE_SLOTS
+#error "CMA_PHASE_SLOTS must hold every CMA_PHASE_*"
+#endif
 
 /* Where the task of one call in flight is (BPF-only: Python reads the event). */
 struct cma_phase_stack {
 	__u64 mark_ns;			/* when the task last came back to depth 0 */
 	__u64 start_ns[CMA_PHASE_DEPTH];
 	__u64 child_ns[CMA_PHASE_DEPTH];	/* time of the frames nested in this one */
-	__u64 ns[CMA_NR_PHASES];
-	__u64 failed_ns[CMA_NR_PHASES];
-	__u64 attempt_ns[CMA_NR_PHASES];	/* in the alloc_contig_range() attempt open */
-	__u32 entries[CMA_NR_PHASES];
-	__u32 lost[CMA_NR_PHASES];
+	__u64 ns[CMA_PHASE_SLOTS];
+	__u64 failed_ns[CMA_PHASE_SLOTS];
+	__u64 attempt_ns[CMA_PHASE_SLOTS];	/* in the alloc_contig_range() attempt open */
+	__u32 entries[CMA_PHASE_SLOTS];
+	__u32 lost[CMA_PHASE_SLOTS];
 	__u32 depth;
 	__u32 overflow;			/* entries beyond CMA_PHASE_DEPTH, not framed */
 	__u32 attempts_open;		/* CMA_PHASE_CONTIG frames on the stack */
@@ -121,13 +128,11 @@ static __always_inline void cma_frame_pop(struct cma_phase_stack *s, __u64 now)
 		return;
 	d = (d - 1) & (CMA_PHASE_DEPTH - 1);
 	p = s->phase[d];
-	if (p >= CMA_NR_PHASES)
-		p = CMA_PHASE_UNATTRIBUTED;
 	dur = now - s->start_ns[d];
 	self = dur - s->child_ns[d];
-	s->ns[p] += self;
+	s->ns[PH(p)] += self;
 	if (s->attempts_open)
-		s->attempt_ns[p] += self;
+		s->attempt_ns[PH(p)] += self;
 	if (p == CMA_PHASE_CONTIG && s->attempts_open)
 		s->attempts_open--;
 	if (d > 0)
@@ -163,8 +168,7 @@ static __always_inline void cma_phase_enter(__u8 phase)
 	d = s->depth;
 	if (d >= CMA_PHASE_DEPTH) {
 		s->overflow++;
-		if (phase < CMA_NR_PHASES)
-			s->lost[phase]++;
+		s->lost[PH(phase)]++;
 		return;
 	}
 	if (d == 0)
@@ -174,8 +178,7 @@ static __always_inline void cma_phase_enter(__u8 phase)
 	s->start_ns[d] = now;
 	s->child_ns[d] = 0;
 	s->depth = d + 1;
-	if (phase < CMA_NR_PHASES)
-		s->entries[phase]++;
+	s->entries[PH(phase)]++;
 	if (phase == CMA_PHASE_CONTIG)
 		s->attempts_open++;
 }
@@ -192,7 +195,7 @@ static __always_inline void cma_phase_exit(__u8 phase, int failed)
 	__u64 now;
 	__u32 found = 0;
 
-	if (!s || phase >= CMA_NR_PHASES)
+	if (!s)
 		return;
 	now = bpf_ktime_get_ns();
 	if (s->overflow) {	/* the deepest entries were the ones not framed */
@@ -207,7 +210,7 @@ static __always_inline void cma_phase_exit(__u8 phase, int failed)
 		}
 	}
 	if (!found) {
-		s->lost[phase]++;
+		s->lost[PH(phase)]++;
 		return;
 	}
 #pragma unroll
@@ -216,7 +219,7 @@ static __always_inline void cma_phase_exit(__u8 phase, int failed)
 			break;
 		__u8 p = s->phase[(s->depth - 1) & (CMA_PHASE_DEPTH - 1)];
 
-		s->lost[p < CMA_NR_PHASES ? p : CMA_PHASE_UNATTRIBUTED]++;
+		s->lost[PH(p)]++;
 		cma_frame_pop(s, now);
 	}
 	cma_frame_pop(s, now);
@@ -238,7 +241,7 @@ static __always_inline struct cma_phase_stack *cma_stack_close(__u64 tid, __u64 
 			break;
 		__u8 p = s->phase[(s->depth - 1) & (CMA_PHASE_DEPTH - 1)];
 
-		s->lost[p < CMA_NR_PHASES ? p : CMA_PHASE_UNATTRIBUTED]++;
+		s->lost[PH(p)]++;
 		cma_frame_pop(s, now);
 	}
 	s->ns[CMA_PHASE_UNATTRIBUTED] += now - s->mark_ns;
