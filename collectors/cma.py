@@ -77,6 +77,13 @@ PHASE_SYMBOLS: dict[str, tuple[tuple[str, ...], ...]] = {
 _CLONE_RE = re.compile(r"^(?P<base>[A-Za-z0-9_]+)\.(?:constprop|isra)\.\d+$")
 
 
+def _refused(kind: str, sym: str, exc: BaseException) -> str:
+    """Why the kernel would not let a phase function be probed, in one line (BCC's own
+    text after its "Failed to attach ... to kprobe b'NAME', ")."""
+    why = str(exc).split(f"{sym}', ", 1)[-1] if f"{sym}', " in str(exc) else str(exc)
+    return f"the kernel refused a {kind} on {sym}: {why}"
+
+
 def phase_symbol_choice(
     symbols: frozenset[str] | set[str],
 ) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -202,13 +209,13 @@ class CmaCollector(Collector):
                 try:
                     self.bpf.attach_kprobe(event=sym, fn_name=enter.name)
                 except Exception as exc:  # noqa: BLE001 - BCC raises a bare Exception
-                    self.phases_missing.setdefault(phase, f"kprobe on {sym} refused: {exc}")
+                    self.phases_missing.setdefault(phase, _refused("kprobe", sym, exc))
                     continue
                 try:
                     self.bpf.attach_kretprobe(event=sym, fn_name=exit_.name)
                 except Exception as exc:  # noqa: BLE001 - same
                     self.bpf.detach_kprobe(event=sym, fn_name=enter.name)
-                    self.phases_missing.setdefault(phase, f"kretprobe on {sym} refused: {exc}")
+                    self.phases_missing.setdefault(phase, _refused("kretprobe", sym, exc))
                     continue
                 self.phases_attached.setdefault(phase, []).append(sym)
                 self.phases_missing.pop(phase, None)
