@@ -222,7 +222,9 @@ def table_cma_phases(rec: Recording, width: int = 80) -> str:
     for area, g in summ.groupby("area", sort=True):
         calls = int(g["calls"].iloc[0])
         total = check.loc[check["area"] == area, "latency_ns"].astype("int64").sum()
-        out += ["", f"area {area}: {calls} calls, {_ms(total)} ms in all", head]
+        contig = g[g["phase"] == "contig"].iloc[0]
+        attempts = f", {contig.entries} alloc_contig_range() attempts" if contig.seen else ""
+        out += ["", f"area {area}: {calls} calls{attempts}, {_ms(total)} ms in all", head]
         for r in g.itertuples(index=False):
             if not r.seen:
                 out.append(f"{r.phase:<14} {'-':>5} {'-':>8} {'-':>6}")
@@ -234,7 +236,12 @@ def table_cma_phases(rec: Recording, width: int = 80) -> str:
                 f"{_ms(r.max_ns):>7} {_ms(r.failed_ns):>7}"
             )
         few |= {name for name, q in cma.PERCENTILES.items() if calls < cma.calls_needed(q)}
-    notes = []
+    notes = [
+        (
+            "calls: calls that entered the phase; share: of the summed latency; pNN, "
+            "max: of the per-call time; failed: in alloc_contig_range() attempts that failed"
+        )
+    ]
     unseen = summ[~summ["seen"]].drop_duplicates("phase")
     if len(unseen):
         notes.append(
