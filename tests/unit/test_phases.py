@@ -1,6 +1,6 @@
 """Where the time of a cma_alloc() call went: the phase functions chosen by presence
 (collectors/cma.py) and the per-call and per-area tables (analysis/phases.py) on a
-recording made in the 6.1 guest (tests/data/recordings/guest-6.1-phases)."""
+recording made in the 6.1 guest (tests/data/recordings/phases/guest-6.1)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def rec():
     migrates; the kernel refused the kprobe on bitmap_find_next_zero_area_off."""
     import cmaprof.analysis as an
 
-    return an.load(DATA / "guest-6.1-phases")
+    return an.load(DATA / "phases/guest-6.1")
 
 
 def test_every_call_adds_up_exactly(rec):
