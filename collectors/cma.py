@@ -1,5 +1,7 @@
 """Collector for probes/cma.bpf.c: cma_alloc() calls streamed, histograms, releases,
-and the CMA counters (vmstat, sysfs, debugfs) around the recording.
+and the CMA counters (vmstat, sysfs, debugfs) around the recording; where the time of
+each call went (its phases: ``tables/cma_phases``, the functions attached per phase in
+metadata ``cma_phases``; see :data:`PHASE_SYMBOLS`).
 """
 
 from __future__ import annotations
