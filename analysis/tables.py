@@ -19,6 +19,7 @@ import pandas as pd
 from cmaprof.analysis import blockers, check, cma, migrate, page_alloc, stats, stream
 from cmaprof.analysis import causes as causes_  # issue 12: a cause per failed cma_alloc()
 from cmaprof.analysis import layout as layout_  # issue 12: memory layout section
+from cmaprof.analysis import phases as phases_  # issue 12: where a call's time went
 from cmaprof.analysis import utilisation as utilisation_  # issue 12: held/borrowed/free
 from cmaprof.analysis.counterfactual import table_counterfactual
 from cmaprof.analysis.loaded import Recording
@@ -344,6 +345,7 @@ def table_report(rec: Recording, redact: bool = False, wide: bool = False) -> st
         layout_.table_layout(rec),  # issue 12
         table_zone_gfp(rec, wide=wide),
         table_cma(rec),
+        phases_.table_cma_phases(rec),  # issue 12
         causes_.table_cma_failure_causes(rec),  # issue 12
         utilisation_.table_cma_utilisation(rec),  # issue 12
         blockers.table_cma_failures(rec),
@@ -398,6 +400,8 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
     if causes_.has_cma_probe(rec):  # issue 12: one cause per failed call
         out["cma_failed_calls"] = causes_.df_cma_failures(rec)
         out["cma_utilisation"] = utilisation_.df_cma_utilisation(rec)
+    if phases_.has_phases(rec):  # issue 12: where the time of the calls went
+        out["cma_phases"] = phases_.df_cma_phase_summary(rec)
     if blockers.has_blockers(rec):  # absent: not measured; empty: none seen
         out["cma_failures"] = blockers.df_cma_failures(rec)
         out["cma_blockers_origin"] = blockers.df_cma_blockers_origin(rec)

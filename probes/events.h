@@ -160,6 +160,29 @@ struct cma_call {
 	CMA_CALL_FIELDS
 };
 
+/*
+ * Phases of a call: where its task spent the call's time (probes/cma.bpf.c keeps a
+ * stack of the phase functions it is in; a phase's time is its self time, the time of
+ * the phases nested in it subtracted). Functions by presence, chosen by
+ * collectors/cma.py PHASE_SYMBOLS; the names are the `phase` column of `cma_phases`.
+ * CMA_PHASE_UNATTRIBUTED is not a function: the call's time in none of the others, so
+ * the phases of a call add up to its latency exactly. Codes never change; append only.
+ */
+#define CMA_PHASE_SEARCH 0	/* bitmap_find_next_zero_area_off(): range search */
+#define CMA_PHASE_CONTIG 1	/* alloc_contig_range() outside the phases below */
+#define CMA_PHASE_ISOLATE 2	/* start_isolate_page_range() */
+#define CMA_PHASE_DRAIN 3	/* drain_all_pages() (pcp), lru_cache_disable() (lru) */
+#define CMA_PHASE_MIGRATE_RANGE 4	/* __alloc_contig_migrate_range() outside its parts */
+#define CMA_PHASE_COLLECT 5	/* isolate_migratepages_range(): pages off the LRU */
+#define CMA_PHASE_RECLAIM 6	/* reclaim_clean_pages_from_list() */
+#define CMA_PHASE_MIGRATE 7	/* migrate_pages() */
+#define CMA_PHASE_TEST 8	/* test_pages_isolated() */
+#define CMA_PHASE_TAKE 9	/* isolate_freepages_range(): taking the range */
+#define CMA_PHASE_UNDO 10	/* undo_isolate_page_range() */
+#define CMA_PHASE_SLEEP 11	/* msleep(): busy-retry sleeps, where a kernel has them */
+#define CMA_PHASE_UNATTRIBUTED 12	/* the rest of the call */
+#define CMA_NR_PHASES 13
+
 struct cma_event {
 	CMA_CALL_FIELDS
 	u64 latency_ns;
@@ -170,6 +193,11 @@ struct cma_event {
 	u8 area;		/* CMA area index or CMA_AREA_NONE */
 	u8 pad1[5];
 	char comm[16];
+	/* per phase (CMA_PHASE_*): they add up to latency_ns */
+	u64 phase_ns[CMA_NR_PHASES];	/* self time */
+	u64 phase_failed_ns[CMA_NR_PHASES];	/* of it, in alloc_contig_range() attempts that failed */
+	u32 phase_entries[CMA_NR_PHASES];	/* times the task entered the phase */
+	u32 phase_lost[CMA_NR_PHASES];	/* frames closed without their return, returns without a frame */
 };
 
 struct cma_hist_key {

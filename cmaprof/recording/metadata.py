@@ -290,6 +290,15 @@ class BlockersInfo(Section):
 
 
 @dataclass(eq=False)
+class CmaPhasesInfo(Section):
+    """The cma probe's phase functions (analysis.phases): per phase the symbols attached,
+    and why each other phase is not seen."""
+
+    attached: dict[str, list[str]] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
 class StreamInfo(Section):
     """Accounting of ``record --events``: BPF counters and rows written, per CPU."""
 
@@ -390,6 +399,9 @@ class Metadata(Section):
         default=None, metadata={"codec": ("section", BlockersInfo)}
     )
     stream: StreamInfo | None = field(default=None, metadata={"codec": ("section", StreamInfo)})
+    cma_phases: CmaPhasesInfo | None = field(
+        default=None, metadata={"codec": ("section", CmaPhasesInfo)}
+    )
     imported: ImportedInfo | None = field(
         default=None, metadata={"codec": ("section", ImportedInfo)}
     )

@@ -24,6 +24,13 @@ recording start (CLOCK_MONOTONIC).
     (pages), isolate_tests uint32, isolate_failures uint32, first_busy_pfn uint64
     (null: none), pfn uint64 (result or last range tried; null: none), pid uint32,
     tgid uint32, comm string.
+``cma_phases`` (per cma_alloc() call and phase seen: where its time went)
+    start_ns int64 and pid uint32 (the call's row of ``cma_alloc``), phase_id uint8
+    (``CMA_PHASE_*`` of probes/events.h; the last, unattributed, is the rest), entries
+    uint32, ns int64 (self time), failed_ns int64 (of it, in alloc_contig_range()
+    attempts that failed), lost uint32 (frames closed without their return). The ns
+    of a call's rows add up to its latency_ns. Only the phases whose functions were
+    attached have rows (metadata ``cma_phases``: attached, missing with the reason).
 ``cma_latency_hist`` (in-kernel log2 histogram)
     area_idx uint8, size_log2 uint8, success bool, slot uint8 (latency in
     [2**slot, 2**(slot+1)) ns), calls uint64.
@@ -115,6 +122,19 @@ CMA_ALLOC = pa.schema(
     ]
 )
 SCHEMAS["cma_alloc"] = CMA_ALLOC
+#: Where the time of each cma_alloc() call went (probes/events.h CMA_PHASE_*).
+CMA_PHASES = pa.schema(
+    [
+        ("start_ns", pa.int64()),
+        ("pid", pa.uint32()),
+        ("phase_id", pa.uint8()),
+        ("entries", pa.uint32()),
+        ("ns", pa.int64()),
+        ("failed_ns", pa.int64()),
+        ("lost", pa.uint32()),
+    ]
+)
+SCHEMAS["cma_phases"] = CMA_PHASES
 SCHEMAS["cma_latency_hist"] = pa.schema(
     [
         ("area_idx", pa.uint8()),
@@ -157,6 +177,7 @@ SERIES_SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
     "cma_alloc": CMA_ALLOC,
+    "cma_phases": CMA_PHASES,
 }
 
 #: Per-event tables (collectors/stream.py writes them, analysis/stream.py reads them).

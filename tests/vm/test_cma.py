@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from cmaprof.analysis import cma
+from cmaprof.analysis import cma, phases
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.vm
@@ -56,6 +56,8 @@ PY
 snap 3
 cmaprof workload anon:256 pagecache:64
 snap 4
+for i in 1 2 3 4 5 6 7 8 9 10 11; do echo 23 >$dbg/alloc; done
+snap 5
 """
 
 SCRIPT = (
@@ -70,6 +72,7 @@ cmaprof record -o "$out/rec" -- sh "$out/phases.sh" "$out" 2>"$out/record.err"
 echo $? >"$out/record.status"
 cmaprof doctor >"$out/doctor.txt" 2>&1
 echo $? >"$out/doctor.status"
+awk '$2 ~ /^[Tt]$/ {print $3}' /proc/kallsyms >"$out/kallsyms.txt"
 """
 )
 
@@ -189,3 +192,94 @@ def test_cma_placement_seen(report):
     placed = [r for r in report["zone_gfp"] if r["cma_area"] == "reserved"]
     assert placed, "no allocation landed in the CMA area"
     assert all("MOVABLE" in r["gfp"] for r in placed)
+
+
+@pytest.fixture(scope="module")
+def phase_check(guest, calls):
+    import cmaprof.analysis as an
+
+    chk = phases.df_cma_phase_check(an.load(guest.out / "rec"))
+    return chk.merge(calls[["start_ns", "pid", "pages_requested", "busy_retries"]]).sort_values(
+        "start_ns", ignore_index=True
+    )
+
+
+def test_phases_add_up_to_the_latency_of_every_call(calls, phase_check):
+    """Every call has its phases, and they add up to its latency exactly: the
+    unattributed rest is measured in BPF (the task's time at depth 0 of its phase
+    stack), not computed here, so a frame counted twice or lost would show."""
+    chk = phase_check
+    assert len(chk) == len(calls)
+    assert (chk["attributed_ns"] + chk["unattributed_ns"] == chk["latency_ns"]).all(), chk
+    assert (chk["attributed_ns"] >= 0).all() and (chk["unattributed_ns"] >= 0).all()
+    assert chk["lost"].sum() == 0, chk[chk["lost"] > 0]
+
+
+def test_phases_seen_are_the_functions_the_kernel_has(guest):
+    """Which phases were attached follows the guest's own /proc/kallsyms: a phase with
+    a function there is attached, or the kernel refused the kprobe (6.1 refuses one on
+    bitmap_find_next_zero_area_off); one without is missing for that reason."""
+    import cmaprof.analysis as an
+    from cmaprof.collectors.cma import PHASE_SYMBOLS
+
+    kallsyms = set(guest.read("kallsyms.txt").split())
+    info = an.load(guest.out / "rec").meta["cma_phases"]
+    for phase, groups in PHASE_SYMBOLS.items():
+        have = [next((s for s in g if s in kallsyms), None) for g in groups]
+        want = [s for s in have if s is not None]
+        got = info["attached"].get(phase, [])
+        if got != want:
+            assert set(got) < set(want), (phase, info)
+        if want and not got:
+            assert "the kernel refused a kprobe on " + want[0] in info["missing"][phase], (
+                phase,
+                info,
+            )
+        if not want:
+            assert "in /proc/kallsyms" in info["missing"][phase], (phase, info)
+    # the phases this test needs to mean anything
+    assert {"contig", "isolate", "migrate", "test"} <= set(info["attached"]), info
+
+
+def test_phase_entries_agree_with_the_tracepoints(guest, phase_check):
+    """kprobes and tracepoints see the same call: one alloc_contig_range() attempt per
+    busy retry plus the last; test_pages_isolated() entered as often as its tracepoint
+    fired; the request larger than the area reaches no phase."""
+    import cmaprof.analysis as an
+
+    rec = an.load(guest.out / "rec")
+    per = phases.df_cma_call_phases(rec).pivot_table(
+        index=["start_ns", "pid"], columns="phase", values="entries", observed=False
+    )
+    calls = cma.df_cma_calls(rec).set_index(["start_ns", "pid"])
+    big = calls["pages_requested"] == 70000
+    assert (per.loc[big[big].index, "contig"] == 0).all()
+    assert phase_check.loc[phase_check["pages_requested"] == 70000, "attributed_ns"].eq(0).all()
+    reached = calls[~big]
+    assert (per.loc[reached.index, "contig"] == reached["busy_retries"] + 1).all()
+    assert (per.loc[reached.index, "test"] == reached["isolate_tests"]).all()
+
+
+def test_most_of_the_time_is_in_a_phase(phase_check):
+    """Of the calls that reach alloc_contig_range(), the phases hold most of the time
+    (the rest: the cma_mutex wait, the bitmap update, our own probes' cost)."""
+    reached = phase_check[phase_check["pages_requested"] != 70000]
+    share = reached["attributed_ns"].sum() / reached["latency_ns"].sum()
+    assert share >= 0.8, (share, reached)
+    big = phase_check[phase_check["pages_requested"] == 32768]
+    assert (big["attributed_pct"] >= 80).all(), big
+
+
+def test_report_shows_the_phases(guest, report):
+    rows = [r for r in report["cma_phases"] if r["area"] == "reserved"]
+    assert [r["phase"] for r in rows] == list(phases.PHASES)
+    for r in rows:
+        assert (r["total_ns"] is None) == (not r["seen"]), r
+        assert r["seen"] or r["reason"], r
+    assert sum(r["share_pct"] for r in rows if r["seen"]) == pytest.approx(100, abs=0.1)
+    # 20 calls: p50 is estimable, p90 is not
+    assert all((r["p50_ns"] is None) == (not r["seen"]) for r in rows), rows
+    assert all(r["p90_ns"] is None for r in rows)
+    text = run_cli("report", str(guest.out / "rec"))
+    assert text.returncode == 0, text.stderr
+    assert "Where the time of cma_alloc() went" in text.stdout
