@@ -309,8 +309,12 @@ BY_KEYS = {
 }
 
 
-def by_defines(by: list[str], probes_chosen: list[str]) -> dict[str, int]:
+def by_defines(
+    by: list[str], probes_chosen: list[str], unavailable: dict[str, str] | None = None
+) -> dict[str, int]:
     """The ``-D`` options of ``record --by KEY,...``: ``stack`` is ``BLK_BY_STACK=1``.
+
+    :param unavailable: probe -> why it is off (metadata ``probes_unavailable``).
 
     :raises BadInput: an unknown key; ``comm`` or ``tgid`` (the page_alloc cube keyed by
         process is not built yet, issue 17 item 1); ``stack`` without the blockers probe.
@@ -328,9 +332,10 @@ def by_defines(by: list[str], probes_chosen: list[str]) -> dict[str, int]:
     if "stack" not in by:
         return {}
     if "blockers" not in probes_chosen:
+        why = (unavailable or {}).get("blockers", "not chosen")
         raise BadInput(
             "--by stack keeps the kernel stack of the allocation that placed each CMA "
-            "page, in the blockers probe: it is not running (add blockers to --probes, "
-            "or see why it is off above)"
+            f"page, in the blockers probe, which is off here ({why}): record without "
+            "--by stack, or with the blockers probe (--probes ...,blockers)"
         )
     return {"BLK_BY_STACK": 1}

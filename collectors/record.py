@@ -449,7 +449,8 @@ def _prepare(
         meta.skip_unavailable = opts.skip_unavailable
     from cmaprof.collectors.blockers import by_defines
 
-    opts.probe_options = {**opts.probe_options, **by_defines(opts.by, names)}
+    by = by_defines(opts.by, names, meta.probes_unavailable)
+    opts.probe_options = {**opts.probe_options, **by}
     stream_req = _stream_request(opts.events, tfs)
     if stream_req[0] is not None:
         names = [n for n in probes.PROBES if n in names or n == "stream"]

@@ -243,6 +243,11 @@ CMA_BLOCKERS = pa.schema(
     ]
 )
 SCHEMAS["cma_blockers"] = CMA_BLOCKERS
+#: Nullable columns added to a table within format version 1: the reader gives nulls
+#: where a recording from before them has none.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "cma_blockers": ("origin_stack_id", "origin_stack_errno"),
+}
 SERIES_SCHEMAS["cma_blockers"] = CMA_BLOCKERS
 SCHEMAS["cma_failures"] = pa.schema(
     [
