@@ -57,7 +57,10 @@ class Symbols:
 def parse_kallsyms(text: str) -> Symbols:
     """``/proc/kallsyms`` text (``ADDR TYPE NAME [MODULE]`` lines) -> its code symbols.
 
-    Symbols at address 0 (what a reader without ``CAP_SYSLOG`` sees) are left out.
+    Symbols at address 0 (what a reader without ``CAP_SYSLOG`` sees) are left out. Of
+    aliases (symbols at one address) the first in the file is kept: the one the kernel's
+    own ``%pS`` prints (kernel/kallsyms.c get_symbol_pos() goes back to the first alias),
+    so frames read the same as page_owner's and dmesg's.
     """
     rows: list[tuple[int, str, str]] = []
     for line in text.splitlines():
@@ -72,8 +75,9 @@ def parse_kallsyms(text: str) -> Symbols:
             continue
         module = parts[3].strip("[]") if len(parts) > 3 else ""
         rows.append((addr, parts[2], module))
-    rows.sort()
-    return Symbols([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    rows.sort(key=lambda r: r[0])  # stable: aliases keep their file order
+    first = [r for i, r in enumerate(rows) if i == 0 or rows[i - 1][0] != r[0]]
+    return Symbols([r[0] for r in first], [r[1] for r in first], [r[2] for r in first])
 
 
 def read_kallsyms(path: Path = Path("/proc/kallsyms")) -> Symbols:

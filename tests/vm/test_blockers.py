@@ -21,12 +21,18 @@ the guest saves dmesg, and the tests compare it with the recording on the host.
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
 pytestmark = pytest.mark.vm
 
 CMA_ALLOC_S = 30
+
+
+def _note(text):
+    """A measured number, on stderr (pytest -s, or the captured output of a failure)."""
+    sys.stderr.write(f"\n[test_blockers: {text}]\n")
 
 SCENARIO = r"""
 import os, re, subprocess, sys, threading, time, mmap
@@ -257,16 +263,10 @@ def test_stack_ids_taken_and_failures_counted(rec, blockers):
     stored = set(rec.table("stacks").column("stack_id").to_pylist())
     assert set(taken["origin_stack_id"].dropna().astype(int)) <= stored
     assert meta["stacks_stored"] == len(stored)
-    sys_stderr_note(
+    _note(
         f"stack ids {stats['stack_ids']}, EEXIST {stats['stack_eexist']}, ENOMEM "
         f"{stats['stack_enomem']}, other {stats['stack_other_err']}; stacks stored {len(stored)}"
     )
-
-
-def sys_stderr_note(text):
-    import sys
-
-    sys.stderr.write(f"\n[test_blockers: {text}]\n")
 
 
 def test_stacks_match_page_owner(versus_owner):
@@ -278,7 +278,7 @@ def test_stacks_match_page_owner(versus_owner):
     assert len(same) >= 0.8 * len(both) > 0, both["same_allocation"].value_counts()
     share = float(same["same_stack"].mean())
     bh = same[same["cause"] == "bdev_buffer_head"]
-    sys_stderr_note(
+    _note(
         f"{len(both)} blocking pages with a page_owner record, {len(same)} the same "
         f"allocation, stacks equal on {share:.1%}; bdev_buffer_head {len(bh)} pages, "
         f"{float(bh['same_stack'].mean()) if len(bh) else float('nan'):.1%}"
