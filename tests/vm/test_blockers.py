@@ -2,7 +2,7 @@
 the kernel's own dump of the failed pages agrees with our classification.
 
 One guest (--cma 256M, 2 GiB, page_owner=on) runs one recording
-(``--probes page_alloc,cma,blockers``) over this scenario:
+(``--probes page_alloc,cma,blockers --by stack``) over this scenario:
   1. an ext4 file system on a loop device (image under /tmp) is mounted;
   2. 1300 MiB of anonymous memory is filled and kept, so free CMA pages are more than
      half of the free pages and movable allocations are served from CMA pageblocks;
@@ -12,7 +12,9 @@ One guest (--cma 256M, 2 GiB, page_owner=on) runs one recording
      __GFP_MOVABLE), many of them held by the running jbd2 transaction (b_count > 0);
   4. while it runs, debugfs asks for 49152 of the area's 65536 pages; the request is
      killed after CMA_ALLOC_S seconds (a fatal signal ends alloc_contig_range() with
-     -EINTR), since 6.1 retries a busy range one page further each time.
+     -EINTR), since 6.1 retries a busy range one page further each time;
+  5. right then, the churn still running, debugfs page_owner is read for the CMA area
+     (the kernel's own record of each page's allocation, with its stack).
 Dynamic debug is on for alloc_contig_dump_pages(), so each batch that fails to migrate
 is printed with dump_page() (and, with page_owner=on, the page_owner record) in dmesg;
 the guest saves dmesg, and the tests compare it with the recording on the host.
@@ -33,6 +35,7 @@ CMA_ALLOC_S = 30
 def _note(text):
     """A measured number, on stderr (pytest -s, or the captured output of a failure)."""
     sys.stderr.write(f"\n[test_blockers: {text}]\n")
+
 
 SCENARIO = r"""
 import os, re, subprocess, sys, threading, time, mmap
