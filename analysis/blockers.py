@@ -173,6 +173,19 @@ def df_cma_blockers_origin(rec: Recording) -> pd.DataFrame:
     return df
 
 
+def has_stacks(rec: Recording) -> bool:
+    """Whether the recording ran ``record --by stack``."""
+    return "stack" in ((rec.meta.get("blockers") or {}).get("by") or [])
+
+
+def df_blocker_stacks_flat(rec: Recording) -> pd.DataFrame:
+    """:func:`df_blocker_stacks` with ``stack`` as one text, frames joined by `` < ``
+    (innermost first): the report's JSON and CSV."""
+    df = df_blocker_stacks(rec)
+    df["stack"] = [" < ".join(s) for s in df["stack"]]
+    return df
+
+
 # ---- the kernel's views of the same pages ------------------------------------------
 
 #: dmesg's dump_page() fields, with our cause after the kernel's reason.
@@ -391,9 +404,9 @@ def table_blocker_stacks(rec: Recording, top: int = TOP_STACKS) -> str:
     """Who placed the blocking pages, by kernel stack: per stack the cause, order,
     comm, pages and gfp of the placing allocation, then its first functions, innermost
     first (``record --by stack``; empty text without it)."""
-    meta = rec.meta.get("blockers") or {}
-    if "stack" not in (meta.get("by") or []):
+    if not has_stacks(rec):
         return ""
+    meta = rec.meta.get("blockers") or {}
     df = df_blocker_stacks(rec)
     out = ["Who placed the blocking pages, by kernel stack (innermost first)"]
     if df.empty:
