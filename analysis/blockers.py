@@ -258,7 +258,8 @@ def compare_with_page_owner(blockers: pd.DataFrame, owner: list[dict[str, Any]])
     Columns: ``pfn``, ``head_pfn`` (the allocation's first pfn: the pfn aligned down to
     its order, where page_owner keeps the record), ``cause``, ``origin_gfp``,
     ``origin_order``, ``origin_stack`` and ``stack_text`` (ours), ``owner_gfp``,
-    ``owner_order``, ``owner_stack``, ``owner_migrated``; ``same_allocation`` (gfp and
+    ``owner_order``, ``owner_stack``, ``owner_migrated``, ``owner_ts_ns`` (page_owner's
+    local_clock() of the allocation; ours: ``origin_t_ns``); ``same_allocation`` (gfp and
     order equal and not migrated since: page_owner then describes the page it was
     copied from), ``same_stack`` (:func:`cmaprof.analysis.stacks.same_callers`).
 
@@ -280,12 +281,21 @@ def compare_with_page_owner(blockers: pd.DataFrame, owner: list[dict[str, Any]])
                 "owner_order": r["order"],
                 "owner_stack": tuple(r["stack"]),
                 "owner_migrated": r["migrated"],
+                "owner_ts_ns": r.get("ts_ns"),
             }
             for r in owner
         ],
-        columns=["head_pfn", "owner_gfp", "owner_order", "owner_stack", "owner_migrated"],
+        columns=[
+            "head_pfn",
+            "owner_gfp",
+            "owner_order",
+            "owner_stack",
+            "owner_migrated",
+            "owner_ts_ns",
+        ],
     ).drop_duplicates("head_pfn", keep="last")
     cols = ["pfn", "head_pfn", "cause", "origin_gfp", "origin_order", "origin_stack"]
+    cols += [c for c in ("t_ns", "origin_t_ns") if c in ours.columns]
     both = ours[cols + ["origin_stack_text"]].rename(columns={"origin_stack_text": "stack_text"})
     both = both.astype({"head_pfn": "int64"}).merge(
         kern.astype({"head_pfn": "int64"}), on="head_pfn", how="inner"

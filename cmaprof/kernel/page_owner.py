@@ -41,14 +41,16 @@ def parse_page_owner(text: str) -> dict[str, Any] | None:
 #: `` [module]`` after it for a module's function.
 _OWNER_FRAME = re.compile(r"^ (\S+?\+0x[0-9a-f]+)(?:/0x[0-9a-f]+)?(?: \[(\S+)\])?$")
 _OWNER_MIGRATED = "Page has been migrated"
+#: ``ts %llu ns`` (local_clock() at the allocation; since v5.11).
+_OWNER_TS = re.compile(r", ts (\d+) ns")
 
 
 def parse_page_owner_file(text: str) -> list[dict[str, Any]]:
     """The records of debugfs ``page_owner`` text (blank-line separated), each as
     :func:`parse_page_owner` gives it plus ``stack`` (the allocation's frames,
     innermost first, as ``function+0xoff`` or ``function+0xoff [module]``: the size
-    after ``/`` dropped) and ``migrated`` (the page was migrated since: its owner is
-    the page it was copied from)."""
+    after ``/`` dropped), ``migrated`` (the page was migrated since: its owner is
+    the page it was copied from) and ``ts_ns`` (local_clock() of the allocation)."""
     out = []
     for block in text.split("\n\n"):
         rec = parse_page_owner(block)
@@ -61,5 +63,7 @@ def parse_page_owner_file(text: str) -> list[dict[str, Any]]:
                 frames.append(m.group(1) + (f" [{m.group(2)}]" if m.group(2) else ""))
         rec["stack"] = frames
         rec["migrated"] = _OWNER_MIGRATED in block
+        ts = _OWNER_TS.search(block)
+        rec["ts_ns"] = int(ts.group(1)) if ts else None
         out.append(rec)
     return out
