@@ -422,15 +422,14 @@ def table_blocker_stacks(rec: Recording, top: int = TOP_STACKS) -> str:
     if df.empty:
         out.append("  none seen")
     else:
-        out.append(f"{'cause':<16} {'order':>5} {'comm':<16} {'pages':>6} {'events':>7}  gfp")
-        width = 80 - (16 + 5 + 16 + 6 + 7 + 6)
+        out.append(f"{'cause':<16} {'order':>5} {'comm':<16} {'pages':>6} {'events':>7}")
+        out.append("    then the gfp of the placing allocation and its stack")
         for r in df.head(top).itertuples(index=False):
-            gfp = formats.wrap_flags(str(r.origin_gfp_text), width)
             out.append(
                 f"{str(r.cause)[:16]:<16} {int(r.origin_order):>5} "
-                f"{str(r.origin_comm)[:16]:<16} {int(r.pages):>6} {int(r.events):>7}  {gfp[0]}"
+                f"{str(r.origin_comm)[:16]:<16} {int(r.pages):>6} {int(r.events):>7}"
             )
-            out += [" " * (80 - width) + line for line in gfp[1:]]
+            out += ["    " + line for line in formats.wrap_flags(str(r.origin_gfp_text), 76)]
             frames = stacks.short(r.stack, TOP_FRAMES).split(" < ") if r.stack else [r.stack_text]
             out += _wrap_frames(frames, 4)
         if len(df) > top:
@@ -438,10 +437,13 @@ def table_blocker_stacks(rec: Recording, top: int = TOP_STACKS) -> str:
     stats = meta.get("stats") or {}
     lost = {k: int(stats.get(f"stack_{k}", 0)) for k in ("eexist", "enomem", "other_err")}
     out.append(
-        f"note: {int(stats.get('stack_ids', 0))} placements with a stack, "
+        f"note: {int(stats.get('stack_ids', 0))} CMA placements with a stack, "
         f"{sum(lost.values())} without (EEXIST {lost['eexist']}, ENOMEM {lost['enomem']}, "
-        f"other {lost['other_err']}); stack map {meta.get('stack_entries')} x "
-        f"{meta.get('stack_depth')} frames"
+        f"other {lost['other_err']})"
+    )
+    out.append(
+        f"note: stack map of {meta.get('stack_entries')} stacks, "
+        f"{meta.get('stack_depth')} frames each at most"
     )
     return "\n".join(out)
 
