@@ -1,7 +1,7 @@
 """Kernel stacks stored in a recording (``tables/stacks``, ``record --by stack``).
 
 A stack is a tuple of frames, innermost first, each ``function+0xoff`` (``function+0xoff
-[module]``, ``?`` without a symbol), as :mod:`cmaprof.collectors.stacks` wrote it. The
+[module]``, ``?`` without a symbol), as collectors/stacks.py wrote it. The
 innermost frames of a stack taken in a tracepoint are the tracing machinery's (the BPF
 program itself, ``bpf_trace_run4``, ``__bpf_trace_*``, ``__traceiter_*``): :func:`trim`
 drops them, so a stack starts at the function that fired the tracepoint
