@@ -6,11 +6,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 import cmaprof.analysis as an
 from cmaprof.analysis import blockers as blk
 from cmaprof.analysis import stacks as st
+from cmaprof.analysis import tables
 from cmaprof.collectors import blockers as cblk
 from cmaprof.collectors import stacks as cst
 from cmaprof.errors import BadInput, EnvironmentProblem
@@ -177,3 +179,69 @@ def test_recording_without_stacks_reads_with_null_stack_columns():
     assert df["origin_stack_text"].isna().all()
     assert rec.df_blocker_stacks().empty
     assert blk.table_blocker_stacks(rec) == ""
+
+
+# ---- a real 6.1 guest run: record --by stack and the kernel's page_owner ----------------
+
+STACKS_REC = DATA / "recordings" / "guest-6.1-blockers-stacks"
+OWNER = DATA / "page_owner" / "guest-6.1-blockers-stacks.txt"
+
+
+@pytest.fixture(scope="module")
+def grec():
+    return an.load(STACKS_REC)
+
+
+def test_every_origin_has_a_stored_stack(grec):
+    meta = grec.meta["blockers"]
+    assert meta["by"] == ["stack"] and meta["stack_map"] == "blk_stacks"
+    stats = meta["stats"]
+    assert stats["stack_ids"] == stats["origin_writes"] > 0
+    assert stats["stack_eexist"] == stats["stack_enomem"] == stats["stack_other_err"] == 0
+    df = grec.df_cma_blockers()
+    known = df[df["origin_known"]]
+    assert len(known) > 0 and known["origin_stack_id"].notna().all()
+    stored = st.stack_frames(grec, "blk_stacks")
+    assert len(stored) == meta["stacks_stored"]
+    assert set(known["origin_stack_id"].astype(int)) <= set(stored)
+    # the tracing glue comes first and is trimmed; the allocator fired the tracepoint
+    some = stored[int(known["origin_stack_id"].iloc[0])]
+    assert st.is_glue(some[0]) and st.trim(some)[0].startswith("__alloc_pages+0x")
+
+
+def test_buffer_head_pages_were_placed_through_getblk(grec):
+    by = grec.df_blocker_stacks()
+    assert set(by["cause"]) == {"bdev_buffer_head"}
+    assert int(by["pages"].sum()) == grec.df_cma_blockers()["pfn"].nunique()
+    for s in by["stack"]:
+        names = [st.function(f) for f in s]
+        assert "__getblk_gfp" in names and "pagecache_get_page" in names, s
+        assert any(n.startswith(("ext4_", "__ext4_", "jbd2_")) for n in names), s
+    assert by["origin_gfp_text"].str.contains("__GFP_MOVABLE").all()
+
+
+def test_stacks_equal_page_owner_for_every_blocking_page(grec):
+    both = blk.compare_with_page_owner(
+        grec.df_cma_blockers(), parse_page_owner_file(OWNER.read_text())
+    )
+    assert len(both) == grec.df_cma_blockers()["pfn"].nunique() == 32
+    assert both["same_allocation"].all() and both["same_stack"].all()
+
+
+def test_report_section_names_the_stack(grec):
+    text = tables.table_report(grec)
+    sec = text[text.index("Who placed the blocking pages, by kernel stack") :]
+    sec = sec[: sec.index("\n\n")]
+    assert "__getblk_gfp" in sec and "ext4_" in sec
+    assert max(len(line) for line in sec.splitlines()) <= 80
+    assert "0 without (EEXIST 0, ENOMEM 0, other 0)" in sec
+    j = tables.report_tables(grec)["cma_blocker_stacks"]
+    assert j["stack"].str.contains("__getblk_gfp").all()
+
+
+def test_the_output_scan_covers_the_stacks_table():
+    from tests.unit.test_redact import RECORDINGS
+
+    assert STACKS_REC in RECORDINGS  # test_scan_every_output scans its every file
+    frames = pq.read_table(STACKS_REC / "tables" / "stacks.parquet").column("frame")
+    assert all("+0x" in f or f == "?" for f in frames.to_pylist())
