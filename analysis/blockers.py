@@ -175,7 +175,7 @@ def df_cma_blockers_origin(rec: Recording) -> pd.DataFrame:
 
 def has_stacks(rec: Recording) -> bool:
     """Whether the recording ran ``record --by stack``."""
-    return "stack" in ((rec.meta.get("blockers") or {}).get("by") or [])
+    return rec.meta.blockers is not None and "stack" in (rec.meta.blockers.by or [])
 
 
 def df_blocker_stacks_flat(rec: Recording) -> pd.DataFrame:
@@ -416,7 +416,8 @@ def table_blocker_stacks(rec: Recording, top: int = TOP_STACKS) -> str:
     first (``record --by stack``; empty text without it)."""
     if not has_stacks(rec):
         return ""
-    meta = rec.meta.get("blockers") or {}
+    meta = rec.meta.blockers
+    assert meta is not None  # has_stacks
     df = df_blocker_stacks(rec)
     out = ["Who placed the blocking pages, by kernel stack (innermost first)"]
     if df.empty:
@@ -434,7 +435,7 @@ def table_blocker_stacks(rec: Recording, top: int = TOP_STACKS) -> str:
             out += _wrap_frames(frames, 4)
         if len(df) > top:
             out.append(f"  ... {len(df) - top} more stacks (df_blocker_stacks)")
-    stats = meta.get("stats") or {}
+    stats = meta.stats or {}
     lost = {k: int(stats.get(f"stack_{k}", 0)) for k in ("eexist", "enomem", "other_err")}
     out.append(
         f"note: {int(stats.get('stack_ids', 0))} CMA placements with a stack, "
@@ -442,8 +443,7 @@ def table_blocker_stacks(rec: Recording, top: int = TOP_STACKS) -> str:
         f"other {lost['other_err']})"
     )
     out.append(
-        f"note: stack map of {meta.get('stack_entries')} stacks, "
-        f"{meta.get('stack_depth')} frames each at most"
+        f"note: stack map of {meta.stack_entries} stacks, {meta.stack_depth} frames each at most"
     )
     return "\n".join(out)
 
