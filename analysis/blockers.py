@@ -10,10 +10,12 @@ fails to migrate and then stops the isolation test is one page, two events.
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from cmaprof.analysis import stacks
 from cmaprof.kernel import dmesg, formats
 from cmaprof.recording.derived import (  # noqa: F401  (re-exported: blockers' vocabulary)
     failures_table,
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 MINOR_BITS = 20
 #: ``origin`` text for a page whose placing allocation was not seen.
 ORIGIN_UNKNOWN = "origin unknown"
+#: The stack map of the placing allocations (``record --by stack``).
+STACK_MAP = "blk_stacks"
 
 
 def _raw_blockers(rec: Recording) -> pd.DataFrame:
@@ -72,7 +76,69 @@ def df_cma_blockers(rec: Recording) -> pd.DataFrame:
         None if pd.isna(i) else (mt[int(i)] if int(i) < len(mt) else f"mt{int(i)}")
         for i in df["origin_migratetype_id"]
     ]
+    frames = stacks.stack_frames(rec, STACK_MAP)
+    df["origin_stack"] = [
+        None if pd.isna(s) else frames.get(int(s), ()) for s in df["origin_stack_id"]
+    ]
+    df["origin_stack_text"] = [
+        _stack_label(s, e, frames) for s, e in zip(df["origin_stack_id"], df["origin_stack_errno"])
+    ]
     return df
+
+
+def _stack_label(stack_id: Any, err: Any, frames: dict[int, tuple[str, ...]]) -> str | None:
+    """Short text of an origin's stack: its first functions, why it has none, or None
+    (no stack taken: ``record --by stack`` was off or the origin is unknown)."""
+    if not pd.isna(stack_id):
+        got = frames.get(int(stack_id))
+        return stacks.short(got) if got else f"stack {int(stack_id)} not stored"
+    if not pd.isna(err):
+        return f"no stack: {errno.errorcode.get(int(err), str(int(err)))}"
+    return None
+
+
+def df_blocker_stacks(rec: Recording) -> pd.DataFrame:
+    """Who placed the blocking pages, by kernel stack (``record --by stack``): per
+    (cause, gfp, order, comm and stack of the placing allocation) ``pages`` (distinct
+    pfns) and ``events``, with ``stack`` (every frame, tracing glue trimmed, innermost
+    first, ``function+0xoff``) and ``stack_text`` (its first functions). Pages whose
+    origin is unknown or has no stack are left out; empty without ``--by stack``.
+    """
+    cols = [
+        "cause",
+        "origin_gfp_text",
+        "origin_order",
+        "origin_comm",
+        "origin_stack_id",
+        "stack_text",
+        "pages",
+        "events",
+        "stack",
+    ]
+    df = df_cma_blockers(rec)
+    df = df[df["origin_known"].astype(bool) & df["origin_stack_text"].notna()]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    df = df.assign(
+        stack_key=df["origin_stack_id"].fillna(-1).astype("int64"),
+        stack_text=df["origin_stack_text"],
+    )
+    keys = ["cause", "origin_gfp_text", "origin_order", "origin_comm", "stack_key", "stack_text"]
+    rows = []
+    for k, g in df.groupby(keys, sort=False, dropna=False):
+        stack = g["origin_stack"].iloc[0]
+        rows.append(
+            dict(
+                zip(keys, k, strict=True),
+                pages=int(g["pfn"].nunique()),
+                events=len(g),
+                stack=stacks.trim(stack) if stack else (),
+            )
+        )
+    out = pd.DataFrame(rows)
+    out["origin_stack_id"] = [None if s < 0 else int(s) for s in out.pop("stack_key")]
+    out = out.sort_values(["pages", "events"], ascending=False, kind="stable")
+    return out[cols].reset_index(drop=True)
 
 
 def _decode_gfp(rec: Recording, gfps: Any, known: Any) -> list[str]:
@@ -104,6 +170,19 @@ def df_cma_blockers_origin(rec: Recording) -> pd.DataFrame:
     else:
         df = origin_table(_raw_blockers(rec)).to_pandas()
     df["gfp"] = _decode_gfp(rec, df["origin_gfp_flags"], df["origin_known"])
+    return df
+
+
+def has_stacks(rec: Recording) -> bool:
+    """Whether the recording ran ``record --by stack``."""
+    return rec.meta.blockers is not None and "stack" in (rec.meta.blockers.by or [])
+
+
+def df_blocker_stacks_flat(rec: Recording) -> pd.DataFrame:
+    """:func:`df_blocker_stacks` with ``stack`` as one text, frames joined by `` < ``
+    (innermost first): the report's JSON and CSV."""
+    df = df_blocker_stacks(rec)
+    df["stack"] = [" < ".join(s) for s in df["stack"]]
     return df
 
 
@@ -169,6 +248,73 @@ def compare_with_dump(blockers: pd.DataFrame, dump: pd.DataFrame) -> pd.DataFram
     )
     both = ours.merge(kern, on="pfn", how="inner")
     both["agree"] = both["cause"] == both["dump_cause"]
+    return both.reset_index(drop=True)
+
+
+def compare_with_page_owner(blockers: pd.DataFrame, owner: list[dict[str, Any]]) -> pd.DataFrame:
+    """Our placing allocation of each blocking page beside page_owner's record of the
+    same allocation (the kernel's own, ``page_owner=on``), one row per page.
+
+    Columns: ``pfn``, ``head_pfn`` (the allocation's first pfn: the pfn aligned down to
+    its order, where page_owner keeps the record), ``cause``, ``origin_gfp``,
+    ``origin_order``, ``origin_stack`` and ``stack_text`` (ours), ``owner_gfp``,
+    ``owner_order``, ``owner_stack``, ``owner_migrated``, ``owner_ts_ns`` (page_owner's
+    local_clock() of the allocation; ours: ``origin_t_ns``); ``same_allocation`` (gfp and
+    order equal and not migrated since: page_owner then describes the page it was
+    copied from), ``same_stack`` (:func:`cmaprof.analysis.stacks.same_callers`).
+
+    :param blockers: :func:`df_cma_blockers` rows; those whose origin is known and had a
+        stack taken are compared (a get_stackid failure is not the same stack).
+    :param owner: :func:`cmaprof.kernel.page_owner.parse_page_owner_file` records.
+    """
+    ours = blockers[blockers["origin_known"].astype(bool) & blockers["origin_stack_text"].notna()]
+    ours = ours.drop_duplicates("pfn", keep="last").copy()
+    ours["head_pfn"] = [
+        int(p) & ~((1 << int(o)) - 1)
+        for p, o in zip(ours["pfn"], ours["origin_order"], strict=True)
+    ]
+    kern = pd.DataFrame(
+        [
+            {
+                "head_pfn": r["pfn"],
+                "owner_gfp": int(r["gfp_mask"], 16),
+                "owner_order": r["order"],
+                "owner_stack": tuple(r["stack"]),
+                "owner_migrated": r["migrated"],
+                "owner_ts_ns": r.get("ts_ns"),
+            }
+            for r in owner
+        ],
+        columns=[
+            "head_pfn",
+            "owner_gfp",
+            "owner_order",
+            "owner_stack",
+            "owner_migrated",
+            "owner_ts_ns",
+        ],
+    ).drop_duplicates("head_pfn", keep="last")
+    cols = ["pfn", "head_pfn", "cause", "origin_gfp", "origin_order", "origin_stack"]
+    cols += [c for c in ("t_ns", "origin_t_ns") if c in ours.columns]
+    both = ours[cols + ["origin_stack_text"]].rename(columns={"origin_stack_text": "stack_text"})
+    both = both.astype({"head_pfn": "int64"}).merge(
+        kern.astype({"head_pfn": "int64"}), on="head_pfn", how="inner"
+    )
+    both["same_allocation"] = [
+        int(g) == int(og) and int(o) == int(oo) and not m
+        for g, og, o, oo, m in zip(
+            both["origin_gfp"],
+            both["owner_gfp"],
+            both["origin_order"],
+            both["owner_order"],
+            both["owner_migrated"],
+            strict=True,
+        )
+    ]
+    both["same_stack"] = [
+        stacks.same_callers(a, b) if a else False
+        for a, b in zip(both["origin_stack"], both["owner_stack"], strict=True)
+    ]
     return both.reset_index(drop=True)
 
 
@@ -254,4 +400,65 @@ def table_cma_blockers_origin(rec: Recording, wide: bool = False) -> str:
             f"note: origin array {meta.origin_entries} entries x "
             f"{meta.origin_entry_bytes} B = {kib:.0f} KiB (one per CMA page)"
         )
+    by_stack = table_blocker_stacks(rec)
+    return "\n".join(out + ([""] + by_stack.splitlines() if by_stack else []))
+
+
+#: Stacks shown in the text report (the frame has them all).
+TOP_STACKS = 10
+#: Functions of each stack shown in the text report.
+TOP_FRAMES = 12
+
+
+def table_blocker_stacks(rec: Recording, top: int = TOP_STACKS) -> str:
+    """Who placed the blocking pages, by kernel stack: per stack the cause, order,
+    comm, pages and gfp of the placing allocation, then its first functions, innermost
+    first (``record --by stack``; empty text without it)."""
+    if not has_stacks(rec):
+        return ""
+    meta = rec.meta.blockers
+    assert meta is not None  # has_stacks
+    df = df_blocker_stacks(rec)
+    out = ["Who placed the blocking pages, by kernel stack (innermost first)"]
+    if df.empty:
+        out.append("  none seen")
+    else:
+        out.append(f"{'cause':<16} {'order':>5} {'comm':<16} {'pages':>6} {'events':>7}")
+        out.append("    then the gfp of the placing allocation and its stack")
+        for r in df.head(top).itertuples(index=False):
+            out.append(
+                f"{str(r.cause)[:16]:<16} {int(r.origin_order):>5} "
+                f"{str(r.origin_comm)[:16]:<16} {int(r.pages):>6} {int(r.events):>7}"
+            )
+            out += ["    " + line for line in formats.wrap_flags(str(r.origin_gfp_text), 76)]
+            frames = stacks.short(r.stack, TOP_FRAMES).split(" < ") if r.stack else [r.stack_text]
+            out += _wrap_frames(frames, 4)
+        if len(df) > top:
+            out.append(f"  ... {len(df) - top} more stacks (df_blocker_stacks)")
+    stats = meta.stats or {}
+    lost = {k: int(stats.get(f"stack_{k}", 0)) for k in ("eexist", "enomem", "other_err")}
+    out.append(
+        f"note: {int(stats.get('stack_ids', 0))} CMA placements with a stack, "
+        f"{sum(lost.values())} without (EEXIST {lost['eexist']}, ENOMEM {lost['enomem']}, "
+        f"other {lost['other_err']})"
+    )
+    out.append(
+        f"note: stack map of {meta.stack_entries} stacks, {meta.stack_depth} frames each at most"
+    )
     return "\n".join(out)
+
+
+def _wrap_frames(names: list[str], indent: int) -> list[str]:
+    """Function names joined by `` < `` in lines of at most 80 columns."""
+    lines: list[str] = []
+    cur = " " * indent
+    for i, name in enumerate(names):
+        piece = name if i == 0 else f" < {name}"
+        if len(cur) + len(piece) > 80 and cur.strip():
+            lines.append(cur)
+            cur = " " * indent + "< " + name
+        else:
+            cur += piece
+    if cur.strip():
+        lines.append(cur)
+    return [line[:80] for line in lines]

@@ -35,6 +35,13 @@ class Recording(reader.Recording):
 
         return blockers.df_cma_blockers_origin(self)
 
+    def df_blocker_stacks(self) -> pd.DataFrame:
+        """Per kernel stack of the allocation that placed blocking pages (``record
+        --by stack``): cause, gfp, order, comm, pages, events, the full stack."""
+        from cmaprof.analysis import blockers
+
+        return blockers.df_blocker_stacks(self)
+
     def df_page_alloc_events(self, columns: list[str] | None = None) -> pd.DataFrame:
         """One row per streamed allocation (``record --events``), decoded; empty without
         streaming. See :mod:`cmaprof.analysis.stream`."""

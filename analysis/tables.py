@@ -405,6 +405,8 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
     if blockers.has_blockers(rec):  # absent: not measured; empty: none seen
         out["cma_failures"] = blockers.df_cma_failures(rec)
         out["cma_blockers_origin"] = blockers.df_cma_blockers_origin(rec)
+    if blockers.has_stacks(rec):  # issue 17: record --by stack
+        out["cma_blocker_stacks"] = blockers.df_blocker_stacks_flat(rec)
     return out
 
 

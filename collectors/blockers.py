@@ -5,24 +5,31 @@ The probe classifies each blocking page in the kernel and streams it through the
 ``cma_blockers`` table (cmaprof/recording/schema.py), writes the per-area origin offsets into
 ``blk_area_off`` (same area order as the page_alloc probe's ``cma_ranges``) and reports
 its own counters, the header layout it was compiled with, and the memory cost of the
-origin array in the recording's metadata (``blockers``).
+origin array in the recording's metadata (``blockers``). With ``record --by stack``
+(``-DBLK_BY_STACK=1``) it attaches ``blk_stack_raw`` and, when the recording is
+finished, writes the placing allocations' kernel stacks, symbolised, as ``stacks``
+(:mod:`cmaprof.collectors.stacks`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 import pyarrow as pa
 
 from cmaprof import probes
 from cmaprof.collectors.base import Collector, CollectorContext
+from cmaprof.errors import BadInput, EnvironmentProblem
 from cmaprof.kernel.procfs import CmaArea
 from cmaprof.probes import abi
 from cmaprof.recording import derived, schema
 from cmaprof.recording.metadata import BlockersInfo, Metadata
 
 NONE_PFN = (1 << 64) - 1
+#: The stack map of the placing allocations (probes/blockers.bpf.c, BLK_BY_STACK).
+STACK_MAP = "blk_stacks"
 
 #: Indexes of the per-CPU ``blk_stats`` array (probes/events.h BLK_STAT_*).
 STAT_NAMES = abi.enum("BLK_STAT_")
@@ -99,7 +106,18 @@ def event_row(e: Any, t0_ns: int, areas: list[CmaArea]) -> dict[str, Any]:
         "origin_pid": int(e.origin_pid) if known else None,
         "origin_comm": _cstr(e.origin_comm) if known else None,
         "origin_t_ns": int(e.origin_time_ns) - t0_ns if known else None,
+        **_stack_columns(known and bool(e.origin_stack_taken), int(e.origin_stack_id)),
     }
+
+
+def _stack_columns(taken: bool, stack_id: int) -> dict[str, int | None]:
+    """``origin_stack_id`` and ``origin_stack_errno`` of an origin entry whose
+    get_stackid result is ``stack_id`` (when ``taken``)."""
+    if not taken:
+        return {"origin_stack_id": None, "origin_stack_errno": None}
+    if stack_id < 0:
+        return {"origin_stack_id": None, "origin_stack_errno": -stack_id}
+    return {"origin_stack_id": stack_id, "origin_stack_errno": None}
 
 
 class BlockersCollector(Collector):
@@ -119,6 +137,8 @@ class BlockersCollector(Collector):
         self._flushed = 0
         self._ring = False
         self.defines: dict[str, Any] = {}
+        self._stack_fd: int | None = None
+        self._stack_count: int | None = None
 
     @classmethod
     def create(cls, ctx: CollectorContext) -> BlockersCollector:
@@ -133,14 +153,47 @@ class BlockersCollector(Collector):
         rows = self.new_rows_table()
         return {} if rows is None else {"cma_blockers": rows}
 
+    @property
+    def by_stack(self) -> bool:
+        """``record --by stack``: origins keep the placing allocation's stack id."""
+        return bool(self.defines.get("BLK_BY_STACK"))
+
+    def attach(self) -> None:
+        """With ``--by stack``, attach ``blk_stack_raw`` to kmem:mm_page_alloc beside
+        the page_alloc program (BCC's ``attach_raw_tracepoint`` keeps one program per
+        tracepoint name: the link fd is kept here, as collectors/stream.py does)."""
+        if not self.by_stack or self._stack_fd is not None:
+            return
+        from bcc import BPF, lib
+
+        fn = self.bpf.load_func(b"blk_stack_raw", BPF.RAW_TRACEPOINT)
+        fd = lib.bpf_attach_raw_tracepoint(fn.fd, b"mm_page_alloc")
+        if fd < 0:
+            raise EnvironmentProblem(
+                "cannot attach blk_stack_raw to raw tracepoint mm_page_alloc (record --by stack)"
+            )
+        self._stack_fd = fd
+
+    def detach(self) -> None:
+        if self._stack_fd is not None:
+            os.close(self._stack_fd)
+            self._stack_fd = None
+
     def final_tables(self) -> dict[str, pa.Table]:
-        """The raw rows and the two summaries derived from them."""
+        """The raw rows and the two summaries derived from them; with ``--by stack``,
+        the stacks of ``blk_stacks`` symbolised (``stacks``)."""
         raw = self.table()
-        return {
+        out = {
             "cma_blockers": raw,
             "cma_failures": derived.failures_table(raw.to_pandas()),
             "cma_blockers_origin": derived.origin_table(raw.to_pandas()),
         }
+        if self.by_stack:
+            from cmaprof.collectors import stacks
+
+            out["stacks"] = stacks.stacks_table(self.bpf, STACK_MAP)
+            self._stack_count = len(set(out["stacks"].column("stack_id").to_pylist()))
+        return out
 
     def metadata(self, meta: Metadata, final: bool) -> None:
         if final:
@@ -229,4 +282,60 @@ class BlockersCollector(Collector):
             "max_list": int(
                 defines.get("BLK_MAX_LIST", probes.get("blockers").options["BLK_MAX_LIST"])
             ),
+            **self._stack_info(defines),
         }
+
+    def _stack_info(self, defines: dict[str, Any]) -> dict[str, Any]:
+        """``by`` and, with ``--by stack``, the stack map's size and use."""
+        if not self.by_stack:
+            return {"by": []}
+        entries = int(defines.get("BLK_STACK_ENTRIES", abi.BLK_STACK_ENTRIES))
+        depth = int(defines.get("BLK_STACK_DEPTH", abi.BLK_STACK_DEPTH))
+        return {
+            "by": ["stack"],
+            "stack_map": STACK_MAP,
+            "stack_entries": entries,
+            "stack_depth": depth,
+            "stack_map_value_bytes": entries * depth * 8,
+            "stacks_stored": self._stack_count,
+        }
+
+
+#: ``record --by`` keys, and what each keys.
+BY_KEYS = {
+    "comm": "the page_alloc cube by process name",
+    "tgid": "the page_alloc cube by process id",
+    "stack": "the blockers probe's placing allocations by kernel stack",
+}
+
+
+def by_defines(
+    by: list[str], probes_chosen: list[str], unavailable: dict[str, str] | None = None
+) -> dict[str, int]:
+    """The ``-D`` options of ``record --by KEY,...``: ``stack`` is ``BLK_BY_STACK=1``.
+
+    :param unavailable: probe -> why it is off (metadata ``probes_unavailable``).
+
+    :raises BadInput: an unknown key; ``comm`` or ``tgid`` (the page_alloc cube keyed by
+        process is not built yet, issue 17 item 1); ``stack`` without the blockers probe.
+    """
+    for key in by:
+        if key not in BY_KEYS:
+            raise BadInput(f"--by {key}: unknown key; known: {', '.join(BY_KEYS)}")
+    later = [k for k in by if k in ("comm", "tgid")]
+    if later:
+        raise BadInput(
+            f"--by {','.join(later)}: {BY_KEYS[later[0]]} is not built yet (issue 17 "
+            f"item 1); only --by stack works today (the blocking CMA pages' placing "
+            f"allocations, by kernel stack): leave {','.join(later)} out"
+        )
+    if "stack" not in by:
+        return {}
+    if "blockers" not in probes_chosen:
+        why = (unavailable or {}).get("blockers", "not chosen")
+        raise BadInput(
+            "--by stack keeps the kernel stack of the allocation that placed each CMA "
+            f"page, in the blockers probe, which is off here ({why}): record without "
+            "--by stack, or with the blockers probe (--probes ...,blockers)"
+        )
+    return {"BLK_BY_STACK": 1}

@@ -59,6 +59,8 @@ class RecordOptions:
     skip_unavailable: bool = False
     #: ``--events`` specs (collectors/stream.py syntax): per-event streams to record.
     events: list[str] = field(default_factory=list)
+    #: ``--by`` keys (collectors/blockers.py BY_KEYS); only ``stack`` works today.
+    by: list[str] = field(default_factory=list)
 
 
 class StopFlag:
@@ -286,6 +288,10 @@ def prepare(
     if opts.probes is not None:
         meta.probes_requested = list(opts.probes)
         meta.skip_unavailable = opts.skip_unavailable
+    from cmaprof.collectors.blockers import by_defines
+
+    by = by_defines(opts.by, names, meta.probes_unavailable)
+    opts.probe_options = {**opts.probe_options, **by}
     stream_req = _stream_request(opts.events, tfs)
     if stream_req[0] is not None:
         names = [n for n in probes.PROBES if n in names or n == "stream"]

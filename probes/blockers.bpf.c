@@ -43,6 +43,14 @@
  * collector from the CMA areas), at the head pfn of the allocation. A lookup checks
  * the aligned heads covering the pfn for every order and takes the newest.
  *
+ * Stacks (BLK_BY_STACK, record --by stack): a raw-tracepoint program of its own on
+ * kmem:mm_page_alloc (blk_stack_raw, attached by the collector) writes the origin entry
+ * of each allocation placed in a CMA area, with the kernel stack id of the allocation
+ * (bpf_get_stackid() into blk_stacks; -EEXIST, -ENOMEM and other failures counted in
+ * blk_stats and kept in the entry as the negative errno); blockers_note_alloc() then
+ * writes nothing, so one program writes each entry whole. Its own program because
+ * get_stackid needs the program's context, which page_alloc.bpf.c does not pass on.
+ *
  * Kernels: struct page / address_space / inode / buffer_head layouts are those of
  * the headers we compile against (exact in the guest, which uses its own
  * IKHEADERS; unverified on a kernel using another release's headers).
@@ -61,6 +69,9 @@
 #endif
 #ifndef BLK_MAX_LIST
 #define BLK_MAX_LIST 32
+#endif
+#ifndef BLK_BY_STACK
+#define BLK_BY_STACK 0
 #endif
 #ifndef BLK_RINGBUF_PAGES
 #define BLK_RINGBUF_PAGES 256
@@ -150,31 +161,90 @@ static __always_inline __s64 blk_origin_index(__u64 pfn, __u8 area)
 	return idx;
 }
 
-/* Called by page_alloc_raw() (page_alloc.bpf.c) for every allocation placed in a CMA area. */
-static __always_inline void blockers_note_alloc(__u64 pfn, __u8 area, __u32 order, __u64 gfp,
-						int mt)
+/* The origin entry of pfn, or NULL (counted) when pfn has none. */
+static __always_inline struct blk_origin *blk_origin_entry(__u64 pfn, __u8 area)
 {
 	__s64 idx = blk_origin_index(pfn, area);
 	__u32 i;
-	struct blk_origin *o;
 
 	if (idx < 0) {
 		blk_stat(BLK_STAT_ORIGIN_OUT_OF_RANGE);
-		return;
+		return NULL;
 	}
 	i = idx;
-	o = blk_origin.lookup(&i);
-	if (!o)
-		return;
+	return blk_origin.lookup(&i);
+}
+
+static __always_inline void blk_write_origin(struct blk_origin *o, __u32 order, __u64 gfp,
+					     int mt)
+{
 	o->time_ns = bpf_ktime_get_ns();
 	o->gfp = gfp;
 	o->pid = bpf_get_current_pid_tgid();
 	o->order = order;
 	o->migratetype = mt;
 	o->valid = 1;
+	o->stack_taken = 0;
+	o->stack_id = 0;
 	bpf_get_current_comm(&o->comm, sizeof(o->comm));
 	blk_stat(BLK_STAT_ORIGIN_WRITES);
 }
+
+/*
+ * Called by page_alloc_raw() (page_alloc.bpf.c) for every allocation placed in a CMA
+ * area; with BLK_BY_STACK, blk_stack_raw() writes the entry instead.
+ */
+static __always_inline void blockers_note_alloc(__u64 pfn, __u8 area, __u32 order, __u64 gfp,
+						int mt)
+{
+#if !BLK_BY_STACK
+	struct blk_origin *o = blk_origin_entry(pfn, area);
+
+	if (o)
+		blk_write_origin(o, order, gfp, mt);
+#endif
+}
+
+#if BLK_BY_STACK
+BPF_TABLE("stacktrace", int, struct blk_stack, blk_stacks, BLK_STACK_ENTRIES);
+
+/* kmem:mm_page_alloc TP_PROTO(struct page *page, unsigned int order, gfp_t gfp_flags,
+ * int migratetype): the origin entry and the kernel stack of a CMA placement. */
+int blk_stack_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct cmaprof_config *cfg = get_config();
+	__u64 page = ctx->args[0];
+	__u64 pfn;
+	__u8 area;
+	struct blk_origin *o;
+	int id;
+
+	if (!cfg || !cfg->enabled || !page || !cfg->nr_cma)
+		return 0;
+	pfn = page_to_pfn_cal(cfg, page);
+	if (pfn == (__u64)-1)
+		return 0;
+	area = cma_lookup(cfg, pfn);
+	if (area == CMA_AREA_NONE)
+		return 0;
+	o = blk_origin_entry(pfn, area);
+	if (!o)
+		return 0;
+	blk_write_origin(o, (__u32)ctx->args[1], (__u64)(gfp_t)ctx->args[2], (int)ctx->args[3]);
+	id = blk_stacks.get_stackid(ctx, 0);
+	o->stack_taken = 1;
+	o->stack_id = id;
+	if (id >= 0)
+		blk_stat(BLK_STAT_STACK_IDS);
+	else if (id == -EEXIST)
+		blk_stat(BLK_STAT_STACK_EEXIST);
+	else if (id == -ENOMEM)
+		blk_stat(BLK_STAT_STACK_ENOMEM);
+	else
+		blk_stat(BLK_STAT_STACK_OTHER_ERR);
+	return 0;
+}
+#endif
 
 /* The newest allocation whose (head pfn, order) covers pfn. */
 static __always_inline void blk_find_origin(struct blocker_event *e)
@@ -201,6 +271,8 @@ static __always_inline void blk_find_origin(struct blocker_event *e)
 		e->origin_pid = r->pid;
 		e->origin_order = r->order;
 		e->origin_migratetype = r->migratetype;
+		e->origin_stack_taken = r->stack_taken;
+		e->origin_stack_id = r->stack_id;
 		__builtin_memcpy(e->origin_comm, r->comm, sizeof(e->origin_comm));
 	}
 }

@@ -355,7 +355,28 @@ struct stream_filter {
 #define BLK_STAT_ORIGIN_WRITES 3
 #define BLK_STAT_ORIGIN_OUT_OF_RANGE 4
 #define BLK_STAT_READ_FAILURES 5
-#define BLK_NR_STATS 8
+#define BLK_STAT_STACK_IDS 6		/* origins given a stack id (record --by stack) */
+#define BLK_STAT_STACK_EEXIST 7	/* get_stackid -EEXIST: hash bucket held by another stack */
+#define BLK_STAT_STACK_ENOMEM 8	/* get_stackid -ENOMEM: every stack map entry in use */
+#define BLK_STAT_STACK_OTHER_ERR 9	/* get_stackid failed otherwise (-EFAULT: no stack) */
+#define BLK_NR_STATS 16
+
+/*
+ * record --by stack: the kernel stack of each allocation placed in a CMA area, in the
+ * stack map blk_stacks (BLK_STACK_ENTRIES stacks of at most BLK_STACK_DEPTH frames,
+ * innermost first); the origin entry keeps its id, or the get_stackid error.
+ */
+#ifndef BLK_STACK_ENTRIES
+#define BLK_STACK_ENTRIES 16384
+#endif
+#ifndef BLK_STACK_DEPTH
+#define BLK_STACK_DEPTH 32
+#endif
+
+/* A value of blk_stacks: return addresses, innermost first, 0 after the last. */
+struct blk_stack {
+	__u64 ip[BLK_STACK_DEPTH];
+};
 
 /* The allocation that last placed a CMA page: one per CMA page (blk_origin). */
 struct blk_origin {
@@ -365,7 +386,8 @@ struct blk_origin {
 	__u8 order;
 	__u8 migratetype;	/* requested */
 	__u8 valid;
-	__u8 pad[5];
+	__u8 stack_taken;	/* 1: stack_id is the result of get_stackid (--by stack) */
+	__s32 stack_id;		/* blk_stacks id, or the negative errno of get_stackid */
 	char comm[16];
 };
 
@@ -411,7 +433,9 @@ struct blocker_event {
 	u8 origin_known;
 	u8 origin_order;
 	u8 origin_migratetype;
-	u8 pad[6];
+	u8 origin_stack_taken;
+	u8 pad[1];
+	s32 origin_stack_id;	/* blk_stacks id, or negative errno (origin_stack_taken) */
 	char origin_comm[16];
 	char comm[16];
 };

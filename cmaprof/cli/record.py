@@ -54,6 +54,15 @@ import click
     "(keep every Nth matching event per CPU). Example: "
     "--events page_alloc:zone=Normal,gfp=__GFP_MOVABLE,sample=10",
 )
+@click.option(
+    "--by",
+    "by",
+    metavar="KEY,...",
+    help="also key by KEY (comm, tgid, stack; off by default). stack: the blockers "
+    "probe keeps the kernel stack of the allocation that placed each CMA page, and the "
+    "report names it beside gfp, order and comm. comm and tgid (the page_alloc cube by "
+    "process) are not built yet and are refused.",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
     output: Path,
@@ -63,6 +72,7 @@ def record(
     probe_list: str | None,
     skip_unavailable: bool,
     events: tuple[str, ...],
+    by: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Record system-wide for -d SECONDS, until Ctrl-C, or while COMMAND runs.
@@ -90,6 +100,7 @@ def record(
             probes=[p.strip() for p in probe_list.split(",") if p.strip()] if probe_list else None,
             skip_unavailable=skip_unavailable,
             events=list(events),
+            by=[k.strip() for k in by.split(",") if k.strip()] if by else [],
         )
     )
     click.echo(f"cmaprof: recording written to {output}", err=True)

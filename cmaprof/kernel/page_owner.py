@@ -35,3 +35,35 @@ def parse_page_owner(text: str) -> dict[str, Any] | None:
         "flags": pfn.group(5),
         "buffer_head": any(f in text for f in BH_FRAMES),
     }
+
+
+#: A stack line of print_page_owner() (stack_trace_snprint(): `` %pS``): ``function+0xoff/0xsize``,
+#: `` [module]`` after it for a module's function.
+_OWNER_FRAME = re.compile(r"^ (\S+?\+0x[0-9a-f]+)(?:/0x[0-9a-f]+)?(?: \[(\S+)\])?$")
+_OWNER_MIGRATED = "Page has been migrated"
+#: ``ts %llu ns`` (local_clock() at the allocation; since v5.11).
+_OWNER_TS = re.compile(r", ts (\d+) ns")
+
+
+def parse_page_owner_file(text: str) -> list[dict[str, Any]]:
+    """The records of debugfs ``page_owner`` text (blank-line separated), each as
+    :func:`parse_page_owner` gives it plus ``stack`` (the allocation's frames,
+    innermost first, as ``function+0xoff`` or ``function+0xoff [module]``: the size
+    after ``/`` dropped), ``migrated`` (the page was migrated since: its owner is
+    the page it was copied from) and ``ts_ns`` (local_clock() of the allocation)."""
+    out = []
+    for block in text.split("\n\n"):
+        rec = parse_page_owner(block)
+        if rec is None:
+            continue
+        frames = []
+        for line in block.splitlines():
+            m = _OWNER_FRAME.match(line)
+            if m:
+                frames.append(m.group(1) + (f" [{m.group(2)}]" if m.group(2) else ""))
+        rec["stack"] = frames
+        rec["migrated"] = _OWNER_MIGRATED in block
+        ts = _OWNER_TS.search(block)
+        rec["ts_ns"] = int(ts.group(1)) if ts else None
+        out.append(rec)
+    return out

@@ -287,6 +287,13 @@ class BlockersInfo(Section):
     layout: dict[str, int] | None = None
     layout_verified: bool | None = None
     max_list: int | None = None
+    #: record --by: what the origin entries are keyed by besides gfp/order/comm
+    by: list[str] = field(default_factory=list)
+    stack_map: str | None = None
+    stack_entries: int | None = None
+    stack_depth: int | None = None
+    stack_map_value_bytes: int | None = None
+    stacks_stored: int | None = None
 
 
 @dataclass(eq=False)

@@ -141,6 +141,9 @@ class Recording:
             return want.empty_table()
         try:
             t = pq.read_table(path)
+            for f in schema.ADDED_COLUMNS.get(name, ()):  # a recording from before them
+                if t.schema.get_field_index(f) < 0:
+                    t = t.append_column(want.field(f), pa.nulls(t.num_rows, want.field(f).type))
             _check_schema(path, t.schema, want)
             t = t.select(want.names)
             t.validate(full=True)

@@ -61,6 +61,11 @@ while recording and after a kill; rows ordered by CPU, then time)
 ``cma_blockers_origin`` (per cause, state and gfp of the allocation that placed the
 page: origin_gfp_flags uint64, null = origin unknown), both computed from
 ``cma_blockers`` by :mod:`cmaprof.recording.derived` when the recording is written.
+``cma_blockers.origin_stack_id`` (``record --by stack``): the placing allocation's kernel
+stack in ``stacks`` (map ``blk_stacks``); null when no stack was taken or
+``bpf_get_stackid()`` failed, then ``origin_stack_errno`` says why (EEXIST: its hash
+bucket held another stack; ENOMEM: the map was full; EFAULT: no stack).
+``stacks`` (map, stack_id, level, frame): see :data:`SCHEMAS` ``stacks``.
 """
 
 from __future__ import annotations
@@ -254,9 +259,16 @@ CMA_BLOCKERS = pa.schema(
         ("origin_pid", pa.uint32()),
         ("origin_comm", pa.string()),
         ("origin_t_ns", pa.int64()),
+        ("origin_stack_id", pa.int32()),
+        ("origin_stack_errno", pa.int32()),
     ]
 )
 SCHEMAS["cma_blockers"] = CMA_BLOCKERS
+#: Nullable columns added to a table within format version 1: the reader gives nulls
+#: where a recording from before them has none.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "cma_blockers": ("origin_stack_id", "origin_stack_errno"),
+}
 SERIES_SCHEMAS["cma_blockers"] = CMA_BLOCKERS
 SCHEMAS["cma_failures"] = pa.schema(
     [
@@ -277,6 +289,20 @@ SCHEMAS["cma_blockers_origin"] = pa.schema(
         ("origin_gfp_flags", pa.uint64()),
         ("pages", pa.uint64()),
         ("events", pa.uint64()),
+    ]
+)
+
+#: Kernel stacks of a BPF stack map (collectors/stacks.py), one row per frame:
+#: ``map`` the stack map (``blk_stacks``: the placing allocations of CMA pages,
+#: ``cma_blockers.origin_stack_id``), ``stack_id`` its id, ``level`` 0 the innermost
+#: frame, ``frame`` ``function+0xoff`` (``function+0xoff [module]``; ``?``: no symbol),
+#: symbolised from /proc/kallsyms when the recording was finished.
+SCHEMAS["stacks"] = pa.schema(
+    [
+        ("map", pa.string()),
+        ("stack_id", pa.int32()),
+        ("level", pa.uint16()),
+        ("frame", pa.string()),
     ]
 )
 
