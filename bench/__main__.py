@@ -15,14 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 
-def main(argv: list[str] | None = None) -> int:
-    from bench import run, scale, targets, workload
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    from bench import run
 
     env = os.environ.get
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -41,7 +44,84 @@ def main(argv: list[str] | None = None) -> int:
         default=env("BENCH_GUEST_MANIFEST"),
         help="target 6 from the iterations of a `cmaprof experiment` run (its experiment.json)",
     )
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def _log(s: str) -> None:
+    print(s, file=sys.stderr, flush=True)
+
+
+def _extras(a: argparse.Namespace, rows: list, threads: tuple[int, ...], result: dict) -> dict:
+    """What the targets need besides the fault loop: guest, bpf_stats' cost, streaming at
+    the highest rate, an empty compile, the real workload (also kept in ``result``)."""
+    from bench import run, targets, workload
+
+    extra: dict[str, Any] = {
+        "guest": targets.guest_iterations(a.guest_manifest)
+        if a.guest_manifest
+        else "not measured here: needs a TCG guest boot (give --guest-manifest "
+        "out/demo/guest/experiment.json of a `make demo`)"
+    }
+    cost = run.paired_difference(rows, "aggregate-stats", "aggregate", "cpu_ns_per_fault_t1")
+    if cost is not None:
+        extra["stats_cost_ns"] = cost
+    _log("streaming at the host's highest allocation rate (mmap MAP_POPULATE, all CPUs) ...")
+    extra["stream_max"] = result["stream_max"] = run.stream_at_max_rate(threads[-1], _log)
+    extra["empty_compile_s"] = result["empty_compile_s"] = run.empty_compile_s()
+    if not a.skip_workload:
+        wdir = Path(tempfile.mkdtemp(prefix="cmaprof-bench-wl-"))
+        try:
+            extra["workload"] = result["workload"] = workload.run_pairs(wdir, a.pairs, log=_log)
+        finally:
+            shutil.rmtree(wdir, ignore_errors=True)
+    return extra
+
+
+def _pipeline_and_scale(a: argparse.Namespace, result: dict) -> list[str]:
+    """The streaming pipeline's capacity and analysis at scale (kept in ``result``)."""
+    from bench import scale
+
+    _log("streaming pipeline capacity (user space, one core) ...")
+    pc = result["pipeline"] = scale.pipeline_capacity()
+    line = (
+        f"\nstreaming pipeline (batches -> Arrow -> IPC chunk on disk, one core): "
+        f"{pc['events_per_s_to_chunks'] / 1e6:.2f} M events/s; chunks -> Parquet "
+        f"{pc['events_per_s_to_parquet'] / 1e6:.2f} M events/s"
+    )
+    text = [line]
+    if a.skip_scale:
+        return text
+    _log(f"analysis at scale: generating {a.events} events ...")
+    gen = Path(os.environ.get("BENCH_SCALE_DIR", "/tmp")) / "cmaprof-bench-scale"
+    try:
+        s = result["scale"] = scale.analysis_at_scale(gen, a.events)
+    finally:
+        shutil.rmtree(gen, ignore_errors=True)
+    text.append(
+        f"analysis at scale ({s['events']} generated events): load+decode "
+        f"{s['load_s']:.2f} s, report {s['report_s']:.2f} s (CLI {s['report_cli_s']:.2f} s), "
+        f"compare CLI {s['compare_cli_s']:.2f} s (exit {s['compare_exit']}), "
+        f"{s['bytes_per_event']:.2f} bytes/event on disk"
+    )
+    return text
+
+
+def _workload_text(w: Mapping[str, Any]) -> str:
+    return (
+        f"real workload: {w['what']}; untraced median {w['untraced_median_s']:.2f} s; "
+        f"cmaprof record (default, counting before the build starts) / untraced per "
+        f"pair: median {w['median']:.3f}, range {w['min']:.3f}..{w['max']:.3f} "
+        f"({w['runs']} interleaved pairs); the build's CPU time: median "
+        f"{w['cpu_median']:.3f}, range {w['cpu_min']:.3f}..{w['cpu_max']:.3f}; "
+        f"cmaprof's own CPU time per recording (start-up included): median "
+        f"{w['cmaprof_cpu_median_s']:.2f} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench import run, targets
+
+    a = _args(argv)
     if os.geteuid() != 0:
         print("bench: needs root (BPF, perf -a)", file=sys.stderr)
         return 1
@@ -52,46 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     out = a.output or Path("bench/results") / time.strftime(
         "bench-%Y%m%dT%H%M%SZ.json", time.gmtime()
     )
+    params = {"rounds": a.rounds, "mib": a.mib, "iterations": a.iterations}
     result: dict[str, Any] = {
         "machine_start": run.machine(),
-        "params": {
-            "rounds": a.rounds,
-            "mib": a.mib,
-            "iterations": a.iterations,
-            "threads": threads,
-            "modes": modes,
-        },
+        "params": {**params, "threads": threads, "modes": modes},
     }
-
-    def log(s: str) -> None:
-        print(s, file=sys.stderr, flush=True)
-
-    rows = run.run_rounds(a.rounds, modes, a.mib, a.iterations, threads, log)
+    rows = run.run_rounds(a.rounds, modes, a.mib, a.iterations, threads, _log)
     summary = run.summarize(rows, threads)
     result["rounds"] = rows
     result["summary"] = summary.to_dict(orient="records")
-    extra: dict[str, Any] = {
-        "guest": targets.guest_iterations(a.guest_manifest)
-        if a.guest_manifest
-        else "not measured here: needs a TCG guest boot (give --guest-manifest "
-        "out/demo/guest/experiment.json of a `make demo`)"
-    }
-    cost = run.paired_difference(rows, "aggregate-stats", "aggregate", "cpu_ns_per_fault_t1")
-    if cost is not None:
-        extra["stats_cost_ns"] = cost
-    log("streaming at the host's highest allocation rate (mmap MAP_POPULATE, all CPUs) ...")
-    extra["stream_max"] = result["stream_max"] = run.stream_at_max_rate(threads[-1], log)
-    extra["empty_compile_s"] = result["empty_compile_s"] = run.empty_compile_s()
-    if not a.skip_workload:
-        import tempfile
-
-        wdir = Path(tempfile.mkdtemp(prefix="cmaprof-bench-wl-"))
-        try:
-            extra["workload"] = result["workload"] = workload.run_pairs(wdir, a.pairs, log=log)
-        finally:
-            import shutil
-
-            shutil.rmtree(wdir, ignore_errors=True)
+    extra = _extras(a, rows, threads, result)
     text = [
         (
             f"page-fault microbenchmark: {a.rounds} interleaved rounds, {a.mib} MiB x "
@@ -99,31 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             f"rounds of mode / its adjacent untraced runs (IQR of that ratio)"
         ),
         run.table(summary, threads),
+        *_pipeline_and_scale(a, result),
     ]
-    log("streaming pipeline capacity (user space, one core) ...")
-    result["pipeline"] = scale.pipeline_capacity()
-    pc = result["pipeline"]
-    text.append(
-        f"\nstreaming pipeline (batches -> Arrow -> IPC chunk on disk, one core): "
-        f"{pc['events_per_s_to_chunks'] / 1e6:.2f} M events/s; chunks -> Parquet "
-        f"{pc['events_per_s_to_parquet'] / 1e6:.2f} M events/s"
-    )
-    if not a.skip_scale:
-        log(f"analysis at scale: generating {a.events} events ...")
-        gen = Path(os.environ.get("BENCH_SCALE_DIR", "/tmp")) / "cmaprof-bench-scale"
-        try:
-            result["scale"] = scale.analysis_at_scale(gen, a.events)
-        finally:
-            import shutil
-
-            shutil.rmtree(gen, ignore_errors=True)
-        s = result["scale"]
-        text.append(
-            f"analysis at scale ({s['events']} generated events): load+decode "
-            f"{s['load_s']:.2f} s, report {s['report_s']:.2f} s (CLI {s['report_cli_s']:.2f} s), "
-            f"compare CLI {s['compare_cli_s']:.2f} s (exit {s['compare_exit']}), "
-            f"{s['bytes_per_event']:.2f} bytes/event on disk"
-        )
     result["machine_end"] = run.machine()
     if "scale" in result:
         extra["scale"] = result["scale"]
@@ -134,17 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         targets.table(tg),
         "",
     ]
-    w = result.get("workload")
-    if w:
-        text.append(
-            f"real workload: {w['what']}; untraced median {w['untraced_median_s']:.2f} s; "
-            f"cmaprof record (default, counting before the build starts) / untraced per "
-            f"pair: median {w['median']:.3f}, range {w['min']:.3f}..{w['max']:.3f} "
-            f"({w['runs']} interleaved pairs); the build's CPU time: median "
-            f"{w['cpu_median']:.3f}, range {w['cpu_min']:.3f}..{w['cpu_max']:.3f}; "
-            f"cmaprof's own CPU time per recording (start-up included): median "
-            f"{w['cmaprof_cpu_median_s']:.2f} s"
-        )
+    if result.get("workload"):
+        text.append(_workload_text(result["workload"]))
     text.append(
         "bpftrace variants: bpftrace = "
         + tracers_prog("BPFTRACE_PROG")
