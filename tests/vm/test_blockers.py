@@ -318,3 +318,10 @@ def test_report_names_the_blocking_pages_stack(guest):
     texts = [x for p in files for x in _texts_of(p)] + list(report_outputs(rec_dir, False).items())
     hits = [h for label, x in texts for h in kernel_address_hits(label, x)]
     assert not hits, "\n".join(hits[:10])
+
+
+def test_phases_add_up_for_every_call(guest):
+    """The failed -EBUSY call among them: phases + unattributed == latency, nothing lost."""
+    from tests.vm.phase_check import assert_phases_add_up
+
+    assert_phases_add_up(guest.out / "rec")

@@ -35,6 +35,7 @@ from cmaprof.analysis.layout import df_cma_layout, df_layout
 from tests.vm.conftest import fill_script
 from tests.vm.layout_check import SAVE_SCRIPT as SAVE_LAYOUT
 from tests.vm.layout_check import assert_layout_is_the_kernels
+from tests.vm.phase_check import assert_phases_add_up
 
 pytestmark = pytest.mark.vm
 
@@ -207,3 +208,8 @@ def test_layout_is_the_kernels_on_two_nodes(guest):
         df_layout(rec), df_cma_layout(rec), guest.read("zoneinfo"), guest.read("cma_debugfs")
     )
     assert {0, 1} <= set(df_layout(rec)["node"].astype(int))
+
+
+def test_phases_add_up_for_every_call(guest):
+    """The killed, refused and too-large calls too: phases + unattributed == latency."""
+    assert_phases_add_up(guest.out / "rec")

@@ -40,6 +40,7 @@ from tests.conftest import run_cli
 from tests.vm.conftest import fill_script
 from tests.vm.layout_check import SAVE_SCRIPT as SAVE_LAYOUT
 from tests.vm.layout_check import assert_layout_is_the_kernels
+from tests.vm.phase_check import assert_phases_add_up
 
 pytestmark = pytest.mark.vm
 
@@ -243,3 +244,8 @@ def test_layout_is_the_kernels_on_one_node(guest):
     assert_layout_is_the_kernels(
         df_layout(rec), df_cma_layout(rec), guest.read("zoneinfo"), guest.read("cma_debugfs")
     )
+
+
+def test_phases_add_up_for_every_call(guest):
+    """Beside perf and trace-cmd: phases + unattributed == latency, nothing lost."""
+    assert_phases_add_up(guest.out / "rec")

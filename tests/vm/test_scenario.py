@@ -37,6 +37,7 @@ import pytest
 from cmaprof.guest import kernel_version
 from tests.conftest import cmaprof_cmd, run_cli
 from tests.vm.conftest import vm_reason
+from tests.vm.phase_check import assert_phases_add_up
 
 pytestmark = pytest.mark.vm
 
@@ -230,6 +231,13 @@ def test_movable_cma_alloc_succeeds(movable):
     asked = movable.cma(1, "maxchunk")
     assert movable.cma(2, "used") - movable.cma(1, "used") == asked
     assert movable.cma(2, "alloc_pages_success") - movable.cma(1, "alloc_pages_success") == asked
+
+
+def test_phases_add_up_for_every_call(stock, movable):
+    """Both layouts' calls (the failed and the succeeding 65353-page one): phases +
+    unattributed == latency, nothing lost."""
+    for side in (stock, movable):
+        assert_phases_add_up(side.rec)
 
 
 def test_compare_report_written(exp):
