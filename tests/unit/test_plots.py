@@ -224,3 +224,21 @@ def test_utilisation_marks_each_call_at_the_size_it_asked_for():
     want = calls["pages_requested"].iloc[0] / side.recordings[0].meta["cma_areas"][0]["count"]
     assert list(fail.get_ydata()) == pytest.approx([want * 100])
     assert 0 < want * 100 < 100
+
+
+@pytest.mark.parametrize("name", list(plots.SIDE_PLOTS))
+def test_a_title_line_of_full_width_still_fits(name, monkeypatch):
+    """The longest second title line (kernel; layouts; workload) make demo gives: the
+    failure-cause title was cut at the right when drawn over its (narrower) axes."""
+    from cmaprof.analysis.compare import Side
+
+    demo = "cmaprof workload snapshot:owners=0..."
+    monkeypatch.setattr(Side, "workload", property(lambda s: demo))
+    monkeypatch.setattr(
+        Side,
+        "layout",
+        property(lambda s: "CMA in Movable" if "movable" in s.name else "CMA in DMA32"),
+    )
+    paths = HAS_DATA[name] + ([] if MOVABLE in HAS_DATA[name] else [MOVABLE])
+    fn, _ = plots.SIDE_PLOTS[name]
+    _titles_fit(fn([load_side(p) for p in paths]))
