@@ -179,9 +179,7 @@ def phase(opts: VmOptions, booted: bool) -> str:
         return "booting the guest"
     cmd = one_line(opts.command)
     cmd = cmd if len(cmd) <= 40 else cmd[:37] + "..."
-    if any("cmaprof" in part and "record" in part.split() for part in opts.command) or (
-        "record" in opts.command
-    ):  # `cmaprof record ...` or a script running it (the experiment's)
+    if any("record" in part.split() for part in opts.command):  # or a script running it
         return f"running {cmd}; BCC compiles the probes first (minutes under TCG)"
     return f"running {cmd}"
 

@@ -34,6 +34,11 @@ def test_phase_says_what_the_guest_does():
     assert "BCC compiles the probes" in vm.phase(opts, booted=True)
     long = vm.VmOptions(kernel=Path("bzImage"), command=["sh", "-c", "x" * 80])
     assert len(vm.phase(long, booted=True)) <= len("running ") + 40
+    assert "BCC" not in vm.phase(long, booted=True)
+    from cmaprof.experiment import GUEST_SCRIPT
+
+    exp = vm.VmOptions(kernel=Path("bzImage"), command=["sh", "-c", GUEST_SCRIPT, "sh", "run"])
+    assert "BCC compiles the probes" in vm.phase(exp, booted=True)  # the experiment's script
 
 
 def test_heartbeat_while_silent(tmp_path, monkeypatch):
