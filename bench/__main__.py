@@ -44,7 +44,18 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         default=env("BENCH_GUEST_MANIFEST"),
         help="target 6 from the iterations of a `cmaprof experiment` run (its experiment.json)",
     )
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.guest_manifest:  # read it now, not after the rounds: a bad path loses nothing
+        from bench import targets
+
+        try:
+            targets.guest_iterations(a.guest_manifest)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            p.error(
+                f"--guest-manifest {a.guest_manifest}: not an experiment.json with runs "
+                f"({exc}); give the experiment.json a `cmaprof experiment` or `make demo` wrote"
+            )
+    return a
 
 
 def _log(s: str) -> None:

@@ -16,8 +16,8 @@ What it does (root needed, as for ``record``):
    ``/proc/PID/status``) every ``--sample`` seconds until ``--duration`` seconds of load;
 5. stops the hammers, SIGINTs the recording, loads it and prints (and writes as JSON):
    RSS min/median/max and growth (median of the last quarter of the samples against the
-   median of the first quarter), the events seen (``page_alloc_raw`` run count from
-   bpf_stats, and traced pages), lost and dropped counts, the check of traced pages
+   median of the first quarter), the events seen (the page_alloc program's run count in
+   the bpf_stats windows, and traced pages), lost and dropped counts, the check of traced pages
    against ``/proc/vmstat``, and the recording's size per interval under load against
    idle intervals (it must grow with intervals, not with events).
 
@@ -129,7 +129,8 @@ def summarize(out: Path, samples: list[tuple[float, int]], load_from_ns: int) ->
     meta = rec.meta
     rss = [kib for _, kib in samples]
     first_q, last_q = _quarter_median(rss, False), _quarter_median(rss, True)
-    stats = (meta.get("bpf_stats") or {}).get("page_alloc_raw") or {}
+    program = (meta.get("page_alloc") or {}).get("program") or "page_alloc_raw"
+    stats = (meta.get("bpf_stats") or {}).get(program) or {}
     pa = rec.df_page_alloc()
     ck = check.df_check(rec)
     vm_rows = ck[ck["counter"].astype(str).str.startswith("pgalloc_") & (ck["traced"] > 0)]
@@ -150,6 +151,7 @@ def summarize(out: Path, samples: list[tuple[float, int]], load_from_ns: int) ->
         "rss_kib_last_quarter_median": last_q,
         "rss_growth_pct": 100.0 * (last_q - first_q) / first_q,
         "rss_growth_max_over_first_pct": 100.0 * (max(rss) - rss[0]) / rss[0],
+        "program": program,
         "events_bpf_run_cnt": int(stats.get("run_cnt", 0)),
         "bpf_ns_per_event": (stats["run_time_ns"] / stats["run_cnt"])
         if stats.get("run_cnt")
@@ -225,7 +227,7 @@ def text(res: dict) -> str:
             f"max {res['rss_kib_max']}  growth {res['rss_growth_pct']:+.2f}% "
             f"(last vs first quarter medians)"
         ),
-        f"  events: page_alloc_raw ran {res['events_bpf_run_cnt']} times"
+        f"  events: {res['program']} ran {res['events_bpf_run_cnt']} times in the bpf_stats windows"
         + (f" ({res['bpf_ns_per_event']:.0f} ns each)" if res["bpf_ns_per_event"] else "")
         + f"; traced {res['traced_allocs']} allocations, {res['traced_pages']} pages",
         f"  lost {lost}  dropped {res['dropped'] or 'none'}",

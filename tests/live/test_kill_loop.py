@@ -42,6 +42,9 @@ OUR_PROGS = {
     n[:15]
     for n in (
         "page_alloc_raw",
+        "page_alloc_btf",
+        "stream_raw",
+        "stream_btf",
         "calib_raw",
         "tracepoint__migrate__mm_migrate_pages",
         "tracepoint__migrate__mm_migrate_pages_start",
