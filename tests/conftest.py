@@ -36,6 +36,10 @@ def cmaprof_cmd() -> list[str]:
 
 
 def run_cli(*args: str, check: bool = False, **kw: object) -> subprocess.CompletedProcess:
+    """Run the CLI; a crash (SIGABRT, SIGSEGV) prints its Python stacks (faulthandler)."""
+    env = dict(kw.pop("env", None) or os.environ)  # type: ignore[call-overload]
+    env.setdefault("PYTHONFAULTHANDLER", "1")
+    kw["env"] = env
     return subprocess.run(
         cmaprof_cmd() + list(args), capture_output=True, text=True, check=check, **kw
     )  # type: ignore[call-overload]

@@ -225,7 +225,7 @@ def test_foreign_or_empty_input_is_one_clear_error(
     p = tmp_path / "in.txt"
     p.write_bytes(content)
     r = run_cli("import", str(p), "--formats", str(G / "formats"), "-o", str(tmp_path / "r"))
-    assert r.returncode == 2
+    assert r.returncode == 2, r.stderr
     assert needle in r.stderr and str(p) in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()

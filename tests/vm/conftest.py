@@ -141,6 +141,17 @@ class Guest:
     def logfiles(self) -> list[Path]:
         return sorted(self.logs.glob("console-*.log"))
 
+    def failure(self, lines: int = 40) -> str:
+        """Why the guest run failed, for an assertion message: its status and the end of
+        its stderr (``vm run`` says the cause last), then the end of the console log."""
+        tail = "\n".join(self.stderr.rstrip().splitlines()[-lines:])
+        console = self.logfiles()
+        con = ""
+        if console:
+            text = console[-1].read_text(errors="replace").rstrip().splitlines()
+            con = f"\n--- end of {console[-1]} ---\n" + "\n".join(text[-lines:])
+        return f"guest status {self.returncode} after {self.seconds:.0f} s; end of stderr:\n{tail}{con}"
+
 
 def boot(
     tmp_path_factory,

@@ -136,7 +136,7 @@ def guest(vm_boot):
         SCRIPT,
         timeout_s=2400,  # BCC's compile under TCG: minutes, more on a loaded host
     )
-    assert g.returncode == 0, g.stderr
+    assert g.returncode == 0, g.failure()
     assert g.read("record.status").strip() == "0", g.read("record.err")
     return g
 

@@ -108,7 +108,7 @@ VM_ARGS = [
 @pytest.fixture(scope="module")
 def guest(vm_boot):
     g = vm_boot("causes", VM_ARGS, SCRIPT, timeout_s=2400)
-    assert g.returncode == 0, g.stderr
+    assert g.returncode == 0, g.failure()
     assert g.read("record.status").strip() == "0", g.read("record.err")
     return g
 

@@ -81,7 +81,7 @@ awk '$2 ~ /^[Tt]$/ {print $3}' /proc/kallsyms >"$out/kallsyms.txt"
 def guest(vm_boot):
     # BCC's compile under TCG takes minutes on a loaded 2-core machine
     g = vm_boot("cma", ["--cma", "256M", "--memory", "2G"], SCRIPT, timeout_s=1800)
-    assert g.returncode == 0, g.stderr
+    assert g.returncode == 0, g.failure()
     assert g.read("record.status").strip() == "0", g.read("record.err")
     return g
 

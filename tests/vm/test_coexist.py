@@ -134,7 +134,7 @@ exit 0
 @pytest.fixture(scope="module")
 def guest(vm_boot):
     g = vm_boot("coexist", ["--cma", "256M", "--memory", "2G"], SCRIPT, timeout_s=1800)
-    assert g.returncode == 0, g.stderr
+    assert g.returncode == 0, g.failure()
     assert g.read("record.status").strip() == "0", g.read("record.err")
     return g
 
