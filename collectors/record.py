@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import pyarrow as pa
+
 from cmaprof.collectors import bpfmodule, tracefs
 from cmaprof.collectors import procfs as live_procfs
 from cmaprof.collectors.base import CollectorContext
@@ -242,6 +244,7 @@ class _Run:
         if opts.command:
             self.child = subprocess.Popen(opts.command)
             self.flag.child = self.child
+            self.session.page.workload_tgid = self.child.pid
             print(
                 f"cmaprof: recording system-wide while {' '.join(opts.command)} runs "
                 f"(pid {self.child.pid})",
@@ -384,10 +387,14 @@ def _finish(writer: RecordingWriter, meta: Metadata, session: Session | None) ->
         writer.write_table("page_alloc", cube_to_table({}))
         writer.write_table("page_alloc_fail", schema.to_table("page_alloc_fail", {}))
     else:
+        finals: dict[str, pa.Table] = {}
         for c in session.collectors:
             for name, table in c.final_tables().items():
-                writer.write_table(name, table)
+                # ``stacks``: one table, the rows of every stack map (page_alloc, blockers)
+                finals[name] = pa.concat_tables([finals[name], table]) if name in finals else table
             c.metadata(meta, True)
+        for name, table in finals.items():
+            writer.write_table(name, table)
         bpf = session.bpf
         session.stats.stop()
         meta.bpf_stats_sampling = session.stats.as_metadata()

@@ -59,7 +59,7 @@ class RecordOptions:
     skip_unavailable: bool = False
     #: ``--events`` specs (collectors/stream.py syntax): per-event streams to record.
     events: list[str] = field(default_factory=list)
-    #: ``--by`` keys (collectors/blockers.py BY_KEYS); only ``stack`` works today.
+    #: ``--by`` keys (collectors/page_alloc_by.py BY_KEYS).
     by: list[str] = field(default_factory=list)
 
 
@@ -288,7 +288,7 @@ def prepare(
     if opts.probes is not None:
         meta.probes_requested = list(opts.probes)
         meta.skip_unavailable = opts.skip_unavailable
-    from cmaprof.collectors.blockers import by_defines
+    from cmaprof.collectors.page_alloc_by import by_defines
 
     by = by_defines(opts.by, names, meta.probes_unavailable)
     opts.probe_options = {**opts.probe_options, **by}
