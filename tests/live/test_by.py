@@ -147,16 +147,32 @@ def run(tmp_path_factory):
 
 
 def test_pages_per_comm_and_tgid_equal_perfs(run):
+    """Exact, less the events our program missed: a tracepoint hit while the BPF program
+    runs on the same CPU (an interrupt's allocation amid ours) is skipped by the kernel
+    and counted in the program's recursion_misses (metadata ``lost``); such an
+    allocation counts for the interrupted task, possibly byfault. Seen once in 12 runs."""
     from cmaprof.analysis import load
 
     rec_dir, events, _ = run
-    perf = collections.Counter((c, t) for c, t, p, _ in events for _ in range(p))
-    ours_df = load(rec_dir).df_page_alloc_by()
-    mine = {k: v for k, v in perf.items() if k[0] == COMM}
-    assert mine and sum(mine.values()) >= MIB * 256, f"perf saw {mine} for {COMM}"
-    got = ours_df[ours_df["comm"] == COMM].groupby("tgid")["pages"].sum().to_dict()
-    print(f"{COMM}: perf {mine}, cmaprof {got}; all comms: perf {sum(perf.values())} pages")
-    assert {(COMM, int(t)): int(p) for t, p in got.items()} == mine, (got, mine)
+    rec = load(rec_dir)
+    perf_pages = collections.Counter()
+    perf_allocs = collections.Counter()
+    for c, t, p, _ in events:
+        if c == COMM:
+            perf_pages[t] += p
+            perf_allocs[t] += 1
+    by = rec.df_page_alloc_by()
+    mine = by[by["comm"] == COMM].groupby("tgid")[["allocs", "pages"]].sum()
+    missed = sum(rec.meta.lost.values())
+    msg = f"{COMM}: perf pages {dict(perf_pages)}, cmaprof {mine.to_dict()}, missed {missed}"
+    print(msg)
+    assert len(perf_pages) == 1 and sum(perf_pages.values()) >= MIB * 256, msg
+    assert [int(t) for t in mine.index] == list(perf_pages), msg
+    (tgid,) = perf_pages
+    gap = perf_allocs[tgid] - int(mine.loc[tgid, "allocs"])
+    assert 0 <= gap <= missed, msg
+    if missed == 0:
+        assert int(mine.loc[tgid, "pages"]) == perf_pages[tgid], msg
 
 
 def test_by_totals_plus_overflow_equal_the_cube(run):
