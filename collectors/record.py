@@ -381,19 +381,28 @@ def _snapshot(
     return procfs.parse_vmstat(vm_text, f"/proc/vmstat ({which})")
 
 
+def merge_tables(parts: list[dict[str, pa.Table]]) -> dict[str, pa.Table]:
+    """The collectors' final tables by name; a name two collectors write (``stacks``:
+    the page_alloc and blockers stack maps, told apart by its ``map`` column) is one
+    table of both's rows."""
+    out: dict[str, pa.Table] = {}
+    for part in parts:
+        for name, table in part.items():
+            out[name] = pa.concat_tables([out[name], table]) if name in out else table
+    return out
+
+
 def _finish(writer: RecordingWriter, meta: Metadata, session: Session | None) -> None:
     """Write the final tables and complete metadata."""
     if session is None:
         writer.write_table("page_alloc", cube_to_table({}))
         writer.write_table("page_alloc_fail", schema.to_table("page_alloc_fail", {}))
     else:
-        finals: dict[str, pa.Table] = {}
+        parts = []
         for c in session.collectors:
-            for name, table in c.final_tables().items():
-                # ``stacks``: one table, the rows of every stack map (page_alloc, blockers)
-                finals[name] = pa.concat_tables([finals[name], table]) if name in finals else table
+            parts.append(c.final_tables())
             c.metadata(meta, True)
-        for name, table in finals.items():
+        for name, table in merge_tables(parts).items():
             writer.write_table(name, table)
         bpf = session.bpf
         session.stats.stop()
