@@ -31,6 +31,8 @@ MODES = (
     "untraced",
     "aggregate",
     "aggregate-stats",
+    "aggregate-by-comm",
+    "aggregate-by-stack",
     "stream",
     "bpftrace",
     "bpftrace-simple",
