@@ -34,8 +34,10 @@ BY_KEYS = {
     "tgid": ("PA_BY_TGID", "the page_alloc cube by process id (tgid)"),
     "stack": (
         "PA_BY_STACK",
-        "the page_alloc cube by kernel stack; with the blockers probe, also the "
-        "placing allocation of each CMA page",
+        (
+            "the page_alloc cube by kernel stack; with the blockers probe, also the "
+            "placing allocation of each CMA page"
+        ),
     ),
 }
 KEY_FIELDS = [f for f, _ in schema.PAGE_ALLOC_KEYS]

@@ -87,8 +87,8 @@ def record(
           cmaprof workload cma-alloc:pages=100%maxchunk
       cmaprof record -o out/e -d 5 --events page_alloc:zone=Normal,sample=10
     """
-    from cmaprof.collectors.record import RecordOptions
     from cmaprof.collectors.page_alloc_by import parse_by
+    from cmaprof.collectors.record import RecordOptions
     from cmaprof.collectors.record import record as do_record
 
     if not command and duration is None:
