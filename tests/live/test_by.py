@@ -27,17 +27,15 @@ The checks:
 from __future__ import annotations
 
 import collections
-import json
 import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmaprof_cmd
+from tests.conftest import start_record
 
 MIB = 96
 COMM = "byfault"
@@ -74,22 +72,6 @@ def _build(tmp: Path) -> Path:
     return binary
 
 
-def _start_cmaprof(out: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        cmaprof_cmd() + ["record", "-o", str(out), "--by", "comm,tgid,stack"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    meta = out / "metadata.json"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if meta.exists() and json.loads(meta.read_text()).get("counting_started"):
-            return proc
-        time.sleep(0.1)
-    proc.kill()
-    pytest.fail(f"cmaprof record --by did not start counting: {proc.communicate()[1]}")
-
-
 def parse_perf_script(text: str) -> list[tuple[str, int, int, tuple[str, ...]]]:
     """(comm, tid, pages, kernel callchain function names innermost first) of each
     ``kmem:mm_page_alloc`` event with a page (failed allocations, pfn -1, left out)."""
@@ -118,7 +100,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("by")
     binary = _build(tmp)
     rec = tmp / "rec"
-    cm = _start_cmaprof(rec)
+    cm = start_record(rec, "--by", "comm,tgid,stack")
     try:
         data = tmp / "perf.data"
         perf = subprocess.run(
