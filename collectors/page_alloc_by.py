@@ -53,18 +53,21 @@ def parse_by(text: str | None) -> list[str]:
     return out
 
 
+#: ``--by-entries`` bounds: a key is 40 bytes per CPU, a stack PA_STACK_DEPTH * 8 bytes.
+MAX_ENTRIES = 1 << 20
+
+
 def by_defines(
-    by: list[str], probes_chosen: list[str], unavailable: dict[str, str] | None = None
+    by: list[str], probes_chosen: list[str], entries: int | None = None
 ) -> dict[str, int]:
     """The ``-D`` options of ``record --by KEY,...``: ``PA_BY_<KEY>=1`` for each key,
     and ``BLK_BY_STACK=1`` for ``stack`` when the blockers probe runs.
 
     :param probes_chosen: the probes of this recording (page_alloc is always one).
-    :param unavailable: probe -> why it is off (metadata ``probes_unavailable``); kept
-        for the caller's signature, the blockers probe being optional for ``stack``.
-    :raises BadInput: an unknown key.
+    :param entries: ``--by-entries``: keys of ``page_alloc_by`` and stacks of
+        ``pa_stacks`` (None: the events.h defaults, PA_BY_ENTRIES, PA_STACK_ENTRIES).
+    :raises BadInput: an unknown key; ``--by-entries`` without ``--by`` or out of range.
     """
-    del unavailable
     for key in by:
         if key not in BY_KEYS:
             raise BadInput(
@@ -74,6 +77,14 @@ def by_defines(
     out = {BY_KEYS[k][0]: 1 for k in by}
     if "stack" in by and "blockers" in probes_chosen:
         out["BLK_BY_STACK"] = 1
+    if entries is not None:
+        if not by:
+            raise BadInput("--by-entries sizes the tables of --by: give --by KEY too")
+        if not 1 <= entries <= MAX_ENTRIES:
+            raise BadInput(f"--by-entries {entries}: give 1 to {MAX_ENTRIES}")
+        out["PA_BY_ENTRIES"] = entries
+        if "stack" in by:
+            out["PA_STACK_ENTRIES"] = entries
     return out
 
 

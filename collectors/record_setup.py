@@ -61,6 +61,8 @@ class RecordOptions:
     events: list[str] = field(default_factory=list)
     #: ``--by`` keys (collectors/page_alloc_by.py BY_KEYS).
     by: list[str] = field(default_factory=list)
+    #: ``--by-entries``: keys of page_alloc_by and stacks of pa_stacks (None: defaults).
+    by_entries: int | None = None
 
 
 class StopFlag:
@@ -290,7 +292,7 @@ def prepare(
         meta.skip_unavailable = opts.skip_unavailable
     from cmaprof.collectors.page_alloc_by import by_defines
 
-    by = by_defines(opts.by, names, meta.probes_unavailable)
+    by = by_defines(opts.by, names, opts.by_entries)
     opts.probe_options = {**opts.probe_options, **by}
     stream_req = _stream_request(opts.events, tfs)
     if stream_req[0] is not None:

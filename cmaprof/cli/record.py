@@ -60,10 +60,18 @@ import click
     metavar="KEY,...",
     help="also key the page_alloc cube by KEY (comm, tgid, stack; combinable; off by "
     "default) into tables/page_alloc_by, aggregated in the kernel (a hash of "
-    "PA_BY_ENTRIES keys, 16384; events that find it full are counted, never lost). "
+    "--by-entries keys; events that find it full are counted, never lost). "
     "stack: the kernel stack of each allocation, symbolised at the end into "
     "tables/stacks; with the blockers probe also the stack of the allocation that "
     "placed each CMA page. Example: --by comm,stack",
+)
+@click.option(
+    "--by-entries",
+    "by_entries",
+    type=int,
+    metavar="N",
+    help="with --by: keys of the in-kernel table (and stacks of its stack map with "
+    "stack) [default: 16384]; events beyond are counted as overflow",
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
@@ -75,6 +83,7 @@ def record(
     skip_unavailable: bool,
     events: tuple[str, ...],
     by: str | None,
+    by_entries: int | None,
     command: tuple[str, ...],
 ) -> None:
     """Record system-wide for -d SECONDS, until Ctrl-C, or while COMMAND runs.
@@ -104,6 +113,7 @@ def record(
             skip_unavailable=skip_unavailable,
             events=list(events),
             by=parse_by(by),
+            by_entries=by_entries,
         )
     )
     click.echo(f"cmaprof: recording written to {output}", err=True)

@@ -211,3 +211,36 @@ def test_no_kernel_address_in_the_recording(run, tmp_path):
     res = scan_outputs(rec_dir, tmp_path)
     assert res["files"] > 10
     assert (rec_dir / "tables" / "stacks.parquet").exists()
+
+
+def test_a_full_table_is_counted_as_overflow(tmp_path):
+    """``--by-entries 8``: the table fills at once; what did not fit is in the overflow
+    counts, and the totals still add up to the cube's exactly."""
+    from cmaprof.analysis import load
+    from tests.conftest import run_cli
+
+    res = run_cli("record", "-o", str(tmp_path / "r"), "--by", "comm,stack", "--by-entries", "8",
+                  "-d", "1")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rec = load(tmp_path / "r")
+    by, cube, info = rec.df_page_alloc_by(), rec.df_page_alloc(), rec.meta.page_alloc.by
+    assert info.max_entries == 8 and info.entries_used == len(by) <= 8
+    assert info.overflow_allocs > 0 and info.overflow_pages >= info.overflow_allocs
+    assert int(by["pages"].sum()) + info.overflow_pages == int(cube["pages"].sum())
+    assert int(by["allocs"].sum()) + info.overflow_allocs == int(cube["allocs"].sum())
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--by", "pid"], "--by pid: unknown key; known: comm, tgid, stack"),
+        (["--by-entries", "10"], "--by-entries sizes the tables of --by: give --by KEY too"),
+        (["--by", "comm", "--by-entries", "0"], "--by-entries 0: give 1 to"),
+    ],
+)
+def test_bad_by_is_refused_before_any_file(tmp_path, args, error):
+    from tests.conftest import run_cli
+
+    res = run_cli("record", "-o", str(tmp_path / "r"), *args, "-d", "1")
+    assert res.returncode == 2 and error in res.stderr, res.stderr
+    assert not (tmp_path / "r").exists()

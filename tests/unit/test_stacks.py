@@ -169,9 +169,16 @@ def test_by_option_checks():
         "BLK_BY_STACK": 1,
     }
     # without the blockers probe, --by stack keys the page_alloc cube only
-    assert by.by_defines(["stack"], ["page_alloc"], {"blockers": "kernel lacks cma"}) == {
-        "PA_BY_STACK": 1
+    assert by.by_defines(["stack"], ["page_alloc"]) == {"PA_BY_STACK": 1}
+    assert by.by_defines(["stack"], ["page_alloc"], 64) == {
+        "PA_BY_STACK": 1,
+        "PA_BY_ENTRIES": 64,
+        "PA_STACK_ENTRIES": 64,
     }
+    with pytest.raises(BadInput, match="--by-entries sizes the tables of --by: give --by"):
+        by.by_defines([], ["page_alloc"], 64)
+    with pytest.raises(BadInput, match="--by-entries 0: give 1 to"):
+        by.by_defines(["comm"], ["page_alloc"], 0)
     assert by.by_defines(["comm", "tgid"], ["page_alloc"]) == {"PA_BY_COMM": 1, "PA_BY_TGID": 1}
     with pytest.raises(BadInput, match="--by pid: unknown key; known: comm, tgid, stack"):
         by.by_defines(["pid"], ["blockers"])
