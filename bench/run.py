@@ -31,6 +31,8 @@ MODES = (
     "untraced",
     "aggregate",
     "aggregate-stats",
+    "aggregate-by-comm",
+    "aggregate-by-stack",
     "stream",
     "bpftrace",
     "bpftrace-simple",
@@ -123,7 +125,7 @@ def run_rounds(
                 }
                 rows.append(row)
                 log(
-                    f"round {r + 1}/{rounds} {mode:<9} "
+                    f"round {r + 1}/{rounds} {mode:<18} "
                     + " ".join(
                         f"t{t}={v['ns_per_fault']:.0f}ns cpu={v['cpu_ns_per_fault']:.0f}ns"
                         for t, v in timings.items()
@@ -205,7 +207,7 @@ def table(summary: pd.DataFrame, thread_counts: tuple[int, ...]) -> str:
     for kind, what in (("cpu_", "CPU time per fault"), ("", "wall time per fault")):
         lines.append(f"{what} (ns) and its ratio to untraced (IQR of the ratio)")
         lines.append(
-            f"{'mode':<16}"
+            f"{'mode':<18}"
             + "".join(f" {'t' + str(t):>10} {'ratio':>6} {'IQR':>11}" for t in thread_counts)
         )
         for r in summary.to_dict(orient="records"):
@@ -216,10 +218,10 @@ def table(summary: pd.DataFrame, thread_counts: tuple[int, ...]) -> str:
                     f" {r[f'{kind}median_ns_t{t}']:>10.0f} {r[f'{kind}ratio_t{t}']:>6.3f}"
                     f" {f'{lo:.2f}-{hi:.2f}':>11}"
                 )
-            lines.append(f"{r['mode']:<16}{cells}")
+            lines.append(f"{r['mode']:<18}{cells}")
         lines.append("")
     lines.append(
-        f"{'mode':<16} {'ready_s':>7} {'bpf_ns/ev':>9} {'rss_MiB':>7} {'seen':>9} "
+        f"{'mode':<18} {'ready_s':>7} {'bpf_ns/ev':>9} {'rss_MiB':>7} {'seen':>9} "
         f"{'written':>9} {'lost':>6} {'dropped':>7}"
     )
 
@@ -234,7 +236,7 @@ def table(summary: pd.DataFrame, thread_counts: tuple[int, ...]) -> str:
             continue
         rss = d["peak_rss_kib"] / 1024 if d["peak_rss_kib"] is not None else None
         lines.append(
-            f"{d['mode']:<16} {f(d['ready_s'], '.2f'):>7} {f(d['bpf_ns_per_event'], '.0f'):>9} "
+            f"{d['mode']:<18} {f(d['ready_s'], '.2f'):>7} {f(d['bpf_ns_per_event'], '.0f'):>9} "
             f"{f(rss, '.0f'):>7} {f(d['events_seen'], 'd'):>9} {f(d['events_written'], 'd'):>9} "
             f"{f(d['events_lost'], 'd'):>6} {f(d['events_dropped'], 'd'):>7}"
         )

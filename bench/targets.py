@@ -27,6 +27,8 @@ ITERATION_MAX_S = 180.0
 LOAD_MAX_S = 1.5
 REPORT_MAX_S = 0.5
 BPFTRACE_MODES = ("bpftrace", "bpftrace-simple")
+#: record --by keys measured (modes aggregate-by-KEY; issue 17 item 4)
+BY_KEYS = ("comm", "stack")
 
 
 @dataclass(frozen=True)
@@ -267,7 +269,30 @@ def _target_7(
     return out
 
 
-_TARGETS = (_target_1, _target_2, _target_3, _target_4, _target_5, _target_6, _target_7)
+def _item_17_4(
+    m: dict[str, Mapping[str, Any]], threads: tuple[int, ...], extra: Mapping[str, Any]
+) -> list[Target]:
+    """17.4 the cost of record --by comm and --by stack against untraced (no target)"""
+    out: list[Target] = []
+    for t in threads:
+        r = {k: _num((m.get(f"aggregate-by-{k}") or {}).get(f"cpu_ratio_t{t}")) for k in BY_KEYS}
+        if all(v is None for v in r.values()):
+            continue
+        agg = _num((m.get("aggregate") or {}).get(f"cpu_ratio_t{t}"))
+        shown = " / ".join(f"{v:.3f}x" if v else "-" for v in r.values())
+        out.append(
+            Target(
+                "17.4", f"--by comm / --by stack, {t} thr", shown, "-", None,
+                "CPU/fault against untraced, paired by round"
+                + (f"; aggregate {agg:.3f}x" if agg else ""), info=True,
+            )
+        )  # fmt: skip
+    return out
+
+
+_TARGETS = (
+    _target_1, _target_2, _target_3, _target_4, _target_5, _target_6, _target_7, _item_17_4,
+)  # fmt: skip
 
 
 def evaluate(

@@ -11,6 +11,9 @@ ratios are untaxed by the stats clock reads), and the tracer's peak RSS.
 - ``aggregate-stats``: the same with bpf_stats on for the whole recording
   (``CMAPROF_BPF_STATS=always``): the program's run time per event (target 2), and
   against ``aggregate`` of the same round, what bpf_stats itself costs.
+- ``aggregate-by-comm``, ``aggregate-by-stack``: ``aggregate`` with ``record --by
+  comm`` or ``--by stack`` (the cube also keyed by process name, or by kernel stack
+  through bpf_get_stackid(): issue 17 item 4).
 - ``stream``: the same as ``aggregate`` plus ``--events page_alloc`` (every
   allocation as a row).
 - ``bpftrace``: a per-CPU count map on ``tracepoint:kmem:mm_page_alloc`` keyed by a
@@ -203,16 +206,23 @@ class Cmaprof(Tracer):
     """
 
     def __init__(
-        self, workdir: Path, stream: bool, stats: str | None = "off", name: str = ""
+        self,
+        workdir: Path,
+        stream: bool,
+        stats: str | None = "off",
+        name: str = "",
+        by: str = "",
     ) -> None:
         super().__init__(workdir)
         self.stream = stream
         self.stats = stats
+        self.by = by
         self.name = name or ("stream" if stream else "aggregate")
         self.out = workdir / f"rec-{self.name}"
 
     def argv(self) -> list[str]:
         a = [str(CMAPROF), "record", "-o", str(self.out), "--probes", "page_alloc"]
+        a += ["--by", self.by] if self.by else []
         return a + (["--events", "page_alloc"] if self.stream else [])
 
     def start(self, timeout_s: float = 300.0) -> None:
@@ -441,6 +451,8 @@ def make(mode: str, workdir: Path) -> Tracer | None:
         return Cmaprof(workdir, stream=mode == "stream")
     if mode == "aggregate-stats":
         return Cmaprof(workdir, stream=False, stats="always", name=mode)
+    if mode.startswith("aggregate-by-"):
+        return Cmaprof(workdir, stream=False, name=mode, by=mode.removeprefix("aggregate-by-"))
     classes: dict[str, type[Tracer]] = {
         "bpftrace": Bpftrace,
         "bpftrace-simple": BpftraceSimple,

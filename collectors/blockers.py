@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from cmaprof import probes
 from cmaprof.collectors.base import Collector, CollectorContext
-from cmaprof.errors import BadInput, EnvironmentProblem
+from cmaprof.errors import EnvironmentProblem
 from cmaprof.kernel.procfs import CmaArea
 from cmaprof.probes import abi
 from cmaprof.recording import derived, schema
@@ -299,43 +299,3 @@ class BlockersCollector(Collector):
             "stack_map_value_bytes": entries * depth * 8,
             "stacks_stored": self._stack_count,
         }
-
-
-#: ``record --by`` keys, and what each keys.
-BY_KEYS = {
-    "comm": "the page_alloc cube by process name",
-    "tgid": "the page_alloc cube by process id",
-    "stack": "the blockers probe's placing allocations by kernel stack",
-}
-
-
-def by_defines(
-    by: list[str], probes_chosen: list[str], unavailable: dict[str, str] | None = None
-) -> dict[str, int]:
-    """The ``-D`` options of ``record --by KEY,...``: ``stack`` is ``BLK_BY_STACK=1``.
-
-    :param unavailable: probe -> why it is off (metadata ``probes_unavailable``).
-
-    :raises BadInput: an unknown key; ``comm`` or ``tgid`` (the page_alloc cube keyed by
-        process is not built yet, issue 17 item 1); ``stack`` without the blockers probe.
-    """
-    for key in by:
-        if key not in BY_KEYS:
-            raise BadInput(f"--by {key}: unknown key; known: {', '.join(BY_KEYS)}")
-    later = [k for k in by if k in ("comm", "tgid")]
-    if later:
-        raise BadInput(
-            f"--by {','.join(later)}: {BY_KEYS[later[0]]} is not built yet (issue 17 "
-            f"item 1); only --by stack works today (the blocking CMA pages' placing "
-            f"allocations, by kernel stack): leave {','.join(later)} out"
-        )
-    if "stack" not in by:
-        return {}
-    if "blockers" not in probes_chosen:
-        why = (unavailable or {}).get("blockers", "not chosen")
-        raise BadInput(
-            "--by stack keeps the kernel stack of the allocation that placed each CMA "
-            f"page, in the blockers probe, which is off here ({why}): record without "
-            "--by stack, or with the blockers probe (--probes ...,blockers)"
-        )
-    return {"BLK_BY_STACK": 1}

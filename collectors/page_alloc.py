@@ -172,11 +172,16 @@ class PageAllocCollector(Collector):
         self.link_fd: int | None = None
         self.slots: np.ndarray | None = None
         self.slots_per_cpu = abi.CUBE_SLOTS
+        self.defines: dict[str, Any] = {}
+        #: ``record --by``: the command's pid (set by the recorder), the by metadata
+        self.workload_tgid: int | None = None
+        self._by_info: dict[str, Any] | None = None
 
     @classmethod
     def create(cls, ctx: CollectorContext) -> PageAllocCollector:
         c = cls(ctx.bpf, ctx.zones, ctx.cma_areas, ctx.err)
         c.slots_per_cpu = int(ctx.defines.get("CUBE_SLOTS", abi.CUBE_SLOTS))
+        c.defines = dict(ctx.defines)
         return c
 
     def configure(self) -> None:
@@ -194,8 +199,25 @@ class PageAllocCollector(Collector):
         return {"page_alloc": cube_to_table(self.last_delta, t_range)}
 
     def final_tables(self) -> dict[str, pa.Table]:
-        """The cube as read at the last interval, and the failed allocations."""
-        return {"page_alloc": cube_to_table(self.cube), "page_alloc_fail": self.read_fail()}
+        """The cube as read at the last interval, and the failed allocations; with
+        ``record --by``, ``page_alloc_by`` and its stacks (collectors/page_alloc_by.py)."""
+        out = {"page_alloc": cube_to_table(self.cube), "page_alloc_fail": self.read_fail()}
+        from cmaprof.collectors import page_alloc_by as by
+
+        keys = by.keys_of(self.defines)
+        if keys:
+            out["page_alloc_by"] = by.by_table(self.bpf, keys)
+            n_stacks = None
+            if "stack" in keys:
+                from cmaprof.collectors import stacks
+
+                out["stacks"] = stacks.stacks_table(self.bpf, by.STACK_MAP)
+                n_stacks = len(set(out["stacks"].column("stack_id").to_pylist()))
+            tgids = {"self_tgid": os.getpid(), "workload_tgid": self.workload_tgid}
+            self._by_info = by.by_info(
+                self.defines, out["page_alloc_by"], self.read_stats(), n_stacks, tgids
+            )
+        return out
 
     def metadata(self, meta: Metadata, final: bool) -> None:
         info = self.calibration.as_metadata()
@@ -214,6 +236,8 @@ class PageAllocCollector(Collector):
                 else 0,
                 **self.read_stats(),
             }
+        if self._by_info is not None:
+            info["by"] = self._by_info
         meta.page_alloc = PageAllocInfo.from_json(info)
 
     def calibrate(self) -> Calibration:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import pyarrow as pa
+
 from cmaprof.collectors import bpfmodule, tracefs
 from cmaprof.collectors import procfs as live_procfs
 from cmaprof.collectors.base import CollectorContext
@@ -242,6 +244,7 @@ class _Run:
         if opts.command:
             self.child = subprocess.Popen(opts.command)
             self.flag.child = self.child
+            self.session.page.workload_tgid = self.child.pid
             print(
                 f"cmaprof: recording system-wide while {' '.join(opts.command)} runs "
                 f"(pid {self.child.pid})",
@@ -378,16 +381,29 @@ def _snapshot(
     return procfs.parse_vmstat(vm_text, f"/proc/vmstat ({which})")
 
 
+def merge_tables(parts: list[dict[str, pa.Table]]) -> dict[str, pa.Table]:
+    """The collectors' final tables by name; a name two collectors write (``stacks``:
+    the page_alloc and blockers stack maps, told apart by its ``map`` column) is one
+    table of both's rows."""
+    out: dict[str, pa.Table] = {}
+    for part in parts:
+        for name, table in part.items():
+            out[name] = pa.concat_tables([out[name], table]) if name in out else table
+    return out
+
+
 def _finish(writer: RecordingWriter, meta: Metadata, session: Session | None) -> None:
     """Write the final tables and complete metadata."""
     if session is None:
         writer.write_table("page_alloc", cube_to_table({}))
         writer.write_table("page_alloc_fail", schema.to_table("page_alloc_fail", {}))
     else:
+        parts = []
         for c in session.collectors:
-            for name, table in c.final_tables().items():
-                writer.write_table(name, table)
+            parts.append(c.final_tables())
             c.metadata(meta, True)
+        for name, table in merge_tables(parts).items():
+            writer.write_table(name, table)
         bpf = session.bpf
         session.stats.stop()
         meta.bpf_stats_sampling = session.stats.as_metadata()

@@ -59,8 +59,10 @@ class RecordOptions:
     skip_unavailable: bool = False
     #: ``--events`` specs (collectors/stream.py syntax): per-event streams to record.
     events: list[str] = field(default_factory=list)
-    #: ``--by`` keys (collectors/blockers.py BY_KEYS); only ``stack`` works today.
+    #: ``--by`` keys (collectors/page_alloc_by.py BY_KEYS).
     by: list[str] = field(default_factory=list)
+    #: ``--by-entries``: keys of page_alloc_by and stacks of pa_stacks (None: defaults).
+    by_entries: int | None = None
 
 
 class StopFlag:
@@ -288,9 +290,9 @@ def prepare(
     if opts.probes is not None:
         meta.probes_requested = list(opts.probes)
         meta.skip_unavailable = opts.skip_unavailable
-    from cmaprof.collectors.blockers import by_defines
+    from cmaprof.collectors.page_alloc_by import by_defines
 
-    by = by_defines(opts.by, names, meta.probes_unavailable)
+    by = by_defines(opts.by, names, opts.by_entries)
     opts.probe_options = {**opts.probe_options, **by}
     stream_req = _stream_request(opts.events, tfs)
     if stream_req[0] is not None:

@@ -86,7 +86,39 @@ struct page_alloc_slot {
 /* Indexes of the per-CPU `page_alloc_stats` array (collectors/page_alloc.py). */
 #define PA_STAT_OVERFLOW 0	/* events counted in the hash: no free slot for the key */
 #define PA_STAT_NO_REGION 1	/* events counted in the hash: CPU id >= CUBE_CPUS */
+#define PA_STAT_BY_OVERFLOW_ALLOCS 2	/* record --by: events in the cube, not in page_alloc_by (full) */
+#define PA_STAT_BY_OVERFLOW_PAGES 3	/* record --by: their base pages */
 #define PA_NR_STATS 4
+
+/*
+ * record --by comm,tgid,stack (page_alloc.bpf.c, PA_BY_COMM/PA_BY_TGID/PA_BY_STACK):
+ * the cube also keyed by process and/or kernel stack, in the per-CPU hash
+ * page_alloc_by (PA_BY_ENTRIES keys; an event that finds it full is counted in
+ * PA_STAT_BY_OVERFLOW_*). A key part not asked for is 0. stack_id: the id in the
+ * stack map pa_stacks (PA_STACK_ENTRIES stacks of at most PA_STACK_DEPTH frames,
+ * innermost first), or bpf_get_stackid()'s negative errno.
+ */
+#ifndef PA_BY_ENTRIES
+#define PA_BY_ENTRIES 16384
+#endif
+#ifndef PA_STACK_ENTRIES
+#define PA_STACK_ENTRIES 16384
+#endif
+#ifndef PA_STACK_DEPTH
+#define PA_STACK_DEPTH 32
+#endif
+
+struct page_alloc_by_key {
+	struct page_alloc_key cube;
+	__u32 tgid;
+	__s32 stack_id;
+	char comm[16];
+};
+
+/* A value of pa_stacks: return addresses, innermost first, 0 after the last. */
+struct pa_stack {
+	__u64 ip[PA_STACK_DEPTH];
+};
 
 /* Failed allocations (page == NULL), counted apart. */
 struct page_alloc_fail_key {

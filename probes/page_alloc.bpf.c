@@ -39,9 +39,22 @@
  * also shown to bulk_note_alloc() (bulk.bpf.c), which tells the bulk allocator's
  * traced fallback pages from its untraced fast-path pages.
  *
+ * By process and stack (record --by; PA_BY_COMM, PA_BY_TGID, PA_BY_STACK, compiled
+ * out when 0, so the default path is unchanged): each event the cube counted is also
+ * added to the per-CPU hash page_alloc_by, keyed by the cube key and the current
+ * task's comm and/or tgid and/or the kernel stack id (bpf_get_stackid() into
+ * pa_stacks, flags 0: -EEXIST (bucket held by another stack), -ENOMEM, -EFAULT kept
+ * in the key as the negative errno). bpf_get_stackid() works on both programs: tp_btf
+ * (TRACING) and raw_tp share raw_tp_prog_func_proto()'s bpf_get_stackid_proto_raw_tp
+ * (kernel/trace/bpf_trace.c; the caller's regs from perf_fetch_caller_regs(), so the
+ * stack starts in the tracepoint's caller, __alloc_pages and up). An event that finds
+ * page_alloc_by full is counted in PA_STAT_BY_OVERFLOW_ALLOCS/_PAGES: the cube's totals
+ * are page_alloc_by's plus those, exactly.
+ *
  * Options (-D): CUBE_SLOTS, CUBE_PROBES, CUBE_CPUS (events.h), MAX_KEYS (the
  * overflow hash), MAX_FAIL_KEYS, CALIB_PAIRS,
- * MAX_ZONE_SPANS, MAX_CMA_AREAS; ZONES_PGSHIFT_OVERRIDE etc. to force a layout.
+ * MAX_ZONE_SPANS, MAX_CMA_AREAS; ZONES_PGSHIFT_OVERRIDE etc. to force a layout;
+ * PA_BY_COMM, PA_BY_TGID, PA_BY_STACK, PA_BY_ENTRIES, PA_STACK_ENTRIES, PA_STACK_DEPTH.
  */
 #include "common.h"
 
@@ -60,6 +73,16 @@
 #ifndef CALIB_PAIRS
 #define CALIB_PAIRS 64	/* a power of two: a ring indexed by calib_count */
 #endif
+#ifndef PA_BY_COMM
+#define PA_BY_COMM 0
+#endif
+#ifndef PA_BY_TGID
+#define PA_BY_TGID 0
+#endif
+#ifndef PA_BY_STACK
+#define PA_BY_STACK 0
+#endif
+#define PA_BY (PA_BY_COMM || PA_BY_TGID || PA_BY_STACK)
 
 #if ENABLE_BLOCKERS
 /* blockers.bpf.c (pasted after this file): the allocation that placed a CMA page. */
@@ -88,6 +111,48 @@ static __always_inline void pa_stat(__u32 what)
 	if (c)
 		(*c)++;
 }
+
+#if PA_BY
+BPF_PERCPU_HASH(page_alloc_by, struct page_alloc_by_key, struct page_alloc_val, PA_BY_ENTRIES);
+#if PA_BY_STACK
+BPF_TABLE("stacktrace", int, struct pa_stack, pa_stacks, PA_STACK_ENTRIES);
+#endif
+
+static __always_inline void pa_stat_add(__u32 what, __u64 n)
+{
+	__u64 *c = page_alloc_stats.lookup(&what);
+
+	if (c)
+		*c += n;
+}
+
+/* One event the cube counted, by process and/or stack (record --by). */
+static __always_inline void pa_by_add(void *ctx, struct page_alloc_key *k, __u32 order)
+{
+	struct page_alloc_by_key bk = {};
+	struct page_alloc_val zero_val = {};
+	struct page_alloc_val *v;
+
+	bk.cube = *k;
+#if PA_BY_TGID
+	bk.tgid = bpf_get_current_pid_tgid() >> 32;
+#endif
+#if PA_BY_COMM
+	bpf_get_current_comm(bk.comm, sizeof(bk.comm));
+#endif
+#if PA_BY_STACK
+	bk.stack_id = pa_stacks.get_stackid(ctx, 0);
+#endif
+	v = page_alloc_by.lookup_or_try_init(&bk, &zero_val);
+	if (!v) {
+		pa_stat_add(PA_STAT_BY_OVERFLOW_ALLOCS, 1);
+		pa_stat_add(PA_STAT_BY_OVERFLOW_PAGES, 1ULL << order);
+		return;
+	}
+	v->allocs++;
+	v->pages += 1ULL << order;
+}
+#endif
 
 /*
  * Calibration: the struct page * (and its flags word) of each order-0 movable
@@ -165,7 +230,7 @@ union pa_key {
  * does not, an interrupt's allocation amid this update can lose one increment, as
  * with the per-CPU hash's plain increments before. The key is written before allocs,
  * which marks the slot in use for the reader. */
-static __always_inline void pa_cube_add(union pa_key *key, __u32 order)
+static __always_inline int pa_cube_add(union pa_key *key, __u32 order)
 {
 	struct page_alloc_val zero_val = {};
 	struct page_alloc_val *v;
@@ -189,14 +254,14 @@ static __always_inline void pa_cube_add(union pa_key *key, __u32 order)
 					continue;
 				s->val.allocs++;
 				s->val.pages += 1ULL << order;
-				return;
+				return 1;
 			}
 			sk->w[0] = key->w[0];
 			sk->w[1] = key->w[1];
 			asm volatile("" ::: "memory");	/* key before allocs */
 			s->val.pages += 1ULL << order;
 			s->val.allocs = 1;
-			return;
+			return 1;
 		}
 		pa_stat(PA_STAT_OVERFLOW);
 	} else {
@@ -205,10 +270,11 @@ static __always_inline void pa_cube_add(union pa_key *key, __u32 order)
 	v = page_alloc.lookup_or_try_init(&key->k, &zero_val);
 	if (!v) {
 		count_drop(DROP_PAGE_ALLOC_CUBE_FULL);
-		return;
+		return 0;
 	}
 	v->allocs++;
 	v->pages += 1ULL << order;
+	return 1;
 }
 
 /*
@@ -216,7 +282,8 @@ static __always_inline void pa_cube_add(union pa_key *key, __u32 order)
  * else read here (raw_tp); only what the cube needs is computed: the pfn only for the
  * CMA ranges or the pfn-span zone source.
  */
-static __always_inline int pa_count(__u64 page, __u32 order, __u64 gfp, int mt, int direct)
+static __always_inline int pa_count(void *ctx, __u64 page, __u32 order, __u64 gfp, int mt,
+				    int direct)
 {
 	struct cmaprof_config *cfg = get_config();
 	union pa_key key = {};
@@ -277,19 +344,24 @@ static __always_inline int pa_count(__u64 page, __u32 order, __u64 gfp, int mt, 
 	if (key.k.cma_area_idx != CMA_AREA_NONE)
 		blockers_note_alloc(pfn, key.k.cma_area_idx, order, gfp, mt);
 #endif
+#if PA_BY
+	if (pa_cube_add(&key, order))
+		pa_by_add(ctx, &key.k, order);
+#else
 	pa_cube_add(&key, order);
+#endif
 	return 0;
 }
 
 /* kmem:mm_page_alloc as a BTF-typed raw tracepoint (tp_btf): page is a typed pointer. */
 int page_alloc_btf(unsigned long long *ctx)
 {
-	return pa_count(ctx[0], (__u32)ctx[1], (__u64)(gfp_t)ctx[2], (int)ctx[3], 1);
+	return pa_count(ctx, ctx[0], (__u32)ctx[1], (__u64)(gfp_t)ctx[2], (int)ctx[3], 1);
 }
 
 /* The same as a plain raw tracepoint, where tp_btf cannot load (no BTF, before v5.5). */
 int page_alloc_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	return pa_count(ctx->args[0], (__u32)ctx->args[1], (__u64)(gfp_t)ctx->args[2],
+	return pa_count(ctx, ctx->args[0], (__u32)ctx->args[1], (__u64)(gfp_t)ctx->args[2],
 			(int)ctx->args[3], 0);
 }

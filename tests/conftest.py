@@ -45,6 +45,25 @@ def run_cli(*args: str, check: bool = False, **kw: object) -> subprocess.Complet
     )  # type: ignore[call-overload]
 
 
+def start_record(out: Path, *args: str, timeout_s: float = 120) -> subprocess.Popen:
+    """``cmaprof record -o OUT ARGS...`` started in the background, returned once its
+    metadata says counting is on (stderr piped; the test stops it with SIGINT)."""
+    import json
+    import time
+
+    proc = subprocess.Popen(
+        cmaprof_cmd() + ["record", "-o", str(out), *args], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + timeout_s
+    meta = out / "metadata.json"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if meta.exists() and json.loads(meta.read_text()).get("counting_started"):
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"cmaprof record {' '.join(args)} did not start counting: {proc.communicate()[1]}")
+
+
 @pytest.fixture
 def cli():
     return run_cli

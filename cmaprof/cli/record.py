@@ -58,10 +58,20 @@ import click
     "--by",
     "by",
     metavar="KEY,...",
-    help="also key by KEY (comm, tgid, stack; off by default). stack: the blockers "
-    "probe keeps the kernel stack of the allocation that placed each CMA page, and the "
-    "report names it beside gfp, order and comm. comm and tgid (the page_alloc cube by "
-    "process) are not built yet and are refused.",
+    help="also key the page_alloc cube by KEY (comm, tgid, stack; combinable; off by "
+    "default) into tables/page_alloc_by, aggregated in the kernel (a hash of "
+    "--by-entries keys; events that find it full are counted, never lost). "
+    "stack: the kernel stack of each allocation, symbolised at the end into "
+    "tables/stacks; with the blockers probe also the stack of the allocation that "
+    "placed each CMA page. Example: --by comm,stack",
+)
+@click.option(
+    "--by-entries",
+    "by_entries",
+    type=int,
+    metavar="N",
+    help="with --by: keys of the in-kernel table (and stacks of its stack map with "
+    "stack) [default: 16384]; events beyond are counted as overflow",
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
@@ -73,6 +83,7 @@ def record(
     skip_unavailable: bool,
     events: tuple[str, ...],
     by: str | None,
+    by_entries: int | None,
     command: tuple[str, ...],
 ) -> None:
     """Record system-wide for -d SECONDS, until Ctrl-C, or while COMMAND runs.
@@ -85,6 +96,7 @@ def record(
           cmaprof workload cma-alloc:pages=100%maxchunk
       cmaprof record -o out/e -d 5 --events page_alloc:zone=Normal,sample=10
     """
+    from cmaprof.collectors.page_alloc_by import parse_by
     from cmaprof.collectors.record import RecordOptions
     from cmaprof.collectors.record import record as do_record
 
@@ -100,7 +112,8 @@ def record(
             probes=[p.strip() for p in probe_list.split(",") if p.strip()] if probe_list else None,
             skip_unavailable=skip_unavailable,
             events=list(events),
-            by=[k.strip() for k in by.split(",") if k.strip()] if by else [],
+            by=parse_by(by),
+            by_entries=by_entries,
         )
     )
     click.echo(f"cmaprof: recording written to {output}", err=True)

@@ -26,12 +26,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cmaprof_cmd
+from tests.conftest import start_record
 
 RUNS = 3
 EVENTS = ("kmem:mm_page_alloc", "migrate:mm_migrate_pages")
@@ -90,27 +89,13 @@ def _perf_run(tmp: Path) -> dict[str, int]:
     return out
 
 
-def _start_cmaprof(out: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        cmaprof_cmd() + ["record", "-o", str(out)], stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 90
-    meta = out / "metadata.json"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if meta.exists() and json.loads(meta.read_text()).get("counting_started"):
-            return proc
-        time.sleep(0.1)
-    proc.kill()
-    pytest.fail(f"cmaprof record did not start counting: {proc.communicate()[1]}")
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     if shutil.which("perf") is None:
         pytest.skip("perf not installed (scripts/setup.sh installs it)")
     tmp = tmp_path_factory.mktemp("perf_beside")
     alone = [_perf_run(tmp) for _ in range(RUNS)]
-    cm = _start_cmaprof(tmp / "rec")
+    cm = start_record(tmp / "rec", timeout_s=90)
     try:
         beside = [_perf_run(tmp) for _ in range(RUNS)]
     finally:

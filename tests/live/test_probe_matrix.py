@@ -40,6 +40,12 @@ DEFINES = {
     "BULK_HAS_LIST": 0,
     "HAVE_MIGRATE_START": 1,
     "HAVE_THP_FIELDS": 1,
+    # record --by comm,tgid,stack: the page_alloc cube's by-hash and stack map, and the
+    # blockers' origin stacks (the default path, all 0, compiles in every other test)
+    "PA_BY_COMM": 1,
+    "PA_BY_TGID": 1,
+    "PA_BY_STACK": 1,
+    "BLK_BY_STACK": 1,
 }
 
 _CHILD = """

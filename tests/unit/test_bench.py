@@ -116,6 +116,30 @@ def test_targets_judge_each_item_from_the_run():
     assert "bound: an empty tp_btf program, 40 ns/event" in text
 
 
+def test_by_modes_ratio_shown_without_a_target(tmp_path):
+    """Issue 17 item 4: --by comm and --by stack against untraced, one info row per
+    thread count; absent modes: no row."""
+    from bench import run, targets, tracers
+
+    assert {"aggregate-by-comm", "aggregate-by-stack"} <= set(run.MODES)
+    tr = tracers.make("aggregate-by-stack", tmp_path)
+    assert tr.argv()[-2:] == ["--by", "stack"]
+    summary = _summary(
+        untraced=(1.0, 1.0),
+        aggregate=(1.01, 1.02),
+        **{"aggregate-by-comm": (1.05, 1.06), "aggregate-by-stack": (1.31, 1.42)},
+    )
+    rows = [t for t in targets.evaluate(summary, (1, 2), {}) if t.item == "17.4"]
+    assert [(t.what, t.measured, t.verdict) for t in rows] == [
+        ("--by comm / --by stack, 1 thr", "1.050x / 1.310x", "(info)"),
+        ("--by comm / --by stack, 2 thr", "1.060x / 1.420x", "(info)"),
+    ]
+    assert "aggregate 1.010x" in rows[0].note
+    assert max(len(line) for line in targets.table(rows).splitlines()) <= 80
+    assert not [t for t in targets.evaluate(_summary(untraced=(1.0, 1.0)), (1,), {})
+                if t.item == "17.4"]  # fmt: skip
+
+
 def test_targets_never_met_without_a_figure():
     from bench import targets
 

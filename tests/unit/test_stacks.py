@@ -14,6 +14,7 @@ from cmaprof.analysis import blockers as blk
 from cmaprof.analysis import stacks as st
 from cmaprof.analysis import tables
 from cmaprof.collectors import blockers as cblk
+from cmaprof.collectors import page_alloc_by as by
 from cmaprof.collectors import stacks as cst
 from cmaprof.errors import BadInput, EnvironmentProblem
 from cmaprof.kernel.page_owner import parse_page_owner_file
@@ -162,14 +163,27 @@ def test_event_row_stack_columns():
 
 
 def test_by_option_checks():
-    assert cblk.by_defines([], ["page_alloc"]) == {}
-    assert cblk.by_defines(["stack"], ["page_alloc", "cma", "blockers"]) == {"BLK_BY_STACK": 1}
-    with pytest.raises(BadInput, match="unknown key; known: comm, tgid, stack"):
-        cblk.by_defines(["pid"], ["blockers"])
-    with pytest.raises(BadInput, match="not built yet.*leave comm,tgid out"):
-        cblk.by_defines(["comm", "tgid", "stack"], ["blockers"])
-    with pytest.raises(BadInput, match=r"off here \(kernel lacks cma\)"):
-        cblk.by_defines(["stack"], ["page_alloc"], {"blockers": "kernel lacks cma"})
+    assert by.by_defines([], ["page_alloc"]) == {}
+    assert by.by_defines(["stack"], ["page_alloc", "cma", "blockers"]) == {
+        "PA_BY_STACK": 1,
+        "BLK_BY_STACK": 1,
+    }
+    # without the blockers probe, --by stack keys the page_alloc cube only
+    assert by.by_defines(["stack"], ["page_alloc"]) == {"PA_BY_STACK": 1}
+    assert by.by_defines(["stack"], ["page_alloc"], 64) == {
+        "PA_BY_STACK": 1,
+        "PA_BY_ENTRIES": 64,
+        "PA_STACK_ENTRIES": 64,
+    }
+    with pytest.raises(BadInput, match="--by-entries sizes the tables of --by: give --by"):
+        by.by_defines([], ["page_alloc"], 64)
+    with pytest.raises(BadInput, match="--by-entries 0: give 1 to"):
+        by.by_defines(["comm"], ["page_alloc"], 0)
+    assert by.by_defines(["comm", "tgid"], ["page_alloc"]) == {"PA_BY_COMM": 1, "PA_BY_TGID": 1}
+    with pytest.raises(BadInput, match="--by pid: unknown key; known: comm, tgid, stack"):
+        by.by_defines(["pid"], ["blockers"])
+    assert by.parse_by(" comm, stack,,comm ") == ["comm", "stack"]
+    assert by.keys_of({"PA_BY_STACK": 1, "PA_BY_COMM": 1, "PA_BY_TGID": 0}) == ["comm", "stack"]
 
 
 def test_recording_without_stacks_reads_with_null_stack_columns():
