@@ -137,8 +137,41 @@ def _timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t, v
 
 
-def analysis_at_scale(out: Path, n: int) -> dict[str, Any]:
-    """Generate ``n`` events; time load, the decoded frame, report, compare (CLI)."""
+#: What bounds start-up and the report CLI, each timed in a fresh interpreter: the
+#: interpreter alone, the imports every report needs, record's imports up to the compile.
+FLOOR_IMPORTS = {
+    "python_s": "pass",
+    "report_imports_s": "import pandas, pyarrow.parquet",
+    "record_imports_s": "import bcc, cmaprof.cli, cmaprof.collectors.record",
+}
+
+
+def _median_of(n: int, fn: Any) -> tuple[float, list[float], Any]:
+    """Median seconds of ``n`` runs of ``fn`` (a shared host is noisy), all runs, last value."""
+    runs, v = [], None
+    for _ in range(n):
+        dt, v = _timed(fn)
+        runs.append(dt)
+    return sorted(runs)[n // 2], runs, v
+
+
+def import_floor(n: int = 3) -> dict[str, float]:
+    """Seconds of :data:`FLOOR_IMPORTS` (median of ``n`` fresh interpreters each; a
+    figure whose imports fail here, e.g. no BCC, is left out)."""
+    out = {}
+    for key, code in FLOOR_IMPORTS.items():
+        cmd = [sys.executable, "-c", code]
+        med, _, done = _median_of(
+            n, lambda cmd=cmd: subprocess.run(cmd, capture_output=True, check=False)
+        )
+        if done.returncode == 0:
+            out[key] = med
+    return out
+
+
+def analysis_at_scale(out: Path, n: int, repeat: int = 3) -> dict[str, Any]:
+    """Generate ``n`` events; time load, the decoded frame, report, compare (CLI); the
+    load and the report CLI are the median of ``repeat`` runs, beside what bounds them."""
     from cmaprof.analysis import load, tables
 
     gen_s, rec_path = _timed(lambda: generate(out, n))
@@ -150,19 +183,21 @@ def analysis_at_scale(out: Path, n: int) -> dict[str, Any]:
     res["recording_bytes_per_event"] = total / n
     # load = open + validate + the decoded per-event frame (what a user's first line does)
     c0 = time.process_time()
-    res["load_s"], df = _timed(lambda: load(rec_path).df_page_alloc_events())
-    res["load_cpu_s"] = time.process_time() - c0  # all threads (Arrow decodes in parallel)
-    assert len(df) == n, (len(df), n)
-    del df
+    res["load_s"], res["load_runs_s"], rows = _median_of(
+        repeat, lambda: len(load(rec_path).df_page_alloc_events())
+    )
+    res["load_cpu_s"] = (time.process_time() - c0) / repeat  # all threads (Arrow decodes)
+    assert rows == n, (rows, n)
     c0 = time.process_time()
     res["report_s"], text = _timed(lambda: tables.table_report(load(rec_path)))
     res["report_cpu_s"] = time.process_time() - c0
-    res["report_cli_s"], _ = _timed(
+    res["report_cli_s"], res["report_cli_runs_s"], _ = _median_of(
+        repeat,
         lambda: subprocess.run(
             [sys.executable, "-m", "cmaprof", "report", str(rec_path)],
             capture_output=True,
             check=True,
-        )
+        ),
     )
     res["compare_cli_s"], cp = _timed(
         lambda: subprocess.run(
@@ -174,6 +209,7 @@ def analysis_at_scale(out: Path, n: int) -> dict[str, Any]:
     )
     res["compare_exit"] = cp.returncode
     res["report_mentions_events"] = f"{n:>11}" in text or str(n) in text
+    res["floor"] = import_floor()
     return res
 
 
