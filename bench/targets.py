@@ -270,7 +270,8 @@ def _target_7(
             Target(
                 "7", "report through the CLI", f"{sc['report_cli_s']:.2f} s",
                 f"<= {REPORT_MAX_S} s", sc["report_cli_s"] <= REPORT_MAX_S,
-                f"median of {len(runs)}: " + ", ".join(f"{x:.2f}" for x in runs) if runs else "",
+                f"median of {len(runs)} ({sc.get('sched', '')}): "
+                + ", ".join(f"{x:.2f}" for x in runs) if runs else "",
             )
         )  # fmt: skip
         floor = sc.get("floor") or {}
