@@ -214,17 +214,18 @@ def _target_5(
                if extra.get("empty_compile_s") else ""),
         )
     )  # fmt: skip
-    floor = (extra.get("scale") or {}).get("floor") or {}
-    if "record_imports_s" in floor:
-        out.append(
-            Target(
-                "5", "bound: imports before compile", f"{floor['record_imports_s']:.2f} s",
-                "-", None, "import bcc, cmaprof.cli, cmaprof.collectors.record; python "
-                f"alone {floor.get('python_s', math.nan):.2f} s", info=True,
-            )
-        )  # fmt: skip
-
+    out += _bound("5", "bound: imports before compile", (extra.get("scale") or {}).get("floor"),
+                  "record_imports_s", "import bcc, cmaprof.cli, cmaprof.collectors.record")  # fmt: skip
     return out
+
+
+def _bound(item: str, what: str, floor: Mapping[str, float] | None, key: str, code: str) -> list:
+    """An info row: the import time ``floor[key]`` that bounds a target (none if absent)."""
+    if not floor or key not in floor:
+        return []
+    py = floor.get("python_s", math.nan)
+    note = f"{code}; python alone {py:.2f} s"
+    return [Target(item, what, f"{floor[key]:.2f} s", "-", None, note, info=True)]
 
 
 def _target_6(
@@ -274,15 +275,8 @@ def _target_7(
                 + ", ".join(f"{x:.2f}" for x in runs) if runs else "",
             )
         )  # fmt: skip
-        floor = sc.get("floor") or {}
-        if "report_imports_s" in floor:
-            out.append(
-                Target(
-                    "7", "bound: the report's imports", f"{floor['report_imports_s']:.2f} s",
-                    "-", None, "import pandas, pyarrow.parquet; python alone "
-                    f"{floor.get('python_s', math.nan):.2f} s", info=True,
-                )
-            )  # fmt: skip
+        out += _bound("7", "bound: the report's imports", sc.get("floor"),
+                      "report_imports_s", "import pandas, pyarrow.parquet")  # fmt: skip
     else:
         out.append(Target("7", "10 M-event load, report", "-", "<= 1.5 s, 0.5 s", None, "skipped"))
     return out
