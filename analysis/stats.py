@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 #: Default significance level (two-sided).
 ALPHA = 0.05
@@ -87,6 +86,8 @@ def mwu(base: list[float], other: list[float], alpha: float = ALPHA) -> TestResu
         )
     if np.array_equal(np.sort(a), np.sort(b)):
         return TestResult("mwu", False, p_value=1.0)
+    from scipy import stats  # here, not at the top: `cmaprof report` never needs scipy
+
     res = stats.mannwhitneyu(
         a, b, alternative="two-sided", method=stats.PermutationMethod(n_resamples=np.inf)
     )
@@ -123,6 +124,8 @@ def bootstrap_quantile_diff(
 
     def diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.quantile(y, q, axis=axis) - np.quantile(x, q, axis=axis)
+
+    from scipy import stats
 
     res = stats.bootstrap(
         (a, b),

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cmaprof.errors import BadInput
@@ -94,7 +93,8 @@ def events_table(
 def _codes(t: pa.Table, col: str) -> tuple[np.ndarray, np.ndarray]:
     """(distinct values, index of each row's value): Arrow's hash dictionary encoding,
     linear in rows (numpy's unique sorts)."""
-    arr = t.column(col).combine_chunks()
+    col_ = t.column(col)
+    arr = col_.chunk(0) if col_.num_chunks == 1 else col_.combine_chunks()
     if not pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_encode()
     return arr.dictionary.to_numpy(zero_copy_only=False), arr.indices.to_numpy(zero_copy_only=False)
@@ -102,15 +102,19 @@ def _codes(t: pa.Table, col: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _categorical(values: np.ndarray, idx: np.ndarray, labels: list[str | None]) -> pd.Categorical:
     """Categorical of rows whose value is ``values[idx]``, labelled ``labels[k]`` for
-    ``values[k]`` (None: missing)."""
+    ``values[k]`` (None: missing). The codes are made once, in the narrowest integer
+    type pandas keeps for that many categories (no per-row conversion after)."""
     cats = list(dict.fromkeys(lbl for lbl in labels if lbl is not None))
-    lut = np.array([cats.index(lbl) if lbl is not None else -1 for lbl in labels] or [-1])
-    return pd.Categorical.from_codes(lut[idx].astype(np.int32), categories=cats)
+    code_t = next(t for t in (np.int8, np.int16, np.int32, np.int64) if len(cats) < np.iinfo(t).max)
+    pos = {lbl: k for k, lbl in enumerate(cats)}
+    lut = np.array([pos[lbl] if lbl is not None else -1 for lbl in labels] or [-1], dtype=code_t)
+    # every code is -1 or a category's index: nothing for pandas to validate per row
+    return pd.Categorical.from_codes(lut[idx], categories=cats, validate=False)
 
 
 def decode(rec: Recording, t: pa.Table) -> pd.DataFrame:
     """Typed frame of an event table with zone, migratetype, gfp, cma_area added."""
-    df = t.to_pandas()
+    df = t.to_pandas(split_blocks=True)  # a block per column: no copy into 2-D blocks
     names = t.column_names
     if "zone_idx" in names:
         zn = rec.zone_names
@@ -162,10 +166,12 @@ def df_events_by_zone(rec: Recording) -> pd.DataFrame:
     t = events_table(rec, "page_alloc", ["node", "zone_idx", "order"])
     if t.num_rows == 0:
         return pd.DataFrame(columns=["node", "zone", "events", "pages"])
-    pages = pc.shift_left(pa.scalar(1, pa.uint64()), pc.cast(t.column("order"), pa.uint64()))
-    t = t.append_column("pages", pages)
-    g = t.group_by(["node", "zone_idx"]).aggregate([("pages", "count"), ("pages", "sum")])
-    df = g.to_pandas().rename(columns={"pages_count": "events", "pages_sum": "pages"})
+    # count per (node, zone, order) over the rows, pages = count << order on the groups
+    g = t.group_by(["node", "zone_idx", "order"]).aggregate([("order", "count")]).to_pandas()
+    g["pages"] = np.left_shift(g["order_count"].to_numpy(np.uint64), g["order"].to_numpy(np.uint64))
+    df = g.groupby(["node", "zone_idx"], as_index=False).agg(
+        events=("order_count", "sum"), pages=("pages", "sum")
+    )
     zn = rec.zone_names
     df["zone"] = [zn.get(int(i), f"zone{int(i)}") for i in df["zone_idx"]]
     return df.sort_values(["node", "zone_idx"])[["node", "zone", "events", "pages"]]

@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from cmaprof.analysis import layout
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from cmaprof.analysis.loaded import Recording
 
 WIDTH = 80
@@ -125,6 +126,8 @@ def table_cma_utilisation(rec: Recording) -> str:
 def plot_cma_held_borrowed_free(rec: Recording) -> Figure:
     """Stacked, per area over time: pages held by cma_alloc(), borrowed by ordinary
     allocations, free (MiB), from :func:`df_cma_utilisation`."""
+    from matplotlib.figure import Figure  # here: `cmaprof report` never imports matplotlib
+
     df = df_cma_utilisation(rec)
     areas = sorted(set(df["area"])) if not df.empty else []
     fig = Figure(figsize=(8, 3 + 1.5 * max(0, len(areas) - 1)), dpi=100, layout="constrained")

@@ -6,6 +6,7 @@ is created; then compile and load, the collectors around the BPF module (the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,12 +367,15 @@ def start_session(
     t0 = time.monotonic()
     # the compile is the long pole in a TCG guest (minutes): say so, and how long it took
     print(f"cmaprof: compiling the probes ({', '.join(names)}) with BCC", file=err, flush=True)
+    warm = _import_during_compile()
     try:
         ctx.bpf, ctx.names, ctx.defines = _load_probes(tfs, names, ctx.defines, opts, meta, err)
     except ProbeCompileError:
         raise
     except Exception as exc:  # BCC raises a bare Exception when compile/load fails
         raise _bcc_problem(exc, names) from exc
+    finally:
+        warm.join()  # before counting is on: the import's own allocations are not counted
     names = ctx.names
     if ctx.defines.get("HAVE_KPROBE_CMA_ALLOC"):
         ctx.call_symbol = features.cma_call_symbol(tfs)
@@ -404,6 +409,20 @@ def start_session(
     except BaseException:
         session.close()
         raise
+
+
+def _import_during_compile() -> threading.Thread:
+    """Import pandas in a thread while BCC compiles: pyarrow imports it for the first
+    table written (after counting is on), and BCC compiles in libbcc through ctypes,
+    which releases the GIL, so on a second CPU the import costs start-up nothing."""
+
+    def imp() -> None:
+        with contextlib.suppress(ImportError):  # without pandas, pyarrow does not need it
+            import pandas  # noqa: F401
+
+    t = threading.Thread(target=imp, name="cmaprof-import", daemon=True)
+    t.start()
+    return t
 
 
 def process_age_s() -> float:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from cmaprof.analysis.causes.frames import df_cma_failures, has_cma_probe
 from cmaprof.analysis.causes.rules import Cause
+
+if TYPE_CHECKING:  # matplotlib is imported by the functions: `cmaprof report` needs none
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def plot_failed_calls_by_cause(sides: list[Any]) -> Figure:
@@ -20,6 +21,9 @@ def plot_failed_calls_by_cause(sides: list[Any]) -> Figure:
 
     :param sides: :class:`cmaprof.analysis.compare.Side` objects.
     """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     kernels = ", ".join(dict.fromkeys(s.kernel for s in sides))

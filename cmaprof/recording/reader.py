@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from cmaprof.errors import BadInput
@@ -140,7 +139,7 @@ class Recording:
         if not path.exists():
             return want.empty_table()
         try:
-            t = pq.read_table(path)
+            t = pq.ParquetFile(path).read()  # not read_table: it imports pyarrow.dataset
             for f in schema.ADDED_COLUMNS.get(name, ()):  # a recording from before them
                 if t.schema.get_field_index(f) < 0:
                     t = t.append_column(want.field(f), pa.nulls(t.num_rows, want.field(f).type))
@@ -160,6 +159,8 @@ class Recording:
         parts = sorted(d.glob("part-*.parquet")) if d.is_dir() else []
         if not parts:
             return want.empty_table()
+        import pyarrow.dataset as ds  # here: a recording without interval parts needs none
+
         try:
             t = ds.dataset([str(p) for p in parts], format="parquet", schema=want).to_table()
             t.validate(full=True)
@@ -250,6 +251,8 @@ def _one_line(exc: BaseException) -> str:
 
 def _bad_part(parts: list[Path], want: pa.Schema, d: Path) -> Path:
     """The first interval part that cannot be read with the ``want`` schema, else ``d``."""
+    import pyarrow.dataset as ds
+
     for p in parts:
         try:
             ds.dataset([str(p)], format="parquet", schema=want).to_table().validate(full=True)
