@@ -82,7 +82,7 @@ ALLOCATOR_FUNCTIONS = frozenset(
 def _base(function: str) -> str:
     """``alloc_pages_mpol_noprof`` -> ``alloc_pages_mpol``; ``x.isra.0`` -> ``x``."""
     name = function.split(".", 1)[0]
-    return name[: -len("_noprof")] if name.endswith("_noprof") else name
+    return name.removesuffix("_noprof")
 
 
 def stack_label(frames: tuple[str, ...] | list[str]) -> str:
@@ -195,8 +195,7 @@ def _who(rec: Recording, df: pd.DataFrame, key: str) -> list[str]:
         comm = df["comm"] if "comm" in df else pd.Series(None, index=df.index)
         hide = redact.is_active()
         who = [
-            ("tgid hidden" if hide else f"{int(t)}")
-            + ("" if pd.isna(c) else f" {c}")
+            ("tgid hidden" if hide else f"{int(t)}") + ("" if pd.isna(c) else f" {c}")
             for t, c in zip(df["tgid"], comm, strict=True)
         ]
     mine = _self_mask(rec, df)
@@ -317,3 +316,26 @@ def df_top_by(
         if c in out:
             out[c] = out[c].astype("Int64")
     return out.reset_index(drop=True)
+
+
+#: Rows of the default report's "who allocates" section.
+WHO_TOP = 5
+
+
+def who_key(rec: Recording) -> str | None:
+    """The key the default report ranks by: comm, else tgid, else stack (None without
+    ``page_alloc_by``)."""
+    if not has_by(rec):
+        return None
+    keys = by_keys(rec)
+    return next((k for k in KEYS if k in keys), None)
+
+
+def df_who_allocates(rec: Recording, top: int = WHO_TOP) -> pd.DataFrame:
+    """The ``top`` processes (or stacks, see :func:`who_key`) over all classes,
+    cmaprof itself excluded (:func:`df_top_by` with ``per`` all); empty without
+    ``page_alloc_by``."""
+    key = who_key(rec)
+    if key is None:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS})
+    return df_top_by(rec, key, "all", top, exclude_self=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -31,6 +32,32 @@ import click
     is_flag=True,
     help="text: GFP strings on the line of their numbers, unwrapped (for grep)",
 )
+@click.option(
+    "--by",
+    "by_keys",
+    multiple=True,
+    type=click.Choice(["comm", "tgid", "stack"]),
+    help="who allocates: top processes or kernel stacks per GFP class, zone and CMA "
+    "area (needs a recording made with record --by the same key); repeatable",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="--by: rows per class before (other)",
+)
+@click.option(
+    "--include-self",
+    is_flag=True,
+    help="--by: keep cmaprof's own process in the tables (excluded by default)",
+)
+@click.option(
+    "--stacks",
+    "full_stacks",
+    is_flag=True,
+    help="--by stack, text: every frame of each stack under its row",
+)
 def report(
     recording: Path,
     fmt: str,
@@ -38,6 +65,10 @@ def report(
     table: str | None,
     redact: bool,
     wide: bool,
+    by_keys: tuple[str, ...],
+    top: int,
+    include_self: bool,
+    full_stacks: bool,
 ) -> None:
     """Tables of a recording: per-zone GFP classes and the check against the kernel.
 
@@ -48,6 +79,8 @@ def report(
       cmaprof report out/w --format csv -o out/w-csv      # one NAME.csv per table
       cmaprof report out/w --format csv --table zone_gfp  # one table to stdout
       cmaprof report out/w --format json --redact
+      cmaprof report out/w --by comm --top 5       # record --by comm: who allocates
+      cmaprof report out/w --by stack --stacks     # every frame of each stack
     """
     from cmaprof.analysis import tables
     from cmaprof.analysis.loaded import load
@@ -55,6 +88,10 @@ def report(
     rec = load(recording)
     if table is not None and fmt == "text":
         raise click.UsageError("--table needs --format csv or json")
+    if by_keys:
+        opts = (list(dict.fromkeys(by_keys)), top, not include_self)
+        _emit(_by_report(rec, fmt, table, redact, full_stacks, *opts), output, fmt)
+        return
     if fmt == "csv" and table is None and output is not None:
         for path in tables.write_csv_tables(rec, output, redact):
             click.echo(f"report: {path}", err=True)
@@ -72,6 +109,60 @@ def report(
             "(one file per table) or --table NAME",
             err=True,
         )
+    if output is not None:
+        output.write_text(out)
+        click.echo(f"report: {output}", err=True)
+    else:
+        click.echo(out, nl=False)
+
+
+def _by_report(
+    rec: Any,
+    fmt: str,
+    table: str | None,
+    redact: bool,
+    full_stacks: bool,
+    keys: list[str],
+    top: int,
+    exclude_self: bool,
+) -> str | dict[str, Any]:
+    """``report --by``: the text, or the named tables (csv, json)."""
+    from cmaprof.analysis import by_text, tables
+
+    if fmt == "text" and redact:
+        from cmaprof.analysis import redact as rd
+
+        with rd.active():
+            out = _by_text(rd.view(rec), keys, top, exclude_self, full_stacks)
+        return rd.redact_text(out, rec)
+    if fmt == "text":
+        return _by_text(rec, keys, top, exclude_self, full_stacks)
+    frames = by_text.by_tables(rec, keys, top, exclude_self, redact)
+    return frames if table is None else {table: tables.pick_table(frames, table, rec.path)}
+
+
+def _by_text(rec: Any, keys: list[str], top: int, exclude_self: bool, full: bool) -> str:
+    from cmaprof.analysis import by_text, tables
+
+    text = by_text.table_by_report(rec, keys, top, exclude_self, full)
+    return tables.table_header(rec) + "\n\n" + text + "\n"
+
+
+def _emit(out: str | dict[str, Any], output: Path | None, fmt: str) -> None:
+    """Text as it is; named tables as json, csv (one file per table with ``-o DIR``)."""
+    from cmaprof.analysis import tables
+
+    if isinstance(out, dict) and fmt == "csv" and output is not None and len(out) > 1:
+        for path in tables.write_frames_csv(out, output):
+            click.echo(f"report: {path}", err=True)
+        return
+    if isinstance(out, dict):
+        if fmt == "json":
+            out = tables.frames_json(out)
+        elif len(out) == 1:
+            out = next(iter(out.values())).to_csv(index=False)
+        else:
+            out = tables.frames_csv(out)
     if output is not None:
         output.write_text(out)
         click.echo(f"report: {output}", err=True)

@@ -90,12 +90,16 @@ def make(tmp: Path, name: str = "by", by: list[tuple] | None = None, scale: int 
     t = rec / "tables"
     cube = _keys(CUBE) | _counts([r[3] * scale for r in CUBE])
     pq.write_table(pa.table(cube), t / "page_alloc.parquet")
-    cols = _keys(by) | {
-        "tgid": pa.array([r[3] for r in by], pa.uint32()),
-        "comm": pa.array([r[4] for r in by], pa.string()),
-        "stack_id": pa.array([r[5] for r in by], pa.int32()),
-        "stack_errno": pa.array([r[6] for r in by], pa.int32()),
-    } | _counts([r[7] * scale for r in by])
+    cols = (
+        _keys(by)
+        | {
+            "tgid": pa.array([r[3] for r in by], pa.uint32()),
+            "comm": pa.array([r[4] for r in by], pa.string()),
+            "stack_id": pa.array([r[5] for r in by], pa.int32()),
+            "stack_errno": pa.array([r[6] for r in by], pa.int32()),
+        }
+        | _counts([r[7] * scale for r in by])
+    )
     pq.write_table(pa.table(cols), t / "page_alloc_by.parquet")
     rows = [(sid, lvl, f) for sid, frames in STACKS.items() for lvl, f in enumerate(frames)]
     stacks = {
@@ -106,7 +110,7 @@ def make(tmp: Path, name: str = "by", by: list[tuple] | None = None, scale: int 
     }
     pq.write_table(pa.table(stacks), t / "stacks.parquet")
     meta = json.loads((rec / "metadata.json").read_text())
-    meta["cma_areas"] = [{"name": "reserved", "base_pfn": 245248, "count": 16384}]
+    meta["cma_areas"] = [{"name": "reserved", "base_pfn": 0x200000, "count": 16384}]
     meta["by"] = dict(BY_META, overflow_pages=200 * scale, overflow_allocs=200 * scale)
     (rec / "metadata.json").write_text(json.dumps(meta, indent=2))
     return rec
