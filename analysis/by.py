@@ -160,6 +160,13 @@ def self_tgid(rec: Recording) -> int | None:
     return int(v) if isinstance(v, int) else None
 
 
+def self_known(rec: Recording) -> bool:
+    """Whether cmaprof's own rows can be told apart (its tgid keyed, or its comm)."""
+    df = df_page_alloc_by(rec)
+    keyed = self_tgid(rec) is not None and "tgid" in df and bool(df["tgid"].notna().any())
+    return keyed or isinstance(by_info(rec).get("self_comm"), str)
+
+
 def _self_mask(rec: Recording, df: pd.DataFrame) -> pd.Series:
     """Rows of cmaprof's own process: its tgid (needs ``--by tgid``), else its comm
     (``self_comm`` in the metadata)."""

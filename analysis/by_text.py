@@ -62,7 +62,7 @@ def table_top_by(
     df = by.df_top_by(rec, key, per, top, exclude_self)
     self_note = "cmaprof itself excluded" if exclude_self else "cmaprof itself included"
     title = f"Top {NOUN[key]} {by.PER[per]} (pages = base pages; {self_note})"
-    out = [title]
+    out = textwrap.wrap(title, WIDTH)
     if df.empty:
         what = "in CMA areas" if per == "cma" else "keyed"
         out.append(f"  no allocations {what}")
@@ -121,8 +121,11 @@ def table_who_allocates(rec: Recording) -> str:
     out.append(f"{'pages':>10} {'share':>6} {'allocs':>10}  {COLUMN[key]}")
     out += [_row(r) for r in df.itertuples(index=False)]
     own = int(df["self_pages"].iloc[0])
-    told = own or by.self_tgid(rec) is not None
-    note = f"{by.SELF}: {own} pages, not shown" if told else f"{by.SELF}: not told apart"
+    note = (
+        f"{by.SELF}: {own} pages, not shown"
+        if by.self_known(rec)
+        else f"{by.SELF}: not told apart (needs record --by tgid)"
+    )
     out += textwrap.wrap(f"{note}; per class: cmaprof report --by {key}", WIDTH)
     return "\n".join(out + _map_lines(rec))
 

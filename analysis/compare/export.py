@@ -42,7 +42,7 @@ def compare_json(
 ) -> str:
     """``{"sides": [...], "alpha": a, "warnings": [...], "rows": [...]}``; rows as in
     :func:`df_compare`, one object per (metric, statistic, side)."""
-    df = df_compare(sides, alpha)
+    df = _df_all(sides, alpha)
     rows = [{k: _jsonable(v) for k, v in r.items()} for r in df.astype(object).to_dict("records")]
     obj = {
         "alpha": alpha,
