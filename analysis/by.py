@@ -12,7 +12,7 @@ pages ``cmaprof report`` shows for it.
 
 :func:`df_top_by` ranks the processes or stacks of each class (all, GFP class, zone,
 CMA area). cmaprof's own ``record`` process (``self_tgid`` in the metadata) is
-:data:`SELF`; ``exclude_self`` drops it from a class (its pages in
+:data:`SELF`, the command it ran is marked :data:`WORKLOAD`; ``exclude_self`` drops it from a class (its pages in
 ``self_pages``). The check against vmstat (:mod:`cmaprof.analysis.check`) reads
 ``page_alloc`` and so always counts it.
 """
@@ -23,12 +23,10 @@ import errno
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from cmaprof.analysis import redact, stacks
 from cmaprof.analysis.loaded import Recording
 from cmaprof.errors import BadInput
-from cmaprof.recording import schema
 
 TABLE = "page_alloc_by"
 #: The stack map of ``record --by stack`` in the ``stacks`` table.
@@ -38,6 +36,8 @@ KEYS = ("comm", "tgid", "stack")
 #: The classes a ranking is made in: name -> what a class is.
 PER = {"all": "overall", "gfp": "by GFP class", "zone": "by zone", "cma": "for CMA placements"}
 SELF = "cmaprof (self)"
+#: After the label of the command ``record`` ran (``workload_tgid``, needs ``--by tgid``).
+WORKLOAD = " (workload)"
 OVERFLOW = "(not keyed: map full)"
 OTHER = "(other)"
 COLUMNS = ["class", "class_pages", "self_pages", "rank", "who", "pages", "allocs", "share"]
@@ -102,23 +102,23 @@ def has_by(rec: Recording) -> bool:
 
 
 def by_info(rec: Recording) -> dict[str, Any]:
-    """The metadata of ``record --by`` (top level ``by``, else ``page_alloc.by``)."""
-    top = rec.meta.get("by")
-    if isinstance(top, dict):
-        return top
+    """The metadata of ``record --by`` (``page_alloc.by``: ``by_keys``, ``max_entries``,
+    ``entries_used``, ``overflow_allocs``/``_pages``, ``self_tgid``, ``workload_tgid``,
+    the stack map's sizes), as JSON; empty without ``--by``."""
     pa_meta = rec.meta.get("page_alloc")
     inner = pa_meta.get("by") if isinstance(pa_meta, dict) else None
     return inner if isinstance(inner, dict) else {}
 
 
 def by_keys(rec: Recording) -> list[str]:
-    """What the recording is keyed by (``by`` in its metadata, else the non-null columns)."""
-    keys = by_info(rec).get("by")
+    """What the recording is keyed by (``by_keys`` in its metadata, else the columns
+    that are not all null)."""
+    keys = by_info(rec).get("by_keys")
     if isinstance(keys, list) and keys:
         return [str(k) for k in keys]
     df = df_page_alloc_by(rec)
-    cols = {"comm": "comm", "tgid": "tgid", "stack": "stack_errno"}
-    return [k for k in KEYS if k in df and df[cols[k]].notna().any()]
+    have = {"comm": "comm", "tgid": "tgid", "stack": "stack_id"}
+    return [k for k in KEYS if k in df and df[have[k]].notna().any()]
 
 
 def require(rec: Recording, key: str) -> None:
@@ -141,17 +141,7 @@ def require(rec: Recording, key: str) -> None:
 def df_page_alloc_by(rec: Recording) -> pd.DataFrame:
     """``page_alloc_by`` decoded like ``df_page_alloc`` (zone, migratetype, gfp,
     cma_area); empty without ``record --by``."""
-    own = getattr(rec, "df_page_alloc_by", None)  # cmaprof.analysis.loaded, branch by
-    if callable(own):
-        return own()
-    path = rec.path / f"tables/{TABLE}.parquet"
-    if TABLE in schema.SCHEMAS:
-        df = rec.table(TABLE).to_pandas()
-    elif path.exists():
-        df = pq.read_table(path).to_pandas()
-    else:
-        df = pd.DataFrame({c: pd.Series(dtype="uint64") for c in ("allocs", "pages")})
-    return rec._decode(df) if not df.empty else df
+    return rec.df_page_alloc_by()
 
 
 def self_tgid(rec: Recording) -> int | None:
@@ -205,8 +195,14 @@ def _who(rec: Recording, df: pd.DataFrame, key: str) -> list[str]:
             ("tgid hidden" if hide else f"{int(t)}") + ("" if pd.isna(c) else f" {c}")
             for t, c in zip(df["tgid"], comm, strict=True)
         ]
-    mine = _self_mask(rec, df)
-    return [SELF if m and key != "stack" else w for w, m in zip(who, mine, strict=True)]
+    if key != "stack":
+        work = by_info(rec).get("workload_tgid")
+        if isinstance(work, int) and "tgid" in df:
+            ran = df["tgid"].eq(work).fillna(False)
+            who = [w + WORKLOAD if r else w for w, r in zip(who, ran, strict=True)]
+        mine = _self_mask(rec, df)
+        who = [SELF if m else w for w, m in zip(who, mine, strict=True)]
+    return who
 
 
 def class_of(df: pd.DataFrame, per: str) -> pd.Series:

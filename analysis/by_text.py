@@ -74,7 +74,7 @@ def table_top_by(
 
 def _map_lines(rec: Recording) -> list[str]:
     info = by.by_info(rec)
-    used, most = info.get("entries_used"), info.get("entries_max")
+    used, most = info.get("entries_used"), info.get("max_entries")
     lost = int(info.get("overflow_allocs") or 0)
     text = f"page_alloc_by: {used if used is not None else '?'} of {most or '?'} entries"
     text += (

@@ -42,6 +42,12 @@ class Recording(reader.Recording):
 
         return blockers.df_blocker_stacks(self)
 
+    def df_page_alloc_by(self) -> pd.DataFrame:
+        """The page_alloc cube by process and/or kernel stack (``record --by``), decoded
+        as :meth:`df_page_alloc` (gfp, zone, migratetype, cma_area names); tgid, comm,
+        stack_id, stack_errno null where not keyed. Empty without ``--by``."""
+        return self._decode(self.table("page_alloc_by").to_pandas())
+
     def df_page_alloc_events(self, columns: list[str] | None = None) -> pd.DataFrame:
         """One row per streamed allocation (``record --events``), decoded; empty without
         streaming. See :mod:`cmaprof.analysis.stream`."""

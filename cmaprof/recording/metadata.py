@@ -255,6 +255,29 @@ class CountingWindow(Section):
 
 
 @dataclass(eq=False)
+class PageAllocByInfo(Section):
+    """``record --by``: the page_alloc cube by process and/or kernel stack
+    (``page_alloc_by``; collectors/page_alloc_by.py)."""
+
+    #: the keys asked for (comm, tgid, stack)
+    by_keys: list[str] = field(default_factory=list)
+    #: size of the BPF hash (PA_BY_ENTRIES) and rows in page_alloc_by
+    max_entries: int | None = None
+    entries_used: int | None = None
+    #: events (and their base pages) in page_alloc but not in page_alloc_by: hash full
+    overflow_allocs: int | None = None
+    overflow_pages: int | None = None
+    #: tgid of the cmaprof record process, and of the command it ran (None: none)
+    self_tgid: int | None = None
+    workload_tgid: int | None = None
+    #: --by stack: the stack map, its size, frames per stack, distinct stacks stored
+    stack_map: str | None = None
+    stack_entries: int | None = None
+    stack_depth: int | None = None
+    stacks_stored: int | None = None
+
+
+@dataclass(eq=False)
 class PageAllocInfo(Section):
     """Start-up calibration of the page_alloc probe, or the zone source of an import."""
 
@@ -270,6 +293,9 @@ class PageAllocInfo(Section):
     zone_mismatches: int | None = None
     zone_source_reason: str | None = None
     page_struct_size_check: str | None = None
+    by: PageAllocByInfo | None = field(
+        default=None, metadata={"codec": ("section", PageAllocByInfo)}
+    )
 
 
 @dataclass(eq=False)

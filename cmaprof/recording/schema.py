@@ -65,6 +65,17 @@ page: origin_gfp_flags uint64, null = origin unknown), both computed from
 stack in ``stacks`` (map ``blk_stacks``); null when no stack was taken or
 ``bpf_get_stackid()`` failed, then ``origin_stack_errno`` says why (EEXIST: its hash
 bucket held another stack; ENOMEM: the map was full; EFAULT: no stack).
+``page_alloc_by`` (``record --by comm,tgid,stack``: the cube also keyed by process
+and/or kernel stack, whole recording, read at the end)
+    the ``page_alloc`` key columns + tgid uint32 (null: not keyed by tgid), comm string
+    (null: not keyed by comm), stack_id int32 (the stack in ``stacks``, map
+    ``pa_stacks``; null: not keyed by stack, or ``bpf_get_stackid()`` failed), stack_errno
+    int32 (null unless it failed: EEXIST, ENOMEM, EFAULT as positive errno, as
+    ``cma_blockers.origin_stack_errno``), allocs uint64, pages uint64. Comm and tgid are
+    the current task's (an allocation in interrupt context counts for the task it
+    interrupted, as perf's comm does). Events that found the BPF hash full are not here
+    but in metadata ``page_alloc.by`` ``overflow_allocs``/``overflow_pages``: its totals
+    plus those equal ``page_alloc``'s exactly.
 ``stacks`` (map, stack_id, level, frame): see :data:`SCHEMAS` ``stacks``.
 """
 
@@ -92,6 +103,16 @@ SCHEMAS: dict[str, pa.Schema] = {
     "page_alloc": pa.schema(PAGE_ALLOC_KEYS + COUNTS),
     "page_alloc_fail": pa.schema(
         [("gfp_flags", pa.uint64()), ("order", pa.uint8()), ("migratetype_id", pa.uint8())] + COUNTS
+    ),
+    "page_alloc_by": pa.schema(
+        PAGE_ALLOC_KEYS
+        + [
+            ("tgid", pa.uint32()),
+            ("comm", pa.string()),
+            ("stack_id", pa.int32()),
+            ("stack_errno", pa.int32()),
+        ]
+        + COUNTS
     ),
     "page_alloc_bulk": pa.schema(
         [
@@ -294,7 +315,8 @@ SCHEMAS["cma_blockers_origin"] = pa.schema(
 
 #: Kernel stacks of a BPF stack map (collectors/stacks.py), one row per frame:
 #: ``map`` the stack map (``blk_stacks``: the placing allocations of CMA pages,
-#: ``cma_blockers.origin_stack_id``), ``stack_id`` its id, ``level`` 0 the innermost
+#: ``cma_blockers.origin_stack_id``; ``pa_stacks``: ``page_alloc_by.stack_id``),
+#: ``stack_id`` its id, ``level`` 0 the innermost
 #: frame, ``frame`` ``function+0xoff`` (``function+0xoff [module]``; ``?``: no symbol),
 #: symbolised from /proc/kallsyms when the recording was finished.
 SCHEMAS["stacks"] = pa.schema(

@@ -50,18 +50,20 @@ BY = [
     (A, 255, 1, 100, "memhog", 1, 0, 500),
     (A, 255, 1, 200, "cmaprof", 1, 0, 100),
     (A, 255, 1, 300, "sh", 2, 0, 50),
-    (A, 255, 1, 300, "sh", None, -EFAULT, 50),
+    (A, 255, 1, 300, "sh", None, EFAULT, 50),
     (A, 0, 1, 100, "memhog", 4, 0, 200),
     (B, 255, 0, 200, "cmaprof", 3, 0, 60),
     (B, 255, 0, 100, "memhog", 3, 0, 40),
 ]
 BY_META = {
-    "by": ["comm", "tgid", "stack"],
-    "entries_max": 16384,
+    "by_keys": ["comm", "tgid", "stack"],
+    "max_entries": 16384,
     "entries_used": len(BY),
     "overflow_allocs": 200,
     "overflow_pages": 200,
     "self_tgid": 200,
+    "workload_tgid": 100,
+    "stack_map": "pa_stacks",
 }
 
 
@@ -96,7 +98,7 @@ def make(tmp: Path, name: str = "by", by: list[tuple] | None = None, scale: int 
             "tgid": pa.array([r[3] for r in by], pa.uint32()),
             "comm": pa.array([r[4] for r in by], pa.string()),
             "stack_id": pa.array([r[5] for r in by], pa.int32()),
-            "stack_errno": pa.array([r[6] for r in by], pa.int32()),
+            "stack_errno": pa.array([r[6] or None for r in by], pa.int32()),
         }
         | _counts([r[7] * scale for r in by])
     )
@@ -111,6 +113,8 @@ def make(tmp: Path, name: str = "by", by: list[tuple] | None = None, scale: int 
     pq.write_table(pa.table(stacks), t / "stacks.parquet")
     meta = json.loads((rec / "metadata.json").read_text())
     meta["cma_areas"] = [{"name": "reserved", "base_pfn": 0x200000, "count": 16384}]
-    meta["by"] = dict(BY_META, overflow_pages=200 * scale, overflow_allocs=200 * scale)
+    meta["page_alloc"]["by"] = dict(
+        BY_META, overflow_pages=200 * scale, overflow_allocs=200 * scale
+    )
     (rec / "metadata.json").write_text(json.dumps(meta, indent=2))
     return rec

@@ -50,8 +50,12 @@ def test_stack_label_on_the_real_6_1_stacks():
 
 def test_top_comm_per_gfp_self_excluded(rec):
     df = by.df_top_by(rec, "comm", "gfp")
-    assert _rows(df, fx.A_TEXT) == [("memhog", 700, 0.7), ("sh", 100, 0.1), (by.OVERFLOW, 200, 0.2)]
-    assert _rows(df, fx.B_TEXT) == [("memhog", 40, 1.0)]
+    assert _rows(df, fx.A_TEXT) == [
+        ("memhog (workload)", 700, 0.7),
+        ("sh", 100, 0.1),
+        (by.OVERFLOW, 200, 0.2),
+    ]
+    assert _rows(df, fx.B_TEXT) == [("memhog (workload)", 40, 1.0)]
     a = df[df["class"] == fx.A_TEXT]
     assert set(a["class_pages"]) == {1000} and set(a["self_pages"]) == {100}
     assert list(a["rank"].astype(object).where(a["rank"].notna(), None)) == [1, 2, None]
@@ -61,7 +65,7 @@ def test_top_comm_per_gfp_self_excluded(rec):
 def test_top_comm_self_included_and_other(rec):
     df = by.df_top_by(rec, "comm", "gfp", top=1, exclude_self=False)
     assert _rows(df, fx.A_TEXT) == [
-        ("memhog", 700, 0.6364),
+        ("memhog (workload)", 700, 0.6364),
         (f"{by.OTHER} 2 more", 200, 0.1818),  # cmaprof 100 + sh 100
         (by.OVERFLOW, 200, 0.1818),
     ]
@@ -83,9 +87,9 @@ def test_every_class_adds_up_to_page_alloc(rec, key, per):
 
 def test_top_tgid_and_cma(rec):
     df = by.df_top_by(rec, "tgid", "all")
-    assert _rows(df, "all")[:2] == [("100 memhog", 740, 0.7115), ("300 sh", 100, 0.0962)]
+    assert _rows(df, "all")[:2] == [("100 memhog (workload)", 740, 0.7115), ("300 sh", 100, 0.0962)]
     cma = by.df_top_by(rec, "comm", "cma")
-    assert _rows(cma, "reserved") == [("memhog", 200, 1.0)]
+    assert _rows(cma, "reserved") == [("memhog (workload)", 200, 1.0)]
     assert set(by.df_top_by(rec, "comm", "zone")["class"]) == {"Node 0 Normal"}
 
 
@@ -108,13 +112,9 @@ def test_check_still_counts_cmaprof(rec):
     assert int(check.loc[check["zone"] == "Normal", "traced_pages"].iloc[0]) == 1200
 
 
-def test_metadata_under_page_alloc(tmp_path):
-    path = fx.make(tmp_path)
-    meta = json.loads((path / "metadata.json").read_text())
-    meta["page_alloc"]["by"] = meta.pop("by")
-    (path / "metadata.json").write_text(json.dumps(meta))
-    r = load(path)
-    assert by.self_tgid(r) == 200 and by.by_keys(r) == ["comm", "tgid", "stack"]
+def test_metadata_of_record_by(rec):
+    assert by.self_tgid(rec) == 200 and by.by_keys(rec) == ["comm", "tgid", "stack"]
+    assert rec.meta.page_alloc.by.max_entries == 16384  # typed: recording/metadata.py
 
 
 def test_without_page_alloc_by_is_one_clear_error():
@@ -129,7 +129,7 @@ def test_key_not_recorded(tmp_path):
     rows = [r[:3] + (None, None) + r[5:] for r in fx.BY]  # keyed by stack only
     path = fx.make(tmp_path, by=rows)
     meta = json.loads((path / "metadata.json").read_text())
-    meta["by"]["by"] = ["stack"]
+    meta["page_alloc"]["by"]["by_keys"] = ["stack"]
     (path / "metadata.json").write_text(json.dumps(meta))
     r = load(path)
     with pytest.raises(BadInput, match=r"recorded with --by stack, not comm.*record --by comm"):
@@ -174,7 +174,7 @@ def test_report_by_csv_and_json(rec_path, tmp_path):
             "class_pages": 200,
             "self_pages": 0,
             "rank": 1,
-            "who": "memhog",
+            "who": "memhog (workload)",
             "pages": 200,
             "allocs": 200,
             "share": 1.0,
@@ -196,7 +196,7 @@ def test_default_report_who_allocates(rec):
     i = text.index("Who allocates: top 5 processes, all classes (record --by comm,tgid,stack)")
     part = text[i:].split("\n\n")[0].splitlines()
     assert part[2:5] == [
-        "       740  71.2%        740  memhog",
+        "       740  71.2%        740  memhog (workload)",
         "       100   9.6%        100  sh",
         "       200  19.2%        200  (not keyed: map full)",
     ]
