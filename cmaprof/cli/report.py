@@ -156,15 +156,16 @@ def _emit(out: str | dict[str, Any], output: Path | None, fmt: str) -> None:
         for path in tables.write_frames_csv(out, output):
             click.echo(f"report: {path}", err=True)
         return
-    if isinstance(out, dict):
-        if fmt == "json":
-            out = tables.frames_json(out)
-        elif len(out) == 1:
-            out = next(iter(out.values())).to_csv(index=False)
-        else:
-            out = tables.frames_csv(out)
+    if not isinstance(out, dict):
+        text = out
+    elif fmt == "json":
+        text = tables.frames_json(out)
+    elif len(out) == 1:
+        text = next(iter(out.values())).to_csv(index=False)
+    else:
+        text = tables.frames_csv(out)
     if output is not None:
-        output.write_text(out)
+        output.write_text(text)
         click.echo(f"report: {output}", err=True)
     else:
-        click.echo(out, nl=False)
+        click.echo(text, nl=False)
