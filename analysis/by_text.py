@@ -61,7 +61,7 @@ def table_top_by(
     """
     df = by.df_top_by(rec, key, per, top, exclude_self)
     self_note = "cmaprof itself excluded" if exclude_self else "cmaprof itself included"
-    title = f"Top {NOUN[key]} {by.PER[per]} (pages = base pages; {self_note})"
+    title = f"Top {NOUN[key]} {by.PER[per]} (base pages; {self_note})"
     out = textwrap.wrap(title, WIDTH)
     if df.empty:
         what = "in CMA areas" if per == "cma" else "keyed"

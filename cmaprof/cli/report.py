@@ -36,9 +36,11 @@ import click
     "--by",
     "by_keys",
     multiple=True,
-    type=click.Choice(["comm", "tgid", "stack"]),
+    metavar="comm|tgid|stack",
+    callback=lambda ctx, param, value: _parse_by(value),
     help="who allocates: top processes or kernel stacks per GFP class, zone and CMA "
-    "area (needs a recording made with record --by the same key); repeatable",
+    "area (needs a recording made with record --by the same key); combinable: "
+    "--by comm,stack",
 )
 @click.option(
     "--top",
@@ -89,7 +91,7 @@ def report(
     if table is not None and fmt == "text":
         raise click.UsageError("--table needs --format csv or json")
     if by_keys:
-        opts = (list(dict.fromkeys(by_keys)), top, not include_self)
+        opts = (list(by_keys), top, not include_self)
         _emit(_by_report(rec, fmt, table, redact, full_stacks, *opts), output, fmt)
         return
     if fmt == "csv" and table is None and output is not None:
@@ -114,6 +116,20 @@ def report(
         click.echo(f"report: {output}", err=True)
     else:
         click.echo(out, nl=False)
+
+
+BY_KEYS = ("comm", "tgid", "stack")
+
+
+def _parse_by(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--by comm,stack --by tgid`` -> the keys in order, each once."""
+    keys = [k.strip() for v in values for k in v.split(",") if k.strip()]
+    bad = [k for k in keys if k not in BY_KEYS]
+    if bad:
+        raise click.BadParameter(
+            f"{', '.join(bad)}: not one of {', '.join(BY_KEYS)} (e.g. --by comm,stack)"
+        )
+    return tuple(dict.fromkeys(keys))
 
 
 def _by_report(

@@ -184,6 +184,21 @@ def test_report_by_csv_and_json(rec_path, tmp_path):
     assert one.returncode == 2 and "top_comm_gfp" in one.stderr
 
 
+def test_report_by_keys_combine_and_a_bad_key_is_refused(rec_path):
+    proc = run_cli("report", str(rec_path), "--by", "comm,stack", "--by", "comm")
+    titles = [line for line in proc.stdout.splitlines() if line.startswith("Top ")]
+    assert [t.split(" (")[0] for t in titles] == [
+        "Top processes by GFP class",
+        "Top processes by zone",
+        "Top processes for CMA placements",
+        "Top kernel stacks by GFP class",
+        "Top kernel stacks by zone",
+        "Top kernel stacks for CMA placements",
+    ]
+    bad = run_cli("report", str(rec_path), "--by", "pid")
+    assert bad.returncode == 2 and "pid: not one of comm, tgid, stack" in bad.stderr
+
+
 def test_report_by_without_page_alloc_by_exits_2():
     proc = run_cli("report", str(DATA / "recordings" / "host-6.18-anon"), "--by", "comm")
     assert proc.returncode == 2
