@@ -257,6 +257,14 @@ def _overflow(rec: Recording, keyed: pd.DataFrame, per: str) -> pd.DataFrame:
     return diff.assign(who=OVERFLOW)
 
 
+def self_pages(rec: Recording, per: str) -> pd.Series:
+    """Pages of cmaprof's own process per class (``per`` as in :func:`df_top_by`);
+    empty when it cannot be told apart (:func:`self_known`)."""
+    df = df_page_alloc_by(rec)
+    mine = df[_self_mask(rec, df)]
+    return mine.assign(**{"class": class_of(mine, per)}).groupby("class")["pages"].sum()
+
+
 def _rank_class(g: pd.DataFrame, top: int) -> pd.DataFrame:
     """The top ``top`` rows of one class by pages, then :data:`OTHER`, then the
     overflow row; ``share`` of the class's pages (they add up to 1)."""
@@ -289,14 +297,15 @@ def df_top_by(
     share the label, every frame joined by `` < ``).
 
     :param exclude_self: leave out cmaprof's own process (:data:`SELF`; with ``key``
-        stack only rows keyed by its tgid too)
+        stack only rows keyed by its tgid too); a class of its pages alone then has
+        no rows (:func:`self_pages` has them)
     :raises BadInput: the recording was not made with ``record --by key``
     """
     require(rec, key)
     cols = COLUMNS + (STACK_COLUMNS if key == "stack" else [])
     df = df_page_alloc_by(rec)
     mine = _self_mask(rec, df)
-    own = df[mine].assign(**{"class": class_of(df[mine], per)}).groupby("class")["pages"].sum()
+    own = self_pages(rec, per)
     keyed = _keyed(rec, df, key, per)
     over = _overflow(rec, keyed, per)
     if exclude_self:

@@ -69,6 +69,11 @@ def table_top_by(
         return "\n".join(out)
     for cls, g in df.groupby("class", sort=False):
         out += _class_lines(str(cls), g, key, stacks)
+    own = by.self_pages(rec, per) if exclude_self else pd.Series(dtype="int64")
+    alone = own[~own.index.isin(df["class"])]
+    if len(alone):
+        note = f"{len(alone)} classes of {by.SELF} alone ({int(alone.sum())} pages) not shown"
+        out += ["", *textwrap.wrap(note, WIDTH)]
     return "\n".join(out)
 
 

@@ -249,3 +249,41 @@ def test_compare_without_stacks_on_one_side(tmp_path):
     assert df_compare_by_stack([load_side(base), load_side(plain)]).empty
     proc = run_cli("compare", str(base), str(plain))
     assert proc.returncode == 0 and "stack class" not in proc.stdout
+
+
+REAL = DATA / "recordings" / "host-6.18-by"  # branch by: record --by comm,tgid,stack -- anon:16
+ANON = "GFP_HIGHUSER_MOVABLE|__GFP_ZERO|__GFP_COMP"
+
+
+def test_real_recording_the_workload_and_the_totals():
+    import pyarrow.parquet as pq
+
+    r = load(REAL)
+    raw = pq.read_table(REAL / "tables/page_alloc_by.parquet").to_pandas()
+    info = r.meta.page_alloc.by
+    df = by.df_top_by(r, "comm", "gfp", top=10)
+    anon = df[df["class"] == ANON].set_index("who")
+    # workload anon:16 write-faults 16 MiB: at least 4096 base pages of its own
+    work = int(
+        raw.loc[(raw["tgid"] == info.workload_tgid) & (raw["gfp_flags"] == fx.A), "pages"].sum()
+    )
+    assert anon.loc["cmaprof (workload)", "pages"] == work >= 4096
+    own = int(raw.loc[raw["tgid"] == info.self_tgid, "pages"].sum())
+    assert own > 0 and int(by.df_who_allocates(r)["self_pages"].iloc[0]) == own
+    cube = int(pq.read_table(REAL / "tables/page_alloc.parquet")["pages"].to_pandas().sum())
+    for key in ("comm", "tgid", "stack"):
+        for per in ("all", "gfp", "zone"):
+            t = by.df_top_by(r, key, per, top=3, exclude_self=False)
+            assert (
+                t["pages"].sum() == cube and t.groupby("class")["share"].sum().round(9).eq(1).all()
+            )
+            t = by.df_top_by(r, key, per, top=3)  # self left out: where it went
+            alone = by.self_pages(r, per).drop(t["class"].unique(), errors="ignore").sum()
+            shown = t.groupby("class")["self_pages"].first().sum()
+            assert t["pages"].sum() + shown + alone == cube
+            assert key == "stack" or shown + alone == own
+            assert by.OVERFLOW not in set(t["who"])  # overflow_allocs 0 in its metadata
+    stacks_ = by.df_top_by(r, "stack", "gfp", top=1)
+    assert stacks_[stacks_["class"] == ANON].iloc[0]["who"] == "do_anonymous_page"
+    text = run_cli("report", str(REAL)).stdout
+    assert "Who allocates: top 5 processes" in text and "cmaprof (self): " in text
