@@ -45,9 +45,7 @@ import click
 @click.option(
     "--top",
     type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="--by: rows per class before (other)",
+    help="--by: rows per class before (other)  [default: 10]",
 )
 @click.option(
     "--include-self",
@@ -68,7 +66,7 @@ def report(
     redact: bool,
     wide: bool,
     by_keys: tuple[str, ...],
-    top: int,
+    top: int | None,
     include_self: bool,
     full_stacks: bool,
 ) -> None:
@@ -90,8 +88,10 @@ def report(
     rec = load(recording)
     if table is not None and fmt == "text":
         raise click.UsageError("--table needs --format csv or json")
+    if not by_keys and (top is not None or include_self or full_stacks):
+        raise click.UsageError("--top, --include-self and --stacks need --by")
     if by_keys:
-        opts = (list(by_keys), top, not include_self)
+        opts = (list(by_keys), top or 10, not include_self)
         _emit(_by_report(rec, fmt, table, redact, full_stacks, *opts), output, fmt)
         return
     if fmt == "csv" and table is None and output is not None:

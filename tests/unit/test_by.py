@@ -197,6 +197,8 @@ def test_report_by_keys_combine_and_a_bad_key_is_refused(rec_path):
     ]
     bad = run_cli("report", str(rec_path), "--by", "pid")
     assert bad.returncode == 2 and "pid: not one of comm, tgid, stack" in bad.stderr
+    alone = run_cli("report", str(rec_path), "--top", "3")
+    assert alone.returncode == 2 and "need --by" in alone.stderr
 
 
 def test_report_by_without_page_alloc_by_exits_2():
