@@ -151,21 +151,16 @@ def self_tgid(rec: Recording) -> int | None:
 
 
 def self_known(rec: Recording) -> bool:
-    """Whether cmaprof's own rows can be told apart (its tgid keyed, or its comm)."""
+    """Whether cmaprof's own rows can be told apart: its tgid recorded and keyed."""
     df = df_page_alloc_by(rec)
-    keyed = self_tgid(rec) is not None and "tgid" in df and bool(df["tgid"].notna().any())
-    return keyed or isinstance(by_info(rec).get("self_comm"), str)
+    return self_tgid(rec) is not None and "tgid" in df and bool(df["tgid"].notna().any())
 
 
 def _self_mask(rec: Recording, df: pd.DataFrame) -> pd.Series:
-    """Rows of cmaprof's own process: its tgid (needs ``--by tgid``), else its comm
-    (``self_comm`` in the metadata)."""
-    tgid, comm = self_tgid(rec), by_info(rec).get("self_comm")
-    if tgid is not None and "tgid" in df and df["tgid"].notna().any():
-        return df["tgid"].eq(tgid).fillna(False).astype(bool)
-    if isinstance(comm, str) and "comm" in df:
-        return df["comm"].eq(comm).fillna(False).astype(bool)
-    return pd.Series(False, index=df.index)
+    """Rows of cmaprof's own process (by its tgid: needs ``--by tgid``)."""
+    if not self_known(rec):
+        return pd.Series(False, index=df.index)
+    return df["tgid"].eq(self_tgid(rec)).fillna(False).astype(bool)
 
 
 def _stack_who(df: pd.DataFrame, frames: dict[int, tuple[str, ...]]) -> list[str]:
