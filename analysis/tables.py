@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from cmaprof.analysis import blockers, check, cma, migrate, page_alloc, stats, stream
+from cmaprof.analysis import blockers, by, by_text, check, cma, migrate, page_alloc, stats, stream
 from cmaprof.analysis import causes as causes_  # issue 12: a cause per failed cma_alloc()
 from cmaprof.analysis import layout as layout_  # issue 12: memory layout section
 from cmaprof.analysis import phases as phases_  # issue 12: where a call's time went
@@ -344,6 +344,7 @@ def table_report(rec: Recording, redact: bool = False, wide: bool = False) -> st
         table_header(rec),
         layout_.table_layout(rec),  # issue 12
         table_zone_gfp(rec, wide=wide),
+        by_text.table_who_allocates(rec),  # issue 17: record --by
         table_cma(rec),
         phases_.table_cma_phases(rec),  # issue 12
         causes_.table_cma_failure_causes(rec),  # issue 12
@@ -405,6 +406,8 @@ def report_tables(rec: Recording, redact: bool = False) -> dict[str, pd.DataFram
     if blockers.has_blockers(rec):  # absent: not measured; empty: none seen
         out["cma_failures"] = blockers.df_cma_failures(rec)
         out["cma_blockers_origin"] = blockers.df_cma_blockers_origin(rec)
+    if by.has_by(rec):  # issue 17: record --by
+        out["who_allocates"] = by.df_who_allocates(rec)
     if blockers.has_stacks(rec):  # issue 17: record --by stack
         out["cma_blocker_stacks"] = blockers.df_blocker_stacks_flat(rec)
     return out
@@ -425,23 +428,36 @@ def _tables(rec: Recording, redact: bool, table: str | None) -> dict[str, pd.Dat
     out = report_tables(rec, redact)
     if table is None:
         return out
-    if table not in out:
-        raise BadInput(
-            f"no table {table!r} in the report of {rec.path}; its tables: {', '.join(out)}"
-        )
-    return {table: out[table]}
+    return {table: pick_table(out, table, rec.path)}
 
 
 def report_json(rec: Recording, redact: bool = False, table: str | None = None) -> str:
     """One JSON object: table name -> list of row objects (only ``table`` if given).
     Numbers are JSON numbers; undefined values are null."""
+    return frames_json(_tables(rec, redact, table))
+
+
+def frames_json(frames: dict[str, pd.DataFrame]) -> str:
+    """Named tables as one JSON object: name -> list of row objects."""
     obj = {}
-    for name, df in _tables(rec, redact, table).items():
+    for name, df in frames.items():
         obj[name] = [
             {k: _jsonable(v) for k, v in row.items()}
             for row in df.astype(object).to_dict(orient="records")
         ]
     return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
+def pick_table(frames: dict[str, pd.DataFrame], table: str, where: object) -> pd.DataFrame:
+    """The table ``table`` of a report of ``where``.
+
+    :raises BadInput: no such table (the message names those there are)
+    """
+    if table not in frames:
+        raise BadInput(
+            f"no table {table!r} in the report of {where}; its tables: {', '.join(frames)}"
+        )
+    return frames[table]
 
 
 def table_csv(rec: Recording, table: str, redact: bool = False) -> str:
@@ -457,9 +473,14 @@ def table_csv(rec: Recording, table: str, redact: bool = False) -> str:
 
 def write_csv_tables(rec: Recording, outdir: Path, redact: bool = False) -> list[Path]:
     """Write every table of the report as ``outdir/NAME.csv``; return the paths."""
+    return write_frames_csv(report_tables(rec, redact), outdir)
+
+
+def write_frames_csv(frames: dict[str, pd.DataFrame], outdir: Path) -> list[Path]:
+    """Write named tables as ``outdir/NAME.csv``; return the paths."""
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, df in report_tables(rec, redact).items():
+    for name, df in frames.items():
         path = outdir / f"{name}.csv"
         df.to_csv(path, index=False)
         paths.append(path)
@@ -470,8 +491,13 @@ def report_csv(rec: Recording, redact: bool = False) -> str:
     """Every table as CSV in one stream, each preceded by a ``# table: NAME`` line (what
     ``report --format csv`` prints without ``-o DIR`` or ``--table``; pandas reads the
     files of :func:`write_csv_tables` or one :func:`table_csv`)."""
+    return frames_csv(report_tables(rec, redact))
+
+
+def frames_csv(frames: dict[str, pd.DataFrame]) -> str:
+    """Named tables as CSV in one stream, each after a ``# table: NAME`` line."""
     buf = io.StringIO()
-    for name, df in report_tables(rec, redact).items():
+    for name, df in frames.items():
         buf.write(f"# table: {name}\n")
         df.to_csv(buf, index=False)
         buf.write("\n")

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from cmaprof.analysis import stats
+from cmaprof.analysis.compare.by_stack import df_compare_by_stack
 from cmaprof.analysis.compare.frame import df_compare
 from cmaprof.analysis.compare.sides import Side
 from cmaprof.analysis.compare.text import table_compare
@@ -29,12 +30,19 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _df_all(sides: list[Side], alpha: float) -> pd.DataFrame:
+    """:func:`df_compare`, then the stack classes where every side has them (issue 17)."""
+    df = df_compare(sides, alpha)
+    extra = df_compare_by_stack(sides, alpha)
+    return df if extra.empty else pd.concat([df, extra], ignore_index=True)
+
+
 def compare_json(
     sides: list[Side], alpha: float = stats.ALPHA, warnings: list[str] | None = None
 ) -> str:
     """``{"sides": [...], "alpha": a, "warnings": [...], "rows": [...]}``; rows as in
     :func:`df_compare`, one object per (metric, statistic, side)."""
-    df = df_compare(sides, alpha)
+    df = _df_all(sides, alpha)
     rows = [{k: _jsonable(v) for k, v in r.items()} for r in df.astype(object).to_dict("records")]
     obj = {
         "alpha": alpha,
@@ -62,7 +70,7 @@ def compare_json(
 def compare_csv(sides: list[Side], alpha: float = stats.ALPHA) -> str:
     """The long table as CSV, one line per (metric, statistic, side); ``values`` joined
     by ``;``."""
-    df = df_compare(sides, alpha).copy()
+    df = _df_all(sides, alpha).copy()
     df["values"] = [";".join(f"{x:g}" for x in v) if v else "" for v in df["values"]]
     buf = io.StringIO()
     df.to_csv(buf, index=False)

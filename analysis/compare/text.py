@@ -10,6 +10,8 @@ from typing import Any
 import pandas as pd
 
 from cmaprof.analysis import stats
+from cmaprof.analysis.compare.by_stack import TITLE as BY_STACK_TITLE
+from cmaprof.analysis.compare.by_stack import df_compare_by_stack
 from cmaprof.analysis.compare.frame import MAX_PCT, df_compare
 from cmaprof.analysis.compare.sides import QUANTILES, SECTIONS, WIDTH, Side
 from cmaprof.kernel import formats
@@ -87,6 +89,7 @@ def table_compare(sides: list[Side], alpha: float = stats.ALPHA, wide: bool = Fa
         out.append(nline.rstrip())
         for (_metric, _unit), g in part.groupby(["metric", "unit"], sort=False):
             out += _metric_lines(g, label_w, wide, notes)
+    out += _by_stack_lines(sides, alpha, (label_w, head, nline), wide, notes)  # issue 17
     notes.pop("", None)
     shown = [n_ for n_ in notes if "iterations: Mann-Whitney" not in n_]
     if shown:
@@ -101,6 +104,30 @@ def table_compare(sides: list[Side], alpha: float = stats.ALPHA, wide: bool = Fa
 
     out += ["", table_layout_compare(sides), "", table_causes_compare(sides)]
     return "\n".join(out) + "\n"
+
+
+def _by_stack_lines(
+    sides: list[Side],
+    alpha: float,
+    layout: tuple[int, str, str],
+    wide: bool,
+    notes: dict[str, None],
+) -> list[str]:
+    """The stack classes section (:mod:`.by_stack`); none unless every side has them.
+
+    :param layout: the label width, the header line and the n= line of the table
+    """
+    df = df_compare_by_stack(sides, alpha)
+    if df.empty:
+        return []
+    label_w, head, nline = layout
+    if wide:
+        label_w = max(label_w, STAT_W + int(df["metric"].str.len().max()) + 1)
+    out = ["", *textwrap.wrap(BY_STACK_TITLE, WIDTH), head.rstrip(), nline.rstrip()]
+    df = df.assign(_label=df["metric"])
+    for _metric, g in df.groupby("metric", sort=False):
+        out += _metric_lines(g, label_w, wide, notes)
+    return out
 
 
 def _preamble(sides: list[Side], alpha: float) -> list[str]:
