@@ -78,21 +78,24 @@ sync
 """
 
 
-def guest_script(ctl: Path, command: list[str]) -> str:
-    """The shell script the guest runs from ``ctl``: boot facts, ``command``, its status."""
+def guest_script(ctl: Path, command: list[str], env: dict[str, str] | None = None) -> str:
+    """The shell script the guest runs from ``ctl``: boot facts, ``command``, its status.
+    The host's ``CMAPROF_*`` variables are passed on, then ``env``."""
     path = [str(Path(sys.executable).parent)]
     path += os.environ.get("PATH", "").split(os.pathsep)
     path += ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
     path = [p for p in dict.fromkeys(path) if p]
-    env = "\n".join(
-        f"export {k}={shlex.quote(v)}"
+    passed = {
+        k: v
         for k, v in sorted(os.environ.items())
         if k.startswith("CMAPROF_") and re.fullmatch(r"[A-Z0-9_]+", k)
-    )
+    }
+    passed.update(env or {})
+    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in passed.items())
     return _GUEST_SCRIPT.format(
         ctl=shlex.quote(str(ctl)),
         path=shlex.quote(":".join(path)),
-        env=env,
+        env=exports,
         cwd=shlex.quote(os.getcwd()),
         command=shlex.join(command),
     )
