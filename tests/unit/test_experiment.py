@@ -7,6 +7,7 @@ runs are tests/vm/test_scenario.py.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,29 @@ def test_guest_progress_is_passed_on(tmp_path, monkeypatch, every, beats):
     assert lines[0] == f"cmaprof experiment: {run.name}: vm: booting bzImage under TCG"
     assert len(lines) == 1 + beats, lines
     assert not any("other output" in ln for ln in lines)
+
+
+def test_the_compile_shows_in_the_progress(tmp_path, monkeypatch):
+    """record's compile lines (the long pole under TCG) reach the experiment's progress
+    from the run's record.err, with the time into the run; its other lines do not."""
+    p = params(iterations=1, layouts=["stock"])
+    run = exp.plan(p)[0]
+    rec, rdir = run.rec_dir(tmp_path), run.run_dir(tmp_path)
+    script = (
+        f"err={rdir}/record.err; "
+        "echo 'cmaprof: compiling the probes (page_alloc, cma) with BCC' >>$err; "
+        "echo 'In file included from x.h:1:' >>$err; "
+        "echo 'cmaprof: probes compiled and loaded in 140.2 s' >>$err; "
+        "echo 'cmaprof: recording system-wide while the command runs' >>$err; "
+        f"sleep 1.5; mkdir -p {rec} && echo '{{}}' >{rec}/metadata.json"
+    )
+    monkeypatch.setattr(exp, "vm_argv", lambda root, p, run: ["sh", "-c", script])
+    lines: list[str] = []
+    assert exp.guest_run(tmp_path, p, run, echo=lines.append).status == "ok"
+    said = [ln.split(": ", 2)[2] for ln in lines]
+    assert [s.rsplit(" (", 1)[0] for s in said] == [
+        "compiling the probes (page_alloc, cma) with BCC",
+        "probes compiled and loaded in 140.2 s",
+        "recording system-wide while the command runs",
+    ], lines
+    assert all(re.search(r"\(0:0\d into the run\)$", s) for s in said), lines

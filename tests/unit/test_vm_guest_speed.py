@@ -1,4 +1,5 @@
-"""The guest kernel's headers unpacked on the host from its bzImage (cmaprof.guest.kheaders)."""
+"""What makes a TCG guest iteration shorter: the guest kernel's headers unpacked on the
+host from its bzImage (cmaprof.guest.kheaders), the root file system's 9p cache mode."""
 
 import gzip
 import io
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from cmaprof.guest import kheaders
-from cmaprof.guest.launch import guest_script
+from cmaprof.guest.launch import ROOT_9P_FLAGS, guest_script, vng_argv
+from cmaprof.guest.options import VmOptions
 
 SHARED_7_3 = Path("/work/shared/kernels/bzImage-7.3.4-cma")
 
@@ -102,3 +104,14 @@ def test_the_guest_script_exports_the_headers(tmp_path):
     script = guest_script(tmp_path, ["true"], {"BCC_KERNEL_SOURCE": "/c/kh/ab 12"})
     assert "export BCC_KERNEL_SOURCE='/c/kh/ab 12'\n" in script
     assert "BCC_KERNEL_SOURCE" not in guest_script(tmp_path, ["true"])
+
+
+def test_the_root_is_mounted_with_a_cache_and_a_user_append_still_wins(tmp_path):
+    opts = VmOptions(kernel=tmp_path / "bzImage", command=["true"])
+    argv = vng_argv(Path("/x/vng"), opts, ["cma=256M", "rootflags=trans=virtio"], tmp_path, False)
+    words = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+    assert words == [ROOT_9P_FLAGS, "cma=256M", "rootflags=trans=virtio"]
+    # vng's own words (virtme --force-9p) kept, the cache mode added
+    assert ROOT_9P_FLAGS.split(",") == [
+        "rootflags=version=9p2000.L", "trans=virtio", "access=any", "msize=524288", "cache=loose"
+    ]
