@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -152,6 +153,8 @@ def load_probes(names: Sequence[str], options: Mapping[str, Any] | None = None) 
     from cmaprof import probes
 
     bcc = import_bcc()
+    warm = threading.Thread(target=_warm_imports, name="warm-imports", daemon=True)
+    warm.start()
     cflags = probes.cflags(names, options)
     key = layout_key(names, cflags)
     layout = cached_layout(key) if set(names) <= HEADER_FREE_PROBES else None
@@ -159,6 +162,20 @@ def load_probes(names: Sequence[str], options: Mapping[str, Any] | None = None) 
     b = bcc.BPF(text=probes.text(names).encode(), cflags=cflags + extra)
     b.cmaprof_layout_key, b.cmaprof_headers_cached = key, bool(layout)
     return b
+
+
+#: What the end of a recording imports that is slow to import in a TCG guest (pandas,
+#: for the derived tables: 44 s cold in the 7.3.4 guest): imported in a thread while
+#: BCC compiles, a ctypes call that releases the GIL, on another CPU.
+WARM_IMPORTS = ("cmaprof.recording.derived",)
+
+
+def _warm_imports() -> None:
+    for name in WARM_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - only a head start; the real import reports
+            return
 
 
 #: Probes whose C needs from the kernel's mm headers only the constants of

@@ -24,7 +24,7 @@ from cmaprof.collectors.base import Collector, CollectorContext
 from cmaprof.errors import BadInput, EnvironmentProblem
 from cmaprof.kernel.procfs import CmaArea
 from cmaprof.probes import abi
-from cmaprof.recording import derived, schema
+from cmaprof.recording import schema
 from cmaprof.recording.metadata import BlockersInfo, Metadata
 
 NONE_PFN = (1 << 64) - 1
@@ -182,6 +182,8 @@ class BlockersCollector(Collector):
     def final_tables(self) -> dict[str, pa.Table]:
         """The raw rows and the two summaries derived from them; with ``--by stack``,
         the stacks of ``blk_stacks`` symbolised (``stacks``)."""
+        from cmaprof.recording import derived  # pandas: imported while BCC compiles
+
         raw = self.table()
         out = {
             "cma_blockers": raw,
