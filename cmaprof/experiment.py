@@ -207,7 +207,11 @@ def vm_argv(root: Path, p: Params, run: Run) -> list[str]:
 
 #: Lines of the guest's record.err passed on as progress: the BCC compile, the long pole
 #: of a TCG iteration (collectors/record_setup.py prints them), and the end.
-_RECORD_PROGRESS = ("cmaprof: compiling the probes", "cmaprof: probes compiled", "cmaprof: recording ")
+_RECORD_PROGRESS = (
+    "cmaprof: compiling the probes",
+    "cmaprof: probes compiled",
+    "cmaprof: recording ",
+)
 
 
 class _Lines:
@@ -228,9 +232,7 @@ class _Lines:
         return complete.decode(errors="replace").splitlines()
 
 
-def _follow(
-    proc: subprocess.Popen, rdir: Path, echo: Callable[[str], None], name: str
-) -> None:
+def _follow(proc: subprocess.Popen, rdir: Path, echo: Callable[[str], None], name: str) -> None:
     """Until ``proc`` ends, pass on the lines ``cmaprof vm run`` writes to the run's
     guest.err (the boot, its summary and warnings at once, its heartbeats at most every
     PROGRESS_S) and record's compile lines from record.err, with the guest's time."""
@@ -248,8 +250,9 @@ def _follow(
             echo(f"cmaprof experiment: {name}: {line.removeprefix('cmaprof: ')}")
         for line in rec.new():
             if line.startswith(_RECORD_PROGRESS):
+                said = line.removeprefix("cmaprof: ")
                 at = fmt_elapsed(time.monotonic() - t0)
-                echo(f"cmaprof experiment: {name}: {line.removeprefix('cmaprof: ')} ({at} into the run)")
+                echo(f"cmaprof experiment: {name}: {said} ({at} into the run)")
         if done:
             return
         time.sleep(1.0)

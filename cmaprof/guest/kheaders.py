@@ -54,16 +54,16 @@ def _payload(image: bytes) -> bytes | None:
     return None  # zstd, lz4, lzo, lzma-alone: not in Python's standard library
 
 
-def _kheaders_tar(vmlinux: bytes) -> tarfile.TarFile | None:
+def _kheaders_tar(vmlinux: bytes) -> bytes | None:
     """The first xz stream of ``vmlinux`` that is a tar of ``./include`` and ``./arch``."""
     pos = vmlinux.find(XZ_MAGIC)
     while pos >= 0:
         try:
             data = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(vmlinux[pos:])
-            tar = tarfile.open(fileobj=io.BytesIO(data))
-            tops = {m.name.removeprefix("./").split("/")[0] for m in tar.getmembers()}
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                tops = {m.name.removeprefix("./").split("/")[0] for m in tar.getmembers()}
             if set(KHEADERS_DIRS) <= tops:
-                return tar
+                return data
         except (lzma.LZMAError, tarfile.TarError, EOFError):
             pass
         pos = vmlinux.find(XZ_MAGIC, pos + 1)
@@ -85,13 +85,14 @@ def _extract(kernel: Path, dest: Path) -> bool:
     """Unpack ``kernel``'s kheaders into ``dest`` (atomically: a temporary directory
     renamed into place); False when the kernel has none we can read."""
     vmlinux = _payload(kernel.read_bytes())
-    tar = _kheaders_tar(vmlinux) if vmlinux else None
-    if tar is None:
+    data = _kheaders_tar(vmlinux) if vmlinux else None
+    if data is None:
         return False
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".kheaders-"))
     try:
-        tar.extractall(tmp, members=_safe_members(tar))
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(tmp, members=_safe_members(tar))
         (tmp / DONE).write_text(f"{kernel}\n")
         os.replace(tmp, dest)
     except OSError:

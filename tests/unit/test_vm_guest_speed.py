@@ -47,10 +47,12 @@ def _vmlinux(archive: bytes) -> bytes:
 
 def test_headers_are_unpacked_once_and_found_by_sha(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    archive = _tar_xz({
-        "./include/linux/mm.h": b"#define X 1\n",
-        "./arch/x86/include/asm/page.h": b"#define Y 2\n",
-    })
+    archive = _tar_xz(
+        {
+            "./include/linux/mm.h": b"#define X 1\n",
+            "./arch/x86/include/asm/page.h": b"#define Y 2\n",
+        }
+    )
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(_bzimage(_vmlinux(archive)))
     tree = kheaders.host_kheaders(kernel, "ab12")
@@ -65,9 +67,7 @@ def test_unsafe_members_are_not_extracted(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     link = tarfile.TarInfo("./include/evil")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-    archive = _tar_xz(
-        {"./include/a.h": b"a", "./arch/b.h": b"b", "../outside.h": b"no"}, [link]
-    )
+    archive = _tar_xz({"./include/a.h": b"a", "./arch/b.h": b"b", "../outside.h": b"no"}, [link])
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(_bzimage(_vmlinux(archive)))
     tree = kheaders.host_kheaders(kernel, "cd34")
@@ -113,5 +113,9 @@ def test_the_root_is_mounted_with_a_cache_and_a_user_append_still_wins(tmp_path)
     assert words == [ROOT_9P_FLAGS, "cma=256M", "rootflags=trans=virtio"]
     # vng's own words (virtme --force-9p) kept, the cache mode added
     assert ROOT_9P_FLAGS.split(",") == [
-        "rootflags=version=9p2000.L", "trans=virtio", "access=any", "msize=524288", "cache=loose"
+        "rootflags=version=9p2000.L",
+        "trans=virtio",
+        "access=any",
+        "msize=524288",
+        "cache=loose",
     ]
