@@ -4,7 +4,10 @@ The guest is booted with virtme-ng (``vng``) on Debian's ``qemu-system-x86_64``:
 root file system is exported read-only over 9p with a tmpfs overlay on top of ``/etc``,
 ``/lib``, ``/home``, ``/opt``, ``/srv``, ``/usr``, ``/var``, ``/tmp`` and ``/root`` (writes
 there vanish with the guest), so the host's Python, BCC and this project's ``.venv`` run
-unchanged inside. ``--output DIR`` is shared read-write at the same path.
+unchanged inside. ``--output DIR`` is shared read-write at the same path. The root is
+mounted with ``cache=loose`` (:data:`cmaprof.guest.launch.ROOT_9P_FLAGS`) and BCC in the
+guest reads the kernel's own headers unpacked on the host (:mod:`cmaprof.guest.kheaders`):
+both for the time of an iteration under TCG.
 
 How one launch works (the control directory, the streamed output, the kept console
 log, why a missing ``status`` file is a :class:`GuestFailure`): :mod:`cmaprof.guest.launch`.
