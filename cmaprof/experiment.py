@@ -50,6 +50,7 @@ from cmaprof.experiment_plan import (
     worked_example,
 )
 from cmaprof.guest import default_test_kernel
+from cmaprof.guest.launch import fmt_elapsed
 
 __all__ = [
     "LAYOUTS",
@@ -204,21 +205,42 @@ def vm_argv(root: Path, p: Params, run: Run) -> list[str]:
     ]
 
 
-def _follow(proc: subprocess.Popen, err: Path, echo: Callable[[str], None], name: str) -> None:
-    """Until ``proc`` ends, pass on the lines ``cmaprof vm run`` writes to ``err``: the
-    boot, its summary and warnings at once, its heartbeats at most every PROGRESS_S."""
-    pos, last_beat = 0, time.monotonic()
-    while True:
-        done = proc.poll() is not None
+#: Lines of the guest's record.err passed on as progress: the BCC compile, the long pole
+#: of a TCG iteration (collectors/record_setup.py prints them), and the end.
+_RECORD_PROGRESS = (
+    "cmaprof: compiling the probes",
+    "cmaprof: probes compiled",
+    "cmaprof: recording ",
+)
+
+
+class _Lines:
+    """The complete lines appended to a file since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.pos = path, 0
+
+    def new(self) -> list[str]:
         try:
-            with open(err, "rb") as f:
-                f.seek(pos)
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
                 data = f.read()
         except OSError:
-            data = b""
+            return []
         complete = data[: data.rfind(b"\n") + 1]
-        pos += len(complete)
-        for line in complete.decode(errors="replace").splitlines():
+        self.pos += len(complete)
+        return complete.decode(errors="replace").splitlines()
+
+
+def _follow(proc: subprocess.Popen, rdir: Path, echo: Callable[[str], None], name: str) -> None:
+    """Until ``proc`` ends, pass on the lines ``cmaprof vm run`` writes to the run's
+    guest.err (the boot, its summary and warnings at once, its heartbeats at most every
+    PROGRESS_S) and record's compile lines from record.err, with the guest's time."""
+    vm, rec = _Lines(rdir / "guest.err"), _Lines(rdir / "record.err")
+    t0 = last_beat = time.monotonic()
+    while True:
+        done = proc.poll() is not None
+        for line in vm.new():
             if not line.startswith("cmaprof: vm: "):
                 continue
             if _HEARTBEAT.search(line):
@@ -226,6 +248,11 @@ def _follow(proc: subprocess.Popen, err: Path, echo: Callable[[str], None], name
                     continue
                 last_beat = time.monotonic()
             echo(f"cmaprof experiment: {name}: {line.removeprefix('cmaprof: ')}")
+        for line in rec.new():
+            if line.startswith(_RECORD_PROGRESS):
+                said = line.removeprefix("cmaprof: ")
+                at = fmt_elapsed(time.monotonic() - t0)
+                echo(f"cmaprof experiment: {name}: {said} ({at} into the run)")
         if done:
             return
         time.sleep(1.0)
@@ -251,7 +278,7 @@ def guest_run(
         except OSError as exc:
             return Outcome("failed", f"cannot start cmaprof vm run: {exc}", 0.0)
         try:
-            _follow(proc, rdir / "guest.err", echo or (lambda s: None), run.name)
+            _follow(proc, rdir, echo or (lambda s: None), run.name)
         finally:
             if proc.poll() is None:  # interrupted: vm run stops its guest on SIGTERM
                 proc.terminate()

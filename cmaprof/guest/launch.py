@@ -41,6 +41,15 @@ from cmaprof.guest.options import VmOptions
 
 #: Seconds of silence from the guest before a heartbeat line (stderr) says it still runs.
 HEARTBEAT_S = 30.0
+#: The root file system's 9p mount options: virtme-ng's own (``--force-9p``, virtme/
+#: commands/run.py) plus ``cache=loose``. Without a cache mode 9p caches no file data and
+#: every lookup is a round trip to QEMU: Python's imports, the ~230 MB of LLVM and clang
+#: libraries BCC loads and the headers clang opens are read again and again (in the 7.3.4
+#: guest under TCG, ``python -c 'import bcc'`` took 24.9 s without, 10.0 s with). The
+#: host's root is shared read-only and nothing in a guest expects to see the host change
+#: it while the guest runs. Appended after vng's words: the kernel keeps the last
+#: ``rootflags=`` (init/do_mounts.c, root_data_setup), and a user's ``--append`` after ours.
+ROOT_9P_FLAGS = "rootflags=version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose"
 #: A path virtme-ng can pass on: it builds shell strings from --rwdir unquoted.
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@%,:/-]*$")
 
@@ -58,6 +67,7 @@ grep -qs ' /sys/kernel/debug ' /proc/mounts ||
     mount -t debugfs debugfs /sys/kernel/debug 2>>"$ctl/wrapper.err"
 grep -qs ' /sys/kernel/tracing ' /proc/mounts ||
     mount -t tracefs tracefs /sys/kernel/tracing 2>>"$ctl/wrapper.err"
+{pre}
 {{
     echo "release $(uname -r)"
     echo "uptime $(cut -d' ' -f1 /proc/uptime)"
@@ -78,21 +88,39 @@ sync
 """
 
 
-def guest_script(ctl: Path, command: list[str]) -> str:
-    """The shell script the guest runs from ``ctl``: boot facts, ``command``, its status."""
+#: Under TCG: kernel.bpf_stats_enabled on from boot, while the guest is idle. Each
+#: BPF_ENABLE_STATS fd of record's sampling windows then only takes a reference on
+#: bpf_stats_enabled_key and never patches kernel text; flipping that static key while
+#: the other vCPU ran bpf_trace_run4() left it a stale int3 under TCG ("Oops: int3 ...
+#: RIP: bpf_trace_run4+0x80", kernel panic, 6.12.118 guest of test_blockers, 2026-12-07).
+TCG_STATS_ON = (
+    "[ -w /proc/sys/kernel/bpf_stats_enabled ] &&\n"
+    '    echo 1 >/proc/sys/kernel/bpf_stats_enabled 2>>"$ctl/wrapper.err"'
+)
+
+
+def guest_script(
+    ctl: Path, command: list[str], env: dict[str, str] | None = None, tcg: bool = False
+) -> str:
+    """The shell script the guest runs from ``ctl``: boot facts, ``command``, its status.
+    The host's ``CMAPROF_*`` variables are passed on, then ``env``; ``tcg``: the guest
+    runs under TCG (:data:`TCG_STATS_ON`)."""
     path = [str(Path(sys.executable).parent)]
     path += os.environ.get("PATH", "").split(os.pathsep)
     path += ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
     path = [p for p in dict.fromkeys(path) if p]
-    env = "\n".join(
-        f"export {k}={shlex.quote(v)}"
+    passed = {
+        k: v
         for k, v in sorted(os.environ.items())
         if k.startswith("CMAPROF_") and re.fullmatch(r"[A-Z0-9_]+", k)
-    )
+    }
+    passed.update(env or {})
+    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in passed.items())
     return _GUEST_SCRIPT.format(
         ctl=shlex.quote(str(ctl)),
         path=shlex.quote(":".join(path)),
-        env=env,
+        env=exports,
+        pre=TCG_STATS_ON if tcg else "",
         cwd=shlex.quote(os.getcwd()),
         command=shlex.join(command),
     )
@@ -255,7 +283,7 @@ def vng_argv(vng: Path, opts: VmOptions, cmdline: list[str], ctl: Path, use_kvm:
     argv += ["--rwdir", str(ctl)]
     if opts.out is not None:
         argv += ["--rwdir", str(opts.out)]
-    for word in cmdline:
+    for word in [ROOT_9P_FLAGS, *cmdline]:
         argv += ["--append", word]
     argv += ["--exec", f"/bin/sh {ctl}/run.sh"]
     return argv

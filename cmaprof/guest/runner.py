@@ -4,7 +4,10 @@ The guest is booted with virtme-ng (``vng``) on Debian's ``qemu-system-x86_64``:
 root file system is exported read-only over 9p with a tmpfs overlay on top of ``/etc``,
 ``/lib``, ``/home``, ``/opt``, ``/srv``, ``/usr``, ``/var``, ``/tmp`` and ``/root`` (writes
 there vanish with the guest), so the host's Python, BCC and this project's ``.venv`` run
-unchanged inside. ``--output DIR`` is shared read-write at the same path.
+unchanged inside. ``--output DIR`` is shared read-write at the same path. The root is
+mounted with ``cache=loose`` (:data:`cmaprof.guest.launch.ROOT_9P_FLAGS`) and BCC in the
+guest reads the kernel's own headers unpacked on the host (:mod:`cmaprof.guest.kheaders`):
+both for the time of an iteration under TCG.
 
 How one launch works (the control directory, the streamed output, the kept console
 log, why a missing ``status`` file is a :class:`GuestFailure`): :mod:`cmaprof.guest.launch`.
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cmaprof.errors import BadInput, EnvironmentProblem
-from cmaprof.guest import diagnose, kvm
+from cmaprof.guest import diagnose, kheaders, kvm
 from cmaprof.guest.launch import (
     HEARTBEAT_S,
     SAFE_PATH,
@@ -120,6 +123,24 @@ class _Run:
             opts.out.mkdir(parents=True, exist_ok=True)
         self.use_kvm, self.sha = kvm.choose_kvm(opts.kvm, opts.kernel, self.say)
         self.log = _log_path(opts)
+        self.env = self.headers_env()
+
+    def headers_env(self) -> dict[str, str]:
+        """``BCC_KERNEL_SOURCE`` for the guest: the kernel's own headers unpacked on the
+        host (:mod:`cmaprof.guest.kheaders`), or nothing (``CMAPROF_VM_KHEADERS=0``, or
+        a kernel without them: BCC then unpacks /sys/kernel/kheaders.tar.xz itself)."""
+        if os.environ.get("CMAPROF_VM_KHEADERS") == "0":
+            return {}
+        t0 = time.monotonic()
+        sha = self.sha or kvm.kernel_sha256(self.opts.kernel)
+        tree = kheaders.host_kheaders(self.opts.kernel, sha)
+        if tree is None:
+            return {}
+        self.say(
+            f"cmaprof: vm: kernel headers for BCC from the bzImage: {tree} "
+            f"({time.monotonic() - t0:.1f} s; no unpacking of kheaders.tar.xz in the guest)"
+        )
+        return {"BCC_KERNEL_SOURCE": str(tree)}
 
     def say(self, text: str) -> None:
         self.stderr.write((text + "\n").encode())
@@ -131,7 +152,7 @@ class _Run:
         accel = "KVM" if use_kvm else "TCG"
         ctl = Path(tempfile.mkdtemp(prefix="cmaprof-vm-", dir=_tmp_root()))
         try:
-            (ctl / "run.sh").write_text(guest_script(ctl, opts.command))
+            (ctl / "run.sh").write_text(guest_script(ctl, opts.command, self.env, tcg=not use_kvm))
             self.say(
                 f"cmaprof: vm: booting {opts.kernel.name} under {accel} ({opts.memory}, "
                 f"{opts.cpus} CPUs), then running {one_line(opts.command)[:60]}; a heartbeat "

@@ -209,3 +209,23 @@ def test_guest_iteration_target_from_an_experiment_manifest(tmp_path):
     assert t.met is False and t.measured == "9.0 min", t
     (t,) = [x for x in targets.evaluate([], (1,), {"guest": "no guest"}) if x.item == "6"]
     assert t.met is None
+
+
+def test_guest_iteration_target_shows_the_compile(tmp_path):
+    """Target 6's detail names the slowest BCC compile of the iterations' recordings."""
+    import json
+
+    from bench import targets
+
+    for side, compile_s in (("a", 120.4), ("b", 145.1)):
+        rec = tmp_path / "recordings" / side / "iter-01"
+        rec.mkdir(parents=True)
+        (rec / "metadata.json").write_text(json.dumps({"startup_s": {"compile": compile_s}}))
+    runs = {f"{s}/iter-01": {"status": "ok", "seconds": 300.0,
+                             "recording": f"recordings/{s}/iter-01"} for s in "ab"}  # fmt: skip
+    man = tmp_path / "experiment.json"
+    man.write_text(json.dumps({"runs": runs}))
+    got = targets.guest_iterations(man)
+    assert sorted(got["compile_s"]) == [120.4, 145.1]
+    (t,) = [x for x in targets.evaluate([], (1,), {"guest": got}) if x.item == "6"]
+    assert t.note.endswith("; BCC compile in the guest 145 s (slowest)"), t

@@ -7,6 +7,7 @@ runs are tests/vm/test_scenario.py.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -257,25 +258,53 @@ def test_neither_the_experiment_nor_the_guest_runner_imports_the_cli():
     assert proc.stdout.strip() == "[]"
 
 
+def _stand_in_run(tmp_path, monkeypatch, script: str):
+    """One run through a stand-in `cmaprof vm run` (``script``, with ``$RUN_DIR``), which
+    then writes the recording's metadata; the run and the progress lines it gave."""
+    p = params(iterations=1, layouts=["stock"])
+    run = exp.plan(p)[0]
+    rec, rdir = run.rec_dir(tmp_path), run.run_dir(tmp_path)
+    script = f"RUN_DIR={rdir}; {script}mkdir -p {rec} && echo '{{}}' >{rec}/metadata.json"
+    monkeypatch.setattr(exp, "vm_argv", lambda root, p, run: ["sh", "-c", script])
+    lines: list[str] = []
+    out = exp.guest_run(tmp_path, p, run, echo=lines.append)
+    assert out.status == "ok", out
+    return run, lines
+
+
 @pytest.mark.parametrize(("every", "beats"), [(0.0, 2), (3600.0, 0)])
 def test_guest_progress_is_passed_on(tmp_path, monkeypatch, every, beats):
     """A stand-in `cmaprof vm run` writes what the real one does on stderr: its boot and
     summary lines are passed on at once, heartbeats at most every PROGRESS_S."""
     monkeypatch.setattr(exp, "PROGRESS_S", every)
-    p = params(iterations=1, layouts=["stock"])
-    run = exp.plan(p)[0]
-    rec = run.rec_dir(tmp_path)
     script = (
         "echo 'cmaprof: vm: booting bzImage under TCG' >&2; "
         "echo 'cmaprof: vm: booting the guest (0:30 elapsed, killed at 15:00)' >&2; "
         "echo 'other output' >&2; "
         "echo 'cmaprof: vm: running sh (1:00 elapsed, killed at 15:00)' >&2; "
-        f"mkdir -p {rec} && echo '{{}}' >{rec}/metadata.json"
     )
-    monkeypatch.setattr(exp, "vm_argv", lambda root, p, run: ["sh", "-c", script])
-    lines: list[str] = []
-    out = exp.guest_run(tmp_path, p, run, echo=lines.append)
-    assert out.status == "ok", out
+    run, lines = _stand_in_run(tmp_path, monkeypatch, script)
     assert lines[0] == f"cmaprof experiment: {run.name}: vm: booting bzImage under TCG"
     assert len(lines) == 1 + beats, lines
     assert not any("other output" in ln for ln in lines)
+
+
+def test_the_compile_shows_in_the_progress(tmp_path, monkeypatch):
+    """record's compile lines (the long pole under TCG) reach the experiment's progress
+    from the run's record.err, with the time into the run; its other lines do not."""
+    script = (
+        'err="$RUN_DIR/record.err"; '
+        "echo 'cmaprof: compiling the probes (page_alloc, cma) with BCC' >>$err; "
+        "echo 'In file included from x.h:1:' >>$err; "
+        "echo 'cmaprof: probes compiled and loaded in 140.2 s' >>$err; "
+        "echo 'cmaprof: recording system-wide while the command runs' >>$err; "
+        "sleep 1.5; "
+    )
+    _, lines = _stand_in_run(tmp_path, monkeypatch, script)
+    said = [ln.split(": ", 2)[2] for ln in lines]
+    assert [s.rsplit(" (", 1)[0] for s in said] == [
+        "compiling the probes (page_alloc, cma) with BCC",
+        "probes compiled and loaded in 140.2 s",
+        "recording system-wide while the command runs",
+    ], lines
+    assert all(re.search(r"\(0:0\d into the run\)$", s) for s in said), lines
