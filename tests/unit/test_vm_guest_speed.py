@@ -130,3 +130,17 @@ def test_under_tcg_bpf_stats_is_on_from_boot_before_the_command(tmp_path):
     assert on < tcg.index("cmaprof record")
     assert "bpf_stats_enabled" not in guest_script(tmp_path, ["cmaprof", "record"])
     subprocess.run(["sh", "-n"], input=tcg, text=True, check=True)
+
+
+def test_extract_kheaders_says_what_is_missing(tmp_path):
+    """cmaprof.kernel.image, under both the probe matrix and vm run: one clear error."""
+    from cmaprof.errors import BadInput
+    from cmaprof.kernel.image import extract_kheaders
+
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(_bzimage(b"\x7fELF no archive in here"))
+    with pytest.raises(BadInput, match="CONFIG_IKHEADERS=y"):
+        extract_kheaders(kernel, tmp_path / "cache")
+    kernel.write_bytes(b"not a kernel")
+    with pytest.raises(BadInput, match="decompress"):
+        extract_kheaders(kernel, tmp_path / "cache")
