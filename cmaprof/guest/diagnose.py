@@ -36,6 +36,21 @@ def quote(lines: list[str], limit: int = 10) -> str:
     return "\n".join(f"    {line[:200]}" for line in picked)
 
 
+#: An int3 the kernel did not place: a static key or static call patched by
+#: text_poke_bp() while another vCPU ran the old code (seen under TCG only, at random
+#: sites: __schedule, sched_clock_cpu, bpf_trace_run4, a driver probe).
+TCG_INT3 = "Oops: int3"
+
+
+def _tcg_int3_hint(lines: list[str]) -> str:
+    if not any(TCG_INT3 in line for line in lines):
+        return ""
+    return (
+        "\n  an int3 Oops: under TCG, QEMU's emulation of the kernel's live text patching"
+        " (static keys) can run a stale breakpoint; not a cmaprof or mm fault: run again"
+    )
+
+
 def failure(result: LaunchResult, log: Path, opts: VmOptions) -> GuestFailure:
     """Why the guest did not write the command's exit status, quoting the console."""
     lines = [line for line in console_lines(log) if not line.startswith("### cmaprof")]
@@ -47,7 +62,7 @@ def failure(result: LaunchResult, log: Path, opts: VmOptions) -> GuestFailure:
         return GuestFailure(
             "the guest kernel panicked before the command finished "
             f"(no exit status came back):\n{quote(lines[max(0, first - 3) :])}"
-            f"\n  {keep}"
+            f"\n  {keep}{_tcg_int3_hint(lines)}"
         )
     if result.timed_out:
         what = "an Oops, then " if first is not None else ""

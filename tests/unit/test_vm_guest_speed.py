@@ -144,3 +144,23 @@ def test_extract_kheaders_says_what_is_missing(tmp_path):
     kernel.write_bytes(b"not a kernel")
     with pytest.raises(BadInput, match="decompress"):
         extract_kheaders(kernel, tmp_path / "cache")
+
+
+def test_an_int3_oops_is_named_as_tcg_text_patching(tmp_path):
+    """The console of the 7.3.4 coexist guest that panicked in CI (2026-12-07)."""
+    from cmaprof.guest import diagnose
+    from cmaprof.guest.launch import LaunchResult
+
+    log = tmp_path / "console.log"
+    log.write_text(
+        "[   13.244093] Oops: int3: 0000 [#1] SMP NOPTI\n"
+        "[   13.245166] RIP: 0010:__schedule+0x410/0xf60\n"
+        "[   13.252058] Kernel panic - not syncing: Fatal exception in interrupt\n"
+    )
+    opts = VmOptions(kernel=SHARED_7_3, command=["true"])
+    text = str(diagnose.failure(LaunchResult(returncode=1), log, opts))
+    assert "panicked" in text and "TCG" in text and "run again" in text
+    log.write_text(
+        "[ 1.0] BUG: kernel NULL pointer dereference\n[ 1.1] Kernel panic - not syncing\n"
+    )
+    assert "TCG" not in str(diagnose.failure(LaunchResult(returncode=1), log, opts))
